@@ -1,0 +1,68 @@
+"""Training checkpoints: one file with everything needed to continue a run exactly, written atomically.
+
+A checkpoint holds only tensors, numbers, strings and dicts of them, so it loads with
+`torch.load(weights_only=True)`: no arbitrary objects are ever unpickled.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_NAME = "last.ckpt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or weight file that cannot be used, with the reason."""
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call `write(tmp_path)`, fsync, then rename over `path`: readers see the old file or the new one,
+    never half of one, even if the process is killed mid-write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Write a training state dict (model, ema, optimizer, step, configs, rng) atomically."""
+    atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by `save_checkpoint`, refusing pickled objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated zip, wrong format, pickled objects
+        raise CheckpointError(f"{path}: not a readable ReTree checkpoint ({type(exc).__name__}: {exc})") from None
+    missing = {"model", "ema", "step", "config"} - set(state) if isinstance(state, dict) else {"everything"}
+    if missing:
+        raise CheckpointError(f"{path}: not a ReTree training checkpoint (missing {sorted(missing)})")
+    return state

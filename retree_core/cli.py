@@ -1,0 +1,151 @@
+"""The command line: `python -m retree_core train | generate | export` (mirrors the original seed)."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .config import PRESETS, ROLES, TrainConfig
+from .samplers import SAMPLERS
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".bmp"}
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m retree_core", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    d = TrainConfig()
+
+    t = sub.add_parser("train", help="train a vessel, concat or spade model")
+    t.add_argument("--mode", choices=ROLES, default=d.mode)
+    t.add_argument("--data_root", nargs="+", default=None,
+                   help="dataset folder(s); omitted: the embedded scikit-image fundus photograph")
+    t.add_argument("--preset", choices=list(PRESETS), default=d.preset)
+    t.add_argument("--image_size", type=positive_int, default=d.image_size)
+    t.add_argument("--batch_size", type=positive_int, default=d.batch_size, help="per process")
+    t.add_argument("--grad_accum", type=positive_int, default=d.grad_accum)
+    t.add_argument("--epochs", type=positive_int, default=d.epochs)
+    t.add_argument("--max_steps", type=positive_int, default=None, help="overrides --epochs")
+    t.add_argument("--lr", type=float, default=d.lr)
+    t.add_argument("--ema_decay", type=float, default=d.ema_decay)
+    t.add_argument("--noise_steps", type=positive_int, default=d.noise_steps)
+    t.add_argument("--schedule", choices=("linear", "cosine"), default=d.schedule)
+    t.add_argument("--emb_dim", type=positive_int, default=None, help="overrides the preset's")
+    t.add_argument("--p_uncond", type=float, default=d.p_uncond, help="mask dropout for guidance")
+    t.add_argument("--sample_interval", type=positive_int, default=d.sample_interval)
+    t.add_argument("--checkpoint_interval", type=positive_int, default=d.checkpoint_interval)
+    t.add_argument("--output_dir", default=d.output_dir)
+    t.add_argument("--device", default=d.device)
+    t.add_argument("--seed", type=int, default=d.seed)
+    t.add_argument("--num_workers", type=int, default=d.num_workers)
+    t.add_argument("--no_augment", dest="augment", action="store_false")
+    t.add_argument("--no_bf16", dest="bf16", action="store_false")
+    t.add_argument("--no_progress", dest="progress", action="store_false")
+    t.add_argument("--resume", action="store_true", help="continue from output_dir/last.ckpt")
+
+    g = sub.add_parser("generate", help="fundus images from masks, or image + mask pairs from noise")
+    g.add_argument("--mode", choices=("concat", "spade"), default="concat")
+    src = g.add_mutually_exclusive_group()
+    src.add_argument("--weights", default=None, help="shipped model name or .safetensors path (default: --mode)")
+    src.add_argument("--checkpoint", default=None, help="a training checkpoint (.ckpt)")
+    masks = g.add_mutually_exclusive_group(required=True)
+    masks.add_argument("--masks", help="folder of vessel masks")
+    masks.add_argument("--num", type=positive_int, help="number of pairs to dream with both stages")
+    g.add_argument("--vessel_weights", default="vessel", help="stage-1 model for --num")
+    g.add_argument("--sampler", choices=list(SAMPLERS), default="dpmpp")
+    g.add_argument("--steps", type=positive_int, default=20)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--guidance", type=float, default=1.0)
+    g.add_argument("--batch_size", type=positive_int, default=4)
+    g.add_argument("--output_dir", default="outputs/generated")
+    g.add_argument("--device", default="cpu")
+
+    e = sub.add_parser("export", help="convert a training checkpoint to weights/NAME.safetensors + .json")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--out", required=True, help="output path without suffix, e.g. weights/concat")
+    e.add_argument("--fp32", action="store_true", help="keep float32 (default: float16)")
+    return parser
+
+
+def run_train(args: argparse.Namespace) -> None:
+    from .train import train
+
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k != "command"})
+    print(f"checkpoint: {train(cfg)}")
+
+
+def _mask_files(folder: str) -> list[Path]:
+    root = Path(folder)
+    if not root.is_dir():
+        raise ValueError(f"--masks {folder}: not a folder")
+    files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"--masks {folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
+
+
+def run_generate(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from .data import prepare_mask, read_mask
+    from .images import save_png, to_uint8
+    from .pipeline import check_options, generate, vessel_masks
+    from .weights import load_model
+
+    model = load_model(args.checkpoint or args.weights or args.mode, role=args.mode, device=args.device)
+    check_options(args.sampler, args.steps, args.guidance, model.diffusion_cfg.timesteps)
+    size = model.net_cfg.image_size
+    if args.masks:
+        files = _mask_files(args.masks)
+        names = [p.stem.removeprefix("seg_") for p in files]
+        masks = np.stack([prepare_mask(read_mask(p), size) for p in files])  # all read before any sampling
+    else:
+        vessel = load_model(args.vessel_weights, role="vessel", device=args.device)
+        names = [f"{args.seed + i:05d}" for i in range(args.num)]
+        masks = None
+    out = Path(args.output_dir)
+    tic = time.perf_counter()
+    for start in range(0, len(names), args.batch_size):
+        chunk = names[start:start + args.batch_size]
+        seeds = [args.seed + start + i for i in range(len(chunk))]
+        if masks is None:
+            trees = generate(vessel, None, seeds, sampler=args.sampler, steps=args.steps)
+            batch_masks = vessel_masks(trees)
+            if vessel.net_cfg.image_size != size:
+                batch_masks = np.stack([prepare_mask(m, size) for m in batch_masks])
+        else:
+            batch_masks = masks[start:start + len(chunk)]
+        images = to_uint8(generate(model, batch_masks, seeds, sampler=args.sampler, steps=args.steps,
+                                   guidance=args.guidance))
+        for name, image, mask in zip(chunk, images, batch_masks):
+            save_png(out / "images" / f"img_{name}.png", image)
+            save_png(out / "masks" / f"seg_{name}.png", np.repeat(mask[..., None] * np.uint8(255), 3, -1))
+        print(f"{start + len(chunk)}/{len(names)} images, {time.perf_counter() - tic:.1f} s")
+    print(f"wrote {len(names)} image + mask pairs to {out} (images/, masks/)")
+
+
+def run_export(args: argparse.Namespace) -> None:
+    from .weights import export_weights
+
+    print(f"wrote {export_weights(args.checkpoint, args.out, fp16=not args.fp32)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        {"train": run_train, "generate": run_generate, "export": run_export}[args.command](args)
+    except (ValueError, OSError) as exc:  # DataError and CheckpointError are ValueErrors
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,48 @@
+"""Conversions between model tensors ([-1, 1], NCHW) and uint8 pictures, and image grids."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+
+def to_uint8(x: Tensor) -> np.ndarray:
+    """(B, C, H, W) or (C, H, W) in [-1, 1] -> uint8 (B, H, W, 3) or (H, W, 3); 1 channel becomes grey."""
+    single = x.ndim == 3
+    x = x[None] if single else x
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    arr = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    arr = arr.permute(0, 2, 3, 1).numpy()
+    return arr[0] if single else arr
+
+
+def mask_to_tensor(mask: np.ndarray) -> Tensor:
+    """bool (H, W) or (B, H, W) -> float (B, 1, H, W), vessel +1, background -1."""
+    m = torch.from_numpy(np.asarray(mask, dtype=bool))
+    m = m[None] if m.ndim == 2 else m
+    return m[:, None].float() * 2 - 1
+
+
+def grid(rows: Sequence[np.ndarray], pad_px: int = 2) -> np.ndarray:
+    """Tile equally sized uint8 images (each row a (N, H, W, 3) array) into one picture."""
+    rows = [np.asarray(r) for r in rows]
+    n = max(len(r) for r in rows)
+    h, w = rows[0].shape[1:3]
+    out = np.full((len(rows) * (h + pad_px) + pad_px, n * (w + pad_px) + pad_px, 3), 255, np.uint8)
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row):
+            y, x = pad_px + i * (h + pad_px), pad_px + j * (w + pad_px)
+            out[y:y + h, x:x + w] = img
+    return out
+
+
+def save_png(path: str | Path, image: np.ndarray) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path)
+    return path

@@ -1,0 +1,119 @@
+"""Generation: vessel tree -> fundus image, as a batch call or as a stream of frames.
+
+`generate` is what the command line and evaluation call; `stream` runs the same thing in a worker
+thread and yields a `Frame` per sampler step, which is what the app shows live. Closing the stream
+(the app's Stop button) ends sampling at the next step.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .diffusion import NoiseSchedule
+from .images import mask_to_tensor, to_uint8
+from .samplers import Callback, Step, StopSampling, get_sampler, guided, make_generators, randn
+from .weights import LoadedModel
+
+
+@dataclass
+class Frame:
+    """One update of a running generation (uint8 images, first sample of the batch for x_t / x0)."""
+
+    step: int  # 1-based; equals total on the final frame
+    total: int
+    x_t: np.ndarray | None
+    x0: np.ndarray
+    final: bool = False
+    images: np.ndarray | None = None  # (B, H, W, 3) on the final frame
+
+
+def check_options(sampler: str, steps: int, guidance: float, timesteps: int) -> None:
+    """Reject out-of-range options with a message naming the option."""
+    get_sampler(sampler)
+    if not isinstance(steps, (int, np.integer)) or not 1 <= steps <= timesteps:
+        raise ValueError(f"steps must be a whole number from 1 to {timesteps}, got {steps!r}")
+    if not np.isfinite(guidance) or not 0 <= guidance <= 20:
+        raise ValueError(f"guidance must be between 0 and 20, got {guidance!r}")
+
+
+@torch.inference_mode()
+def generate(model: LoadedModel, masks: np.ndarray | None = None, seeds: Sequence[int] = (0,), *,
+             sampler: str = "dpmpp", steps: int = 20, guidance: float = 1.0,
+             callback: Callback | None = None) -> torch.Tensor:
+    """Sample one image per seed, in [-1, 1], (B, C, H, W). `masks` (B, H, W) bool, at the model's size,
+    conditions concat/spade models; the vessel model takes none."""
+    cfg = model.net_cfg
+    schedule = NoiseSchedule(model.diffusion_cfg)
+    check_options(sampler, steps, guidance, schedule.timesteps)
+    device = next(model.net.parameters()).device
+    cond = None
+    if cfg.conditional:
+        if masks is None:
+            raise ValueError(f"the {cfg.role} model needs a vessel mask")
+        masks = np.asarray(masks, dtype=bool)
+        masks = masks[None] if masks.ndim == 2 else masks
+        if masks.shape[1:] != (cfg.image_size, cfg.image_size):
+            raise ValueError(f"masks are {masks.shape[1]}x{masks.shape[2]} px; this model needs "
+                             f"{cfg.image_size}x{cfg.image_size} (use data.prepare_mask)")
+        if len(masks) == 1 and len(seeds) > 1:
+            masks = np.repeat(masks, len(seeds), axis=0)
+        if len(masks) != len(seeds):
+            raise ValueError(f"{len(masks)} masks for {len(seeds)} seeds")
+        cond = mask_to_tensor(masks).to(device)
+    gens = make_generators(seeds)
+    x = randn((len(seeds), cfg.image_channels, cfg.image_size, cfg.image_size), gens, device)
+    eps_fn = guided(model.net, cond, guidance if cfg.conditional else 1.0)
+    return get_sampler(sampler)(eps_fn, x, schedule, steps, generators=gens, callback=callback)
+
+
+def vessel_masks(images: torch.Tensor) -> np.ndarray:
+    """Binary trees from the vessel model's output (B, 1, H, W) in [-1, 1]."""
+    return (images[:, 0] > 0).cpu().numpy()
+
+
+def stream(model: LoadedModel, masks: np.ndarray | None = None, seeds: Sequence[int] = (0,),
+           **options) -> Iterator[Frame]:
+    """`generate` as a stream of frames; the last frame carries the finished images. Closing the
+    iterator early stops the sampler at its next step."""
+    frames: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+    done = object()
+    total = [0]
+
+    def on_step(s: Step) -> None:
+        if stop.is_set():
+            raise StopSampling
+        total[0] = s.total
+        frames.put(Frame(s.index + 1, s.total, to_uint8(s.x[0].clamp(-1, 1)), to_uint8(s.x0[0])))
+
+    def work() -> None:
+        try:
+            out = generate(model, masks, seeds, callback=on_step, **options)
+            images = to_uint8(out)
+            frames.put(Frame(total[0], total[0], None, images[0], True, images))
+        except StopSampling:
+            pass
+        except Exception as exc:  # handed to the consumer, raised in its thread
+            frames.put(exc)
+        finally:
+            frames.put(done)
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    try:
+        while (item := frames.get()) is not done:
+            if isinstance(item, Exception):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a worker waiting on a full queue
+            try:
+                frames.get(timeout=0.05)
+            except queue.Empty:
+                pass

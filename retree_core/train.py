@@ -1,0 +1,217 @@
+"""One training loop for every role (vessel, concat, spade).
+
+Resumable by construction: the batch order, augmentation, timesteps and noise of optimiser step `s`
+are drawn from generators seeded by (seed, s, micro-batch, rank), so a resumed run sees exactly the
+data and noise an uninterrupted one would. Runs alone or under `torchrun` (DDP) unchanged.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from contextlib import nullcontext
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from . import distributed
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import TrainConfig, from_dict, to_dict
+from .data import AugmentConfig, make_dataset
+from .diffusion import NoiseSchedule, diffusion_loss
+from .images import grid, save_png, to_uint8
+from .nets import build_net, count_parameters
+from .samplers import dpmpp_2m, guided, make_generators, randn
+
+LOG_NAME = "log.jsonl"
+
+
+def step_seed(*parts: int) -> int:
+    """A 63-bit seed that is a pure function of its integer parts."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint32).view(np.uint64)[0] >> 1)
+
+
+class StepBatches:
+    """Batch sampler: for each optimiser step from `start_step`, each micro-batch of this rank as a list
+    of (item index, augmentation seed). Epochs are seeded permutations of the dataset."""
+
+    def __init__(self, n_items: int, batch_size: int, grad_accum: int, world: int, rank: int,
+                 seed: int, start_step: int, total_steps: int):
+        self.n, self.b, self.accum, self.world, self.rank = n_items, batch_size, grad_accum, world, rank
+        self.seed, self.start, self.total = seed, start_step, total_steps
+        self._perm = lru_cache(maxsize=4)(lambda epoch: np.random.default_rng([seed, epoch]).permutation(n_items))
+
+    @property
+    def global_batch(self) -> int:
+        return self.b * self.accum * self.world
+
+    def __len__(self) -> int:
+        return (self.total - self.start) * self.accum
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for step in range(self.start, self.total):
+            for micro in range(self.accum):
+                first = step * self.global_batch + (micro * self.world + self.rank) * self.b
+                batch = []
+                for pos in range(first, first + self.b):
+                    index = int(self._perm(pos // self.n)[pos % self.n])
+                    batch.append((index, step_seed(self.seed, pos)))
+                yield batch
+
+
+def update_ema(ema: torch.nn.Module, net: torch.nn.Module, decay: float, step: int) -> None:
+    """Exponential moving average of the weights, with a warm-up so short runs are not dominated by
+    the random initialisation: the effective decay is min(decay, (1 + step) / (10 + step))."""
+    decay = min(decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), net.parameters()):
+            e.lerp_(p.detach(), 1 - decay)
+        for e, b in zip(ema.buffers(), net.buffers()):
+            e.copy_(b)
+
+
+def _training_inputs(batch: dict, role: str, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(clean image x0, conditioning mask) for a role: the vessel model learns the masks themselves."""
+    mask = batch["mask"].to(dev)
+    return (mask, None) if role == "vessel" else (batch["image"].to(dev), mask)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log rows past `step`, so a resumed run continues the log without duplicates."""
+    if path.exists():
+        rows = [r for r in path.read_text().splitlines() if r.strip() and json.loads(r)["step"] <= step]
+        path.write_text("".join(r + "\n" for r in rows))
+
+
+def sample_grid(ema: torch.nn.Module, cfg: TrainConfig, dataset, step: int, out_dir: Path, dev: torch.device) -> Path:
+    """A picture of the EMA model's current samples (rows: mask, sample, real image for conditional roles)."""
+    n = min(4, len(dataset))
+    items = [dataset[(i, i)] for i in range(n)]  # fixed views, comparable across steps
+    masks = torch.stack([it["mask"] for it in items]).to(dev)
+    net_cfg = ema.cfg
+    role = net_cfg.role
+    schedule = NoiseSchedule(cfg.diffusion())
+    gens = make_generators([cfg.seed + i for i in range(n)])
+    x = randn((n, net_cfg.image_channels, cfg.image_size, cfg.image_size), gens, dev)
+    cond = None if role == "vessel" else masks
+    out = dpmpp_2m(guided(ema, cond), x, schedule, cfg.sample_steps, generators=gens)
+    rows = [to_uint8(out)] if role == "vessel" else [to_uint8(masks), to_uint8(out),
+                                                     to_uint8(torch.stack([it["image"] for it in items]))]
+    return save_png(out_dir / "samples" / f"step_{step:07d}.png", grid(rows))
+
+
+def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
+          should_stop: Callable[[], bool] | None = None) -> Path:
+    """Train until the step budget is spent (or `should_stop()` turns true); return the checkpoint path.
+    `on_log` receives every loss-log row (the app plots them)."""
+    info = distributed.setup(cfg.device)
+    dev, out_dir = info.device, Path(cfg.output_dir)
+    net_cfg, diff_cfg = cfg.net(), cfg.diffusion()
+    role = net_cfg.role
+    ckpt_path, log_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME
+
+    dataset = make_dataset(cfg.data_root, cfg.image_size, AugmentConfig(enabled=cfg.augment))  # DataError early
+    state = None
+    if cfg.resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        saved = from_dict(TrainConfig, state["config"]["train"])
+        if saved.mode != cfg.mode or saved.preset != cfg.preset or saved.image_size != cfg.image_size:
+            raise ValueError(f"{ckpt_path}: was trained as mode={saved.mode} preset={saved.preset} "
+                             f"image_size={saved.image_size}; resume with the same settings")
+    elif cfg.resume and info.is_main:
+        print(f"--resume: no checkpoint in {out_dir}, starting a new run")
+
+    torch.manual_seed(cfg.seed)
+    net = build_net(net_cfg).to(dev)
+    ema = copy.deepcopy(net).requires_grad_(False).eval()
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start_step = 0
+    if state is not None:
+        net.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        start_step = int(state["step"])
+    model = DistributedDataParallel(net) if info.world > 1 else net
+
+    sampler = StepBatches(len(dataset), cfg.batch_size, cfg.grad_accum, info.world, info.rank, cfg.seed, start_step, 0)
+    steps_per_epoch = max(1, math.ceil(len(dataset) / sampler.global_batch))
+    total_steps = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
+    sampler.total = total_steps
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
+                        persistent_workers=cfg.num_workers > 0)
+    schedule = NoiseSchedule(diff_cfg)
+    use_bf16 = cfg.bf16 and dev.type == "cuda" and torch.cuda.is_bf16_supported()
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else nullcontext
+
+    def checkpoint(step: int) -> None:
+        if info.is_main:
+            save_checkpoint(ckpt_path, {
+                "model": net.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+                "step": step, "rng": rng_state(),
+                "config": {"train": to_dict(cfg), "net": to_dict(net_cfg), "diffusion": to_dict(diff_cfg)}})
+        distributed.barrier()
+
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _truncate_log(log_path, start_step)
+        print(f"training {role} ({cfg.preset}, {count_parameters(net) / 1e6:.2f} M parameters) on "
+              f"{len(dataset)} items, {info.world} process(es) on {dev}, steps {start_step} -> {total_steps}")
+    bar = tqdm(total=total_steps, initial=start_step, disable=not (cfg.progress and info.is_main),
+               unit="step", dynamic_ncols=True)
+    batches = iter(loader)
+    step, tic = start_step, time.perf_counter()
+    net.train()
+    while step < total_steps and not (should_stop and should_stop()):
+        loss_sum = 0.0
+        for micro in range(cfg.grad_accum):
+            x0, mask = _training_inputs(next(batches), role, dev)
+            g = torch.Generator().manual_seed(step_seed(cfg.seed, step, micro, info.rank, 1))
+            t = torch.randint(0, schedule.timesteps, (x0.shape[0],), generator=g).to(dev)
+            noise = torch.randn(x0.shape, generator=g).to(dev)
+            if mask is not None:  # classifier-free guidance: drop the mask to the null condition
+                keep = (torch.rand(x0.shape[0], generator=g) >= diff_cfg.p_uncond).to(dev)
+                mask = mask * keep.view(-1, 1, 1, 1)
+            last = micro == cfg.grad_accum - 1
+            sync = nullcontext() if last or info.world == 1 else model.no_sync()
+            with sync, autocast():
+                loss = diffusion_loss(model(schedule.add_noise(x0, t, noise), t, mask), noise, diff_cfg)
+                (loss / cfg.grad_accum).backward()
+            loss_sum += loss.item() / cfg.grad_accum
+        if not math.isfinite(loss_sum):
+            raise FloatingPointError(f"loss became {loss_sum} at step {step}; lower --lr or check the data")
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        update_ema(ema, net, cfg.ema_decay, step)
+        step += 1
+
+        toc = time.perf_counter()
+        row = {"step": step, "epoch": round(step / steps_per_epoch, 4),
+               "loss": distributed.mean_across(loss_sum, dev), "lr": opt.param_groups[0]["lr"],
+               "images_per_s": round(sampler.global_batch / (toc - tic), 3)}
+        tic = toc
+        bar.update(1)
+        bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=row["images_per_s"])
+        if info.is_main:
+            with open(log_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            if on_log:
+                on_log(row)
+        if step % cfg.checkpoint_interval == 0 or step == total_steps:
+            checkpoint(step)
+        if info.is_main and (step % cfg.sample_interval == 0 or step == total_steps):
+            sample_grid(ema, cfg, dataset, step, out_dir, dev)
+            tic = time.perf_counter()  # sampling time is not training throughput
+    if step % cfg.checkpoint_interval and step != total_steps:  # stopped early: keep what was done
+        checkpoint(step)
+    bar.close()
+    distributed.cleanup()
+    return ckpt_path
