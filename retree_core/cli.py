@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import PRESETS, ROLES, TrainConfig
+from .config import PRESETS, ROLES, SampleConfig, TrainConfig
 from .samplers import SAMPLERS
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".bmp"}
@@ -60,10 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     masks.add_argument("--masks", help="folder of vessel masks")
     masks.add_argument("--num", type=positive_int, help="number of pairs to dream with both stages")
     g.add_argument("--vessel_weights", default="vessel", help="stage-1 model for --num")
-    g.add_argument("--sampler", choices=list(SAMPLERS), default="dpmpp")
-    g.add_argument("--steps", type=positive_int, default=20)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--guidance", type=float, default=1.0)
+    s = SampleConfig()
+    g.add_argument("--sampler", choices=list(SAMPLERS), default=s.sampler)
+    g.add_argument("--steps", type=positive_int, default=s.steps)
+    g.add_argument("--seed", type=int, default=s.seed)
+    g.add_argument("--guidance", type=float, default=s.guidance, help="classifier-free guidance scale")
     g.add_argument("--batch_size", type=positive_int, default=4)
     g.add_argument("--output_dir", default="outputs/generated")
     g.add_argument("--device", default="cpu")

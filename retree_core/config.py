@@ -73,7 +73,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "lean": dict(patch_px=2, channels=(32, 64, 128, 192), bottleneck_channels=192,
                  attn_max_px=16, attn_heads=4, emb_dim=128, spade_hidden=32),
     # For tests: small enough to train in seconds.
-    "tiny": dict(patch_px=1, channels=(16, 32), bottleneck_channels=32, attn_max_px=16,
+    "tiny": dict(patch_px=1, channels=(16, 32), bottleneck_channels=32, attn_max_px=32,
                  attn_heads=2, emb_dim=32, groups=4, spade_hidden=16),
 }
 
@@ -96,6 +96,16 @@ class DiffusionConfig:
     l1_weight: float = 1.0
     mse_weight: float = 1.0
     p_uncond: float = 0.1  # probability of dropping the mask (classifier-free guidance training)
+
+
+@dataclass
+class SampleConfig:
+    """Generation settings; the defaults are the app's (and the benchmark's "default path")."""
+
+    sampler: str = "dpmpp"
+    steps: int = 20
+    guidance: float = 1.0
+    seed: int = 0
 
 
 @dataclass
@@ -157,5 +167,5 @@ def save_json(path: str | Path, **configs: Any) -> None:
     Path(path).write_text(json.dumps({k: to_dict(v) for k, v in configs.items()}, indent=2))
 
 
-__all__ = ["ROLES", "NetConfig", "PRESETS", "net_config", "DiffusionConfig", "TrainConfig",
+__all__ = ["ROLES", "NetConfig", "PRESETS", "net_config", "DiffusionConfig", "SampleConfig", "TrainConfig",
            "to_dict", "from_dict", "save_json"]

@@ -14,6 +14,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from .config import SampleConfig
 from .diffusion import NoiseSchedule
 from .images import mask_to_tensor, to_uint8
 from .samplers import Callback, Step, StopSampling, get_sampler, guided, make_generators, randn
@@ -43,8 +44,8 @@ def check_options(sampler: str, steps: int, guidance: float, timesteps: int) -> 
 
 @torch.inference_mode()
 def generate(model: LoadedModel, masks: np.ndarray | None = None, seeds: Sequence[int] = (0,), *,
-             sampler: str = "dpmpp", steps: int = 20, guidance: float = 1.0,
-             callback: Callback | None = None) -> torch.Tensor:
+             sampler: str = SampleConfig.sampler, steps: int = SampleConfig.steps,
+             guidance: float = SampleConfig.guidance, callback: Callback | None = None) -> torch.Tensor:
     """Sample one image per seed, in [-1, 1], (B, C, H, W). `masks` (B, H, W) bool, at the model's size,
     conditions concat/spade models; the vessel model takes none."""
     cfg = model.net_cfg

@@ -1,8 +1,9 @@
 """One training loop for every role (vessel, concat, spade).
 
-Resumable by construction: the batch order, augmentation, timesteps and noise of optimiser step `s`
-are drawn from generators seeded by (seed, s, micro-batch, rank), so a resumed run sees exactly the
-data and noise an uninterrupted one would. Runs alone or under `torchrun` (DDP) unchanged.
+Resumable by construction: the batch order, augmentation, timestep and noise of every item are drawn
+from generators seeded by (seed, the item's position in the run), so a resumed run sees exactly the
+data and noise an uninterrupted one would, and N processes under `torchrun` (DDP) see exactly what
+one process with an N times larger batch would.
 """
 from __future__ import annotations
 
@@ -55,15 +56,17 @@ class StepBatches:
     def __len__(self) -> int:
         return (self.total - self.start) * self.accum
 
+    def batch(self, step: int, micro: int) -> list[tuple[int, int]]:
+        """This rank's share of a micro-batch: (item index, per-item seed) from global positions, so
+        an item's augmentation and noise do not depend on how the batch is split across processes."""
+        first = step * self.global_batch + (micro * self.world + self.rank) * self.b
+        return [(int(self._perm(pos // self.n)[pos % self.n]), step_seed(self.seed, pos))
+                for pos in range(first, first + self.b)]
+
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for step in range(self.start, self.total):
             for micro in range(self.accum):
-                first = step * self.global_batch + (micro * self.world + self.rank) * self.b
-                batch = []
-                for pos in range(first, first + self.b):
-                    index = int(self._perm(pos // self.n)[pos % self.n])
-                    batch.append((index, step_seed(self.seed, pos)))
-                yield batch
+                yield self.batch(step, micro)
 
 
 def update_ema(ema: torch.nn.Module, net: torch.nn.Module, decay: float, step: int) -> None:
@@ -81,6 +84,18 @@ def _training_inputs(batch: dict, role: str, dev: torch.device) -> tuple[torch.T
     """(clean image x0, conditioning mask) for a role: the vessel model learns the masks themselves."""
     mask = batch["mask"].to(dev)
     return (mask, None) if role == "vessel" else (batch["image"].to(dev), mask)
+
+
+def _item_noise(items: list[tuple[int, int]], shape: torch.Size, timesteps: int,
+                p_uncond: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-item timestep, noise and keep-the-mask flag, each drawn from the item's own seed."""
+    ts, noises, keeps = [], [], []
+    for _, seed in items:
+        g = torch.Generator().manual_seed(seed)
+        ts.append(torch.randint(0, timesteps, (1,), generator=g))
+        noises.append(torch.randn(shape, generator=g))
+        keeps.append(torch.rand(1, generator=g) >= p_uncond)
+    return torch.cat(ts), torch.stack(noises), torch.cat(keeps).float()
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -173,12 +188,11 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
         loss_sum = 0.0
         for micro in range(cfg.grad_accum):
             x0, mask = _training_inputs(next(batches), role, dev)
-            g = torch.Generator().manual_seed(step_seed(cfg.seed, step, micro, info.rank, 1))
-            t = torch.randint(0, schedule.timesteps, (x0.shape[0],), generator=g).to(dev)
-            noise = torch.randn(x0.shape, generator=g).to(dev)
+            t, noise, keep = _item_noise(sampler.batch(step, micro), x0.shape[1:], schedule.timesteps,
+                                         diff_cfg.p_uncond)
+            t, noise = t.to(dev), noise.to(dev)
             if mask is not None:  # classifier-free guidance: drop the mask to the null condition
-                keep = (torch.rand(x0.shape[0], generator=g) >= diff_cfg.p_uncond).to(dev)
-                mask = mask * keep.view(-1, 1, 1, 1)
+                mask = mask * keep.to(dev).view(-1, 1, 1, 1)
             last = micro == cfg.grad_accum - 1
             sync = nullcontext() if last or info.world == 1 else model.no_sync()
             with sync, autocast():

@@ -1,0 +1,118 @@
+"""Joint augmentation of (image, vessel mask, FOV): one geometric warp for all three, colour on the image.
+
+The geometry is a single affine map from a square around the field of view to the output square, so
+the mask stays pixel-aligned with the photograph and non-square images (DRIVE 565x584, CHASE_DB1
+999x960) need no separate padding step. All randomness comes from the caller's generator.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .embedded import estimate_fov
+from .imageio import MASK_COVERAGE, to_unit
+
+MAX_WARP_SHRINK = 2.0  # larger reductions are area-resampled first: linear warping would alias
+
+
+@dataclass
+class AugmentConfig:
+    """Random transforms for training; `enabled=False` gives the plain resize used for validation."""
+
+    hflip: bool = True
+    vflip: bool = False
+    rotate_deg: float = 15.0  # rotation drawn uniformly in +-rotate_deg
+    scale_range: tuple[float, float] = (0.9, 1.15)  # zoom, drawn log-uniformly; >1 crops the FOV rim
+    color_jitter: float = 0.1  # relative strength of brightness, contrast, saturation and hue changes
+    enabled: bool = True
+
+
+def fov_square(fov: np.ndarray) -> tuple[float, float, float]:
+    """(centre x, centre y, side) in pixels of the square that holds the FOV's bounding box."""
+    height_px, width_px = fov.shape
+    rows, cols = np.flatnonzero(fov.any(axis=1)), np.flatnonzero(fov.any(axis=0))
+    if len(rows) == 0:
+        return (width_px - 1) / 2, (height_px - 1) / 2, float(max(height_px, width_px))
+    side_px = max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
+    return (cols[0] + cols[-1]) / 2, (rows[0] + rows[-1]) / 2, float(side_px)
+
+
+def _warp_matrix(centre_xy: tuple[float, float], side_px: float, size_px: int, angle_deg: float,
+                 zoom: float, hflip: bool, vflip: bool) -> np.ndarray:
+    """2x3 affine map: square (centre, side) in the source -> size_px output, rotated/zoomed/flipped."""
+    angle_rad = np.deg2rad(angle_deg)
+    rotation = np.array([[np.cos(angle_rad), -np.sin(angle_rad)], [np.sin(angle_rad), np.cos(angle_rad)]])
+    flips = np.diag([-1.0 if hflip else 1.0, -1.0 if vflip else 1.0])
+    linear = zoom * size_px / side_px * rotation @ flips
+    out_centre = np.full(2, (size_px - 1) / 2)
+    offset = out_centre - linear @ np.asarray(centre_xy, dtype=np.float64)
+    return np.hstack([linear, offset[:, None]])
+
+
+def _shrink(planes: np.ndarray, factor: float) -> np.ndarray:
+    """Area-resample an HxWxC float array by `factor` (< 1)."""
+    height_px, width_px = planes.shape[:2]
+    size = (max(1, round(width_px * factor)), max(1, round(height_px * factor)))
+    return cv2.resize(planes, size, interpolation=cv2.INTER_AREA)
+
+
+def color_jitter(image: np.ndarray, fov: np.ndarray, strength: float, rng: np.random.Generator
+                 ) -> np.ndarray:
+    """Brightness, contrast, saturation and a slight hue turn, applied inside the FOV only.
+
+    Always draws four numbers, so the generator advances the same way whatever `strength` is.
+    """
+    brightness, contrast, saturation, hue = rng.uniform(-1.0, 1.0, size=4) * strength
+    if strength <= 0 or not fov.any():
+        return image
+    rgb = image.astype(np.float32) * (1.0 + brightness)
+    mean = rgb[fov].mean(axis=0)
+    rgb = (rgb - mean) * (1.0 + contrast) + mean
+    grey = rgb.mean(axis=2, keepdims=True)
+    rgb = (rgb - grey) * (1.0 + saturation) + grey
+    rgb = np.clip(rgb, 0, 255).astype(np.uint8)
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
+    hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + round(hue * 18)) % 180).astype(np.uint8)  # 180 = turn
+    rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    return np.where(fov[..., None], rgb, image)
+
+
+def augment(image: np.ndarray, mask: np.ndarray, fov: np.ndarray | None, size_px: int,
+            rng: np.random.Generator | None = None, cfg: AugmentConfig | None = None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image uint8 SxSx3, mask bool SxS, fov bool SxS) with S = size_px; a pure function of the inputs.
+
+    `mask` and `fov` may be bool or soft coverage (uint8 0-255 or float 0-1, e.g. after area resizing);
+    they are warped linearly and cut (the mask at MASK_COVERAGE, the FOV at 0.5); a missing FOV is estimated from the image. Without
+    augmentation (cfg None/disabled, or no rng) the square around the FOV is only resized.
+    """
+    if fov is None:
+        fov = estimate_fov(image)
+    active = cfg is not None and cfg.enabled and rng is not None
+    if active:
+        flip_h, flip_v = rng.random(2) < 0.5
+        angle_deg = rng.uniform(-1.0, 1.0) * cfg.rotate_deg
+        low, high = cfg.scale_range
+        zoom = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+        hflip, vflip = cfg.hflip and flip_h, cfg.vflip and flip_v
+    else:
+        angle_deg, zoom, hflip, vflip = 0.0, 1.0, False, False
+
+    planes = np.dstack([image.astype(np.float32), to_unit(np.asarray(mask)) * 255.0,
+                        to_unit(np.asarray(fov)) * 255.0])
+    centre_x, centre_y, side_px = fov_square(planes[..., 4] >= 127.5)
+    shrink = MAX_WARP_SHRINK * size_px / side_px
+    if shrink < 1.0:
+        planes = _shrink(planes, shrink)
+        centre_x, centre_y = (centre_x + 0.5) * shrink - 0.5, (centre_y + 0.5) * shrink - 0.5
+        side_px *= shrink
+    matrix = _warp_matrix((centre_x, centre_y), side_px, size_px, angle_deg, zoom, hflip, vflip)
+    warped = cv2.warpAffine(planes, matrix, (size_px, size_px), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    out_image = np.clip(np.rint(warped[..., :3]), 0, 255).astype(np.uint8)
+    out_mask, out_fov = warped[..., 3] >= 255.0 * MASK_COVERAGE, warped[..., 4] >= 127.5
+    if active:
+        out_image = color_jitter(out_image, out_fov, cfg.color_jitter, rng)
+    return out_image, out_mask, out_fov

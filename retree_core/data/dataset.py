@@ -1,0 +1,116 @@
+"""Training pairs as tensors: preloaded, pre-shrunk triples viewed through seeded augmentation.
+
+Items are addressed by (index, seed): the augmentation of an item is a pure function of that pair, so
+a resumed run that replays the same seeds sees exactly the same data.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .augment import AugmentConfig, augment
+from .embedded import embedded_example, estimate_fov
+from .imageio import DataError
+from .layouts import Sample, Triple, find_samples_many, load_samples, split_samples
+
+PRELOAD_MARGIN = 1.25  # preloaded shorter side / output size: room for zoom and rotation, little memory
+SPLITS = ("train", "val", "all")
+
+
+def preload(triple: Triple, size_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image uint8, mask coverage uint8 0-255, fov coverage uint8) with shorter side ~1.25 * size_px.
+
+    Masks are area-resampled to coverage rather than re-binarised, so thin vessels survive until the
+    final warp cuts them at MASK_COVERAGE. A missing FOV is estimated from the photograph.
+    """
+    image, mask, fov = triple
+    fov = estimate_fov(image) if fov is None else fov
+    factor = PRELOAD_MARGIN * size_px / min(image.shape[:2])
+    planes = [image, mask.astype(np.uint8) * 255, fov.astype(np.uint8) * 255]
+    if factor < 1.0:
+        size = (max(1, round(image.shape[1] * factor)), max(1, round(image.shape[0] * factor)))
+        planes = [cv2.resize(p, size, interpolation=cv2.INTER_AREA) for p in planes]
+    return tuple(np.ascontiguousarray(p) for p in planes)
+
+
+class PairDataset(Dataset):
+    """(image, mask, fov) training pairs; item (index, seed) -> dict of tensors at size_px.
+
+    `image` float32 3xSxS in [-1, 1], `mask` float32 1xSxS (vessel +1, background -1), `fov` float32
+    1xSxS in {0, 1}, `name` str. `length` larger than the number of triples cycles through them (a
+    virtual epoch: one image seen through many augmentations).
+    """
+
+    def __init__(self, triples: Sequence[Triple], names: Sequence[str], size_px: int,
+                 augment_cfg: AugmentConfig | None = None, length: int | None = None,
+                 preloaded: bool = False) -> None:
+        if len(triples) != len(names) or not triples:
+            raise ValueError(f"need one name per triple and at least one triple "
+                             f"({len(triples)} triples, {len(names)} names)")
+        self.size_px = size_px
+        self.augment_cfg = augment_cfg
+        self.names = list(names)
+        self.triples = list(triples) if preloaded else [preload(t, size_px) for t in triples]
+        self.length = len(self.triples) if length is None else length
+
+    @classmethod
+    def from_samples(cls, samples: Sequence[Sample], size_px: int,
+                     augment_cfg: AugmentConfig | None = None) -> PairDataset:
+        """Read, check and preload dataset samples; one DataError lists every bad file."""
+        triples = load_samples(list(samples), lambda triple: preload(triple, size_px))
+        return cls(triples, [s.name for s in samples], size_px, augment_cfg, preloaded=True)
+
+    @classmethod
+    def embedded(cls, size_px: int, augment_cfg: AugmentConfig | None = None,
+                 length: int = 64) -> PairDataset:
+        """The built-in retina photograph seen through `length` augmentations per epoch."""
+        return cls([embedded_example()], ["skimage-retina"], size_px, augment_cfg, length)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor | str]:
+        index, seed = (key, key) if isinstance(key, (int, np.integer)) else key
+        index, seed = int(index), int(seed)
+        if not 0 <= index < self.length:
+            raise IndexError(f"index {index} out of range for {self.length} items")
+        which = index % len(self.triples)
+        image, mask, fov = self.triples[which]
+        rng = np.random.default_rng([seed & (2**63 - 1), index])
+        image, mask, fov = augment(image, mask, fov, self.size_px, rng, self.augment_cfg)
+        return {
+            "image": torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0),
+            "mask": torch.from_numpy(np.where(mask, 1.0, -1.0).astype(np.float32)[None]),
+            "fov": torch.from_numpy(fov.astype(np.float32)[None]),
+            "name": self.names[which],
+        }
+
+
+def make_dataset(data_roots: Sequence[str | Path] | str | Path | None, size_px: int,
+                 augment_cfg: AugmentConfig | None = None, split: str = "train") -> PairDataset:
+    """The dataset a run trains or validates on: data folders if given, else the embedded example.
+
+    `split` picks the fixed train or validation part (see `layouts.DEFAULT_VAL`) or all of it. Without
+    `augment_cfg`, training splits augment and validation does not. Every sample of the split is read
+    and checked before this returns, so bad data fails here with one message, not mid-run.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+    if augment_cfg is None:
+        augment_cfg = AugmentConfig(enabled=split != "val")
+    if isinstance(data_roots, (str, Path)):
+        data_roots = [data_roots]
+    if not data_roots:
+        return PairDataset.embedded(size_px, augment_cfg, length=1 if split == "val" else 64)
+    samples = find_samples_many(data_roots)
+    train, val = split_samples(samples)
+    chosen = {"train": train, "val": val, "all": samples}[split]
+    if not chosen:
+        raise DataError(f"no {split} samples in {', '.join(map(str, data_roots))}: the fixed validation "
+                        "split holds DRIVE images 37-40 and CHASE_DB1 subjects 12-14 only")
+    return PairDataset.from_samples(chosen, size_px, augment_cfg)
