@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Targets of the original ReTree seed. Settings come from the environment:
+#   DATA_ROOT  dataset folder(s) (unset: the embedded scikit-image fundus photograph)
+#   PRESET (lean)  SIZE (256)  STEPS (training steps, 2000)  BATCH (4)  DEVICE (cpu)
+#   MASKS (assets/masks)  SAMPLE_STEPS (20)  SAMPLER (dpmpp)
+set -euo pipefail
+cd "$(dirname "$0")"
+PRESET=${PRESET:-lean}; SIZE=${SIZE:-256}; STEPS=${STEPS:-2000}; BATCH=${BATCH:-4}; DEVICE=${DEVICE:-cpu}
+MASKS=${MASKS:-assets/masks}; SAMPLE_STEPS=${SAMPLE_STEPS:-20}; SAMPLER=${SAMPLER:-dpmpp}
+data_args=()
+if [ -n "${DATA_ROOT:-}" ]; then read -r -a roots <<<"$DATA_ROOT"; data_args=(--data_root "${roots[@]}"); fi
+
+train() {  # train MODE: continues runs/MODE if it was interrupted
+  python -m retree_core train --mode "$1" "${data_args[@]}" --preset "$PRESET" --image_size "$SIZE" \
+    --batch_size "$BATCH" --max_steps "$STEPS" --device "$DEVICE" --output_dir "runs/$1" --resume
+}
+sample() {  # sample MODE: fundus images for every mask in $MASKS
+  python -m retree_core generate --mode "$1" --checkpoint "runs/$1/last.ckpt" --masks "$MASKS" \
+    --sampler "$SAMPLER" --steps "$SAMPLE_STEPS" --device "$DEVICE" --output_dir "outputs/$1"
+}
+
+case "${1:-}" in
+  train_vessel) train vessel ;;
+  train_concat) train concat ;;
+  train_spade) train spade ;;
+  train_all) train vessel; train concat; train spade ;;
+  sample_concat) sample concat ;;
+  sample_spade) sample spade ;;
+  all) train concat; train spade; sample concat; sample spade ;;
+  *) echo "usage: ./run.sh train_vessel|train_concat|train_spade|train_all|sample_concat|sample_spade|all" >&2; exit 2 ;;
+esac
