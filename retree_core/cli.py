@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     masks.add_argument("--masks", help="folder of vessel masks")
     masks.add_argument("--num", type=positive_int, help="number of pairs to dream with both stages")
     g.add_argument("--vessel_weights", default="vessel", help="stage-1 model for --num")
+    g.add_argument("--min_plausibility", type=float, default=None,
+                   help="with --num: redraw trees scoring below this (default: plausibility.DEFAULT_THRESHOLD)")
     s = SampleConfig()
     g.add_argument("--sampler", choices=list(SAMPLERS), default=s.sampler)
     g.add_argument("--steps", type=positive_int, default=s.steps)
@@ -98,7 +100,8 @@ def run_generate(args: argparse.Namespace) -> None:
 
     from .data import prepare_mask, read_mask
     from .images import save_png, to_uint8
-    from .pipeline import check_options, generate, vessel_masks
+    from .pipeline import check_options, dream_trees, generate
+    from .plausibility import DEFAULT_THRESHOLD
     from .weights import load_model
 
     model = load_model(args.checkpoint or args.weights or args.mode, role=args.mode, device=args.device)
@@ -112,14 +115,15 @@ def run_generate(args: argparse.Namespace) -> None:
         vessel = load_model(args.vessel_weights, role="vessel", device=args.device)
         names = [f"{args.seed + i:05d}" for i in range(args.num)]
         masks = None
+        min_plausibility = DEFAULT_THRESHOLD if args.min_plausibility is None else args.min_plausibility
     out = Path(args.output_dir)
     tic = time.perf_counter()
     for start in range(0, len(names), args.batch_size):
         chunk = names[start:start + args.batch_size]
         seeds = [args.seed + start + i for i in range(len(chunk))]
         if masks is None:
-            trees = generate(vessel, None, seeds, sampler=args.sampler, steps=args.steps)
-            batch_masks = vessel_masks(trees)
+            batch_masks, _ = dream_trees(vessel, seeds, min_plausibility=min_plausibility,
+                                         sampler=args.sampler, steps=args.steps)
             if vessel.net_cfg.image_size != size:
                 batch_masks = np.stack([prepare_mask(m, size) for m in batch_masks])
         else:

@@ -77,6 +77,38 @@ def vessel_masks(images: torch.Tensor) -> np.ndarray:
     return (images[:, 0] > 0).cpu().numpy()
 
 
+REDRAW_SEED_STRIDE = 1_000_003
+
+
+def dream_trees(model: LoadedModel, seeds: Sequence[int], *, min_plausibility: float = 0.0,
+                max_tries: int = 4, **options) -> tuple[np.ndarray, list[int]]:
+    """Stage 1: one vessel tree per seed from the vessel model. Trees scoring below `min_plausibility`
+    (see plausibility.py; the paper kept trees a discriminator scored above 0.8) are redrawn with
+    new seeds, up to `max_tries` rounds. Returns the trees and the seeds that made them."""
+    from .plausibility import plausibility
+
+    if model.net_cfg.role != "vessel":
+        raise ValueError(f"dreaming trees needs a vessel model, not a {model.net_cfg.role!r} one")
+    first = list(seeds)
+    seeds = list(seeds)
+    trees: list[np.ndarray | None] = [None] * len(seeds)
+    for attempt in range(max_tries):
+        todo = [i for i, t in enumerate(trees) if t is None]
+        if not todo:
+            break
+        for i in todo:  # redraws use seeds far from the caller's, so they do not repeat other trees
+            seeds[i] = first[i] + REDRAW_SEED_STRIDE * attempt
+        drawn = vessel_masks(generate(model, None, [seeds[i] for i in todo], **options))
+        for i, tree in zip(todo, drawn):
+            if tree.any() and (min_plausibility <= 0 or plausibility(tree).value >= min_plausibility):
+                trees[i] = tree
+    missing = sum(t is None for t in trees)
+    if missing:
+        raise ValueError(f"{missing} of {len(seeds)} vessel trees stayed below plausibility "
+                         f"{min_plausibility} after {max_tries} tries; lower --min_plausibility")
+    return np.stack(trees), seeds
+
+
 def stream(model: LoadedModel, masks: np.ndarray | None = None, seeds: Sequence[int] = (0,),
            **options) -> Iterator[Frame]:
     """`generate` as a stream of frames; the last frame carries the finished images. Closing the

@@ -91,3 +91,30 @@ def test_mask_problems_are_named(tiny_model):
 def test_vessel_masks_threshold_at_zero():
     x = torch.tensor([[[[-0.5, 0.1], [0.0, 0.9]]]])
     assert vessel_masks(x).tolist() == [[[False, True], [False, True]]]
+
+
+@pytest.fixture(scope="module")
+def tiny_vessel(tmp_path_factory):
+    from retree_core.config import TrainConfig
+    from retree_core.train import train
+    from retree_core.weights import load_model
+
+    out = tmp_path_factory.mktemp("vessel_run")
+    train(TrainConfig(mode="vessel", preset="tiny", image_size=32, max_steps=3, sample_interval=100,
+                      output_dir=str(out), progress=False))
+    return load_model(out / "last.ckpt", role="vessel")
+
+
+def test_dream_trees_redraws_implausible_trees_and_says_so(tiny_vessel):
+    from retree_core.config import DiffusionConfig, net_config
+    from retree_core.pipeline import dream_trees
+    from retree_core.weights import LoadedModel
+
+    trees, seeds = dream_trees(tiny_vessel, [4, 5], min_plausibility=0.0, steps=3)
+    assert trees.shape == (2, 32, 32) and trees.dtype == bool and seeds == [4, 5]
+    # an untrained vessel model makes noise, which no real-tree statistic accepts
+    with pytest.raises(ValueError, match="stayed below plausibility 0.5 after 2 tries"):
+        dream_trees(tiny_vessel, [0], min_plausibility=0.5, max_tries=2, steps=3)
+    wrong = LoadedModel(None, net_config("tiny", "concat", 16), DiffusionConfig(), "concat")
+    with pytest.raises(ValueError, match="needs a vessel model"):
+        dream_trees(wrong, [0])
