@@ -156,11 +156,11 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
         start_step = int(state["step"])
     model = DistributedDataParallel(net) if info.world > 1 else net
 
-    sampler = StepBatches(len(dataset), cfg.batch_size, cfg.grad_accum, info.world, info.rank, cfg.seed, start_step, 0)
-    steps_per_epoch = max(1, math.ceil(len(dataset) / sampler.global_batch))
+    plan = StepBatches(len(dataset), cfg.batch_size, cfg.grad_accum, info.world, info.rank, cfg.seed, start_step, 0)
+    steps_per_epoch = max(1, math.ceil(len(dataset) / plan.global_batch))
     total_steps = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
-    sampler.total = total_steps
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
+    plan.total = total_steps
+    loader = DataLoader(dataset, batch_sampler=plan, num_workers=cfg.num_workers,
                         persistent_workers=cfg.num_workers > 0)
     schedule = NoiseSchedule(diff_cfg)
     use_bf16 = cfg.bf16 and dev.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -188,19 +188,21 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
         loss_sum = 0.0
         for micro in range(cfg.grad_accum):
             x0, mask = _training_inputs(next(batches), role, dev)
-            t, noise, keep = _item_noise(sampler.batch(step, micro), x0.shape[1:], schedule.timesteps,
+            t, noise, keep = _item_noise(plan.batch(step, micro), x0.shape[1:], schedule.timesteps,
                                          diff_cfg.p_uncond)
             t, noise = t.to(dev), noise.to(dev)
             if mask is not None:  # classifier-free guidance: drop the mask to the null condition
                 mask = mask * keep.to(dev).view(-1, 1, 1, 1)
             last = micro == cfg.grad_accum - 1
             sync = nullcontext() if last or info.world == 1 else model.no_sync()
-            with sync, autocast():
-                loss = diffusion_loss(model(schedule.add_noise(x0, t, noise), t, mask), noise, diff_cfg)
+            with sync:
+                with autocast():
+                    loss = diffusion_loss(model(schedule.add_noise(x0, t, noise), t, mask), noise, diff_cfg)
                 (loss / cfg.grad_accum).backward()
             loss_sum += loss.item() / cfg.grad_accum
-        if not math.isfinite(loss_sum):
-            raise FloatingPointError(f"loss became {loss_sum} at step {step}; lower --lr or check the data")
+        loss_mean = distributed.mean_across(loss_sum, dev)  # every rank sees the same value
+        if not math.isfinite(loss_mean):
+            raise FloatingPointError(f"loss became {loss_mean} at step {step}; lower --lr or check the data")
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -209,8 +211,8 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
 
         toc = time.perf_counter()
         row = {"step": step, "epoch": round(step / steps_per_epoch, 4),
-               "loss": distributed.mean_across(loss_sum, dev), "lr": opt.param_groups[0]["lr"],
-               "images_per_s": round(sampler.global_batch / (toc - tic), 3)}
+               "loss": loss_mean, "lr": opt.param_groups[0]["lr"],
+               "images_per_s": round(plan.global_batch / (toc - tic), 3)}
         tic = toc
         bar.update(1)
         bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=row["images_per_s"])
