@@ -35,6 +35,20 @@ def atomic_write(path: Path, write: Any) -> None:
             os.unlink(tmp)
 
 
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """Delete the temporary files `atomic_write` left beside `path` when a process was killed mid-write
+    (the `finally` never ran), so that repeated kills do not pile them up. Call it only where nothing
+    else is writing `path`, e.g. when a training run starts on its output folder. Returns what went."""
+    path = Path(path)
+    prefix = f".{path.name}."
+    if not path.parent.is_dir():
+        return []
+    stale = [p for p in path.parent.iterdir() if p.name.startswith(prefix) and p.name.endswith(".tmp")]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import time
 from contextlib import nullcontext
 from functools import lru_cache
@@ -23,7 +24,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import distributed
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (CHECKPOINT_NAME, atomic_write, load_checkpoint, remove_stale_temps, rng_state,
+                         save_checkpoint, set_rng_state)
 from .config import TrainConfig, from_dict, to_dict
 from .data import AugmentConfig, make_dataset
 from .diffusion import NoiseSchedule, diffusion_loss
@@ -98,11 +100,26 @@ def _item_noise(items: list[tuple[int, int]], shape: torch.Size, timesteps: int,
     return torch.cat(ts), torch.stack(noises), torch.cat(keeps).float()
 
 
+def _row_step(line: str) -> float:
+    """The step of a log line; infinity for a blank line or one torn by a kill mid-write (dropped)."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return math.inf
+
+
 def _truncate_log(path: Path, step: int) -> None:
-    """Drop log rows past `step`, so a resumed run continues the log without duplicates."""
+    """Drop log rows past `step`, so a resumed run continues the log without duplicates. Replaced
+    atomically (same permissions): a kill during the rewrite must not lose the rows that stay."""
     if path.exists():
-        rows = [r for r in path.read_text().splitlines() if r.strip() and json.loads(r)["step"] <= step]
-        path.write_text("".join(r + "\n" for r in rows))
+        rows = [r for r in path.read_text().splitlines() if _row_step(r) <= step]
+        mode = path.stat().st_mode & 0o777
+
+        def write(tmp: str) -> None:
+            Path(tmp).write_text("".join(r + "\n" for r in rows))
+            os.chmod(tmp, mode)
+
+        atomic_write(path, write)
 
 
 def sample_grid(ema: torch.nn.Module, cfg: TrainConfig, dataset, step: int, out_dir: Path, dev: torch.device) -> Path:
@@ -176,6 +193,8 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
 
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
+        for stale in remove_stale_temps(ckpt_path) + remove_stale_temps(log_path):
+            print(f"removed {stale.name}, left by a run killed while writing it")
         _truncate_log(log_path, start_step)
         print(f"training {role} ({cfg.preset}, {count_parameters(net) / 1e6:.2f} M parameters) on "
               f"{len(dataset)} items, {info.world} process(es) on {dev}, steps {start_step} -> {total_steps}")

@@ -110,3 +110,12 @@ def test_cli_train_export_generate(tmp_path, capsys):
     assert main(["generate", "--mode", "spade", "--weights", str(weights), "--masks", str(masks),
                  "--output_dir", str(out)]) == 2
     assert "is a 'concat' model" in capsys.readouterr().err
+
+
+def test_resume_drops_a_torn_log_line(tmp_path):
+    train(tiny_cfg(tmp_path, max_steps=3))
+    with open(tmp_path / "log.jsonl", "a") as f:
+        f.write('{"step": 4, "epo')  # a row cut by a kill mid-write
+    train(tiny_cfg(tmp_path, max_steps=5, resume=True))
+    rows = [json.loads(r)["step"] for r in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert rows == [1, 2, 3, 4, 5]
