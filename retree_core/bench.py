@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"torch {torch.__version__}, device {dev} ({name}), threads {torch.get_num_threads()}, python {sys.version.split()[0]}")
     if not args.skip_grid:
         print(f"\n{'preset':<6} {'role':<7} {'px':>4} {'params':>8} {'sampler':<7} {'ms/step':>8} "
-              f"{'s/' + str(args.steps) + ' steps':>11} {'s/1000 est':>12} {'peak RSS MB':>11}")
+              f"{'s/' + str(args.steps) + ' steps':>11} {'peak RSS MB':>11}")
         for preset in args.presets:
             for size in args.sizes:
                 for role in args.roles:
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
                     for sampler in args.samplers:
                         ms, total = time_steps(model, mask, sampler, args.steps)
                         print(f"{preset:<6} {role:<7} {size:>4} {count_parameters(model.net) / 1e6:>7.1f}M "
-                              f"{sampler:<7} {ms:>8.1f} {total:>11.2f} {ms:>12.0f} {peak_rss_mb():>11.0f}")
+                              f"{sampler:<7} {ms:>8.1f} {total:>11.2f} {peak_rss_mb():>11.0f}")
     default_path(dev, args.repeats)
     if dev.startswith("cuda"):
         print(f"peak CUDA memory {torch.cuda.max_memory_allocated() / 2 ** 20:.0f} MB")

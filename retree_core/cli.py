@@ -1,4 +1,4 @@
-"""The command line: `python -m retree_core train | generate | export` (mirrors the original seed)."""
+"""The command line: `python -m retree_core train | generate | export | evaluate` (mirrors the original seed)."""
 from __future__ import annotations
 
 import argparse
@@ -75,6 +75,24 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--out", required=True, help="output path without suffix, e.g. weights/concat")
     e.add_argument("--fp32", action="store_true", help="keep float32 (default: float16)")
+
+    v = sub.add_parser("evaluate", help="vessel metrics of a segmenter, or mask fidelity and KID of a generator")
+    v.add_argument("--data_root", nargs="+", required=True, help="dataset folder(s)")
+    v.add_argument("--split", choices=("val", "train", "all"), default="val",
+                   help="the fixed validation split (DRIVE 37-40, CHASE_DB1 12-14), the rest, or all")
+    v.add_argument("--segmenter", default="classical", help="segmenter to score, or to find vessels "
+                   "in generated images with --generator (classical: the ridge filter)")
+    v.add_argument("--generator", default=None, help="evaluate generation instead: concat, spade or a weights path")
+    v.add_argument("--output_dir", default="outputs/evaluate", help="where metrics.csv and metrics.json go")
+    v.add_argument("--num", type=positive_int, default=None, help="with --generator: masks used (default all)")
+    v.add_argument("--sampler", choices=list(SAMPLERS), default=s.sampler)
+    v.add_argument("--steps", type=positive_int, default=s.steps)
+    v.add_argument("--seed", type=int, default=s.seed, help="image i uses seed + i")
+    v.add_argument("--guidance", type=float, default=s.guidance)
+    v.add_argument("--batch_size", type=positive_int, default=4)
+    v.add_argument("--min_fid_images", type=positive_int, default=100,
+                   help="FID is reported only with at least this many images per set")
+    v.add_argument("--device", default="cpu")
     return parser
 
 
@@ -143,10 +161,26 @@ def run_export(args: argparse.Namespace) -> None:
     print(f"wrote {export_weights(args.checkpoint, args.out, fp16=not args.fp32)}")
 
 
+def run_evaluate(args: argparse.Namespace) -> None:
+    from .evaluate import GenerationOptions, evaluate_generator, evaluate_segmenter, load_segmenter
+
+    segmenter = load_segmenter(args.segmenter)
+    if args.generator is None:
+        report = evaluate_segmenter(segmenter, args.data_root, args.split, progress=True)
+    else:
+        options = GenerationOptions(args.sampler, args.steps, args.seed, args.guidance, args.num,
+                                    args.batch_size, args.device, args.min_fid_images)
+        report = evaluate_generator(args.generator, args.data_root, segmenter, args.split, options,
+                                    progress=True)
+    print(report.render())
+    print("wrote " + ", ".join(map(str, report.save(args.output_dir))))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        {"train": run_train, "generate": run_generate, "export": run_export}[args.command](args)
+        {"train": run_train, "generate": run_generate, "export": run_export,
+         "evaluate": run_evaluate}[args.command](args)
     except (ValueError, OSError) as exc:  # DataError and CheckpointError are ValueErrors
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,6 +1,5 @@
 """Samplers: exactness on Gaussian data (where the optimal denoiser is known), determinism, batch
 independence, the callback contract and early stopping."""
-import math
 
 import pytest
 import torch

@@ -107,10 +107,15 @@ def make_dataset(data_roots: Sequence[str | Path] | str | Path | None, size_px: 
         data_roots = [data_roots]
     if not data_roots:
         return PairDataset.embedded(size_px, augment_cfg, length=1 if split == "val" else 64)
+    return PairDataset.from_samples(split_sample_list(data_roots, split), size_px, augment_cfg)
+
+
+def split_sample_list(data_roots: Sequence[str | Path], split: str) -> list[Sample]:
+    """The checked samples of one split ("train", "val" or "all"; see layouts.DEFAULT_VAL)."""
     samples = find_samples_many(data_roots)
     train, val = split_samples(samples)
     chosen = {"train": train, "val": val, "all": samples}[split]
     if not chosen:
         raise DataError(f"no {split} samples in {', '.join(map(str, data_roots))}: the fixed validation "
-                        "split holds DRIVE images 37-40 and CHASE_DB1 subjects 12-14 only")
-    return PairDataset.from_samples(chosen, size_px, augment_cfg)
+                        "split holds DRIVE images 37-40 and CHASE_DB1 subjects 12-14 only (try split all)")
+    return chosen

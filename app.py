@@ -1,0 +1,824 @@
+"""ReTree Studio: draw a retinal vessel tree and watch a fundus photograph emerge; train and synthesise.
+
+UI only (Blocks, tabs, event wiring); the work is done by `retree_core`. Run `python app.py` (see
+`python app.py --help`); the same file runs as a Hugging Face Space. API: `/generate` (README).
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import random
+import re
+import time
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+
+from retree_core.app_settings import StudioSettings, settings_from_args
+from retree_core.archives import ZipLimits
+from retree_core.catalog import read_model_info
+from retree_core.config import PRESETS, SampleConfig, TrainConfig
+from retree_core.data import DataError
+from retree_core.fidelity import AGREE_RGB, EXTRA_RGB, MISSED_RGB, measure_fidelity
+from retree_core.generation import live_frames
+from retree_core.jobs import TrainingBusy, format_duration, loss_curve
+from retree_core.mask_sources import (
+    LoadedMask, TreeKnobs, UploadLimits, blank_canvas, canvas_mask, current_mask, dream_tree, mask_for_model,
+    mask_from_upload, mask_picture, random_tree,
+)
+from retree_core.options import bounded_number, whole_number
+from retree_core.services import Studio
+from retree_core.synthesis import SynthesisConfig, synthesise_pairs, write_single_pair
+from retree_core.training_data import training_data
+
+log = logging.getLogger("retree_studio")
+ROOT = Path(__file__).resolve().parent
+EXAMPLES_DIR = ROOT / "assets" / "masks"
+SAMPLERS = [("DPM-Solver++ (2M)", "dpmpp"), ("DDIM", "ddim"), ("DDPM (ancestral)", "ddpm")]
+MODES = [("Concat", "concat"), ("SPADE", "spade")]
+IMAGE_SIZES = [16, 32, 64, 128, 256, 512]
+DISPLAY_MIN_PX = 256  # small model outputs are enlarged (nearest) for display
+FRAME_INTERVAL_S = 0.1  # at most 10 live frames a second: encoding and sending each one costs CPU
+PATH_IN_MESSAGE = re.compile(r"(?<![\w.~])(?:/[^\s/:'\"]+)+/([^\s/:'\"]+)")  # absolute paths
+
+
+def no_model_message(role: str) -> str:
+    return (f"No {role} model yet: train one in the Train tab (role {role}) "
+            f"or add weights/{role}.safetensors")
+
+
+def readable(exc: BaseException) -> str:
+    """An exception as a message for people: server folders stripped from paths."""
+    return PATH_IN_MESSAGE.sub(r"\1", str(exc)) or type(exc).__name__
+
+
+def ui_errors(fn):
+    """Turn any exception of an event function into a readable gr.Error (the app keeps serving)."""
+    def convert(exc: Exception) -> gr.Error:
+        if isinstance(exc, gr.Error):
+            return exc
+        if isinstance(exc, (ValueError, TrainingBusy)):  # DataError, CheckpointError are ValueErrors
+            return gr.Error(readable(exc), print_exception=False)
+        log.exception("unexpected error in %s", fn.__name__)
+        return gr.Error(f"Unexpected problem ({type(exc).__name__}: {readable(exc)}). "
+                        "The app is still running; please try again.", print_exception=False)
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def generator(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as exc:
+                raise convert(exc) from None
+        return generator
+
+    @functools.wraps(fn)
+    def plain(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            raise convert(exc) from None
+    return plain
+
+
+def session_of(request: gr.Request | None) -> str:
+    return getattr(request, "session_hash", None) or "local"
+
+
+def for_display(image: np.ndarray | None) -> np.ndarray | None:
+    """Enlarge small images (nearest) so a 16 px test model is visible; 256 px images pass through."""
+    if image is None or max(image.shape[:2]) >= DISPLAY_MIN_PX:
+        return image
+    factor = -(-DISPLAY_MIN_PX // max(image.shape[:2]))
+    return np.kron(image, np.ones((factor, factor, 1), np.uint8))
+
+
+def progress_html(step: int, total: int, text: str) -> str:
+    share = 100.0 * step / total if total else 0.0
+    return (f'<div class="rt-progress"><div class="rt-bar" style="width:{share:.1f}%"></div></div>'
+            f'<div class="rt-counter">{text}</div>')
+
+
+def legend_html() -> str:
+    def swatch(rgb) -> str:
+        return f'<span class="rt-swatch" style="background:rgb{tuple(int(c) for c in rgb)}"></span>'
+    return (f'{swatch(AGREE_RGB)} in the mask and found &nbsp; {swatch(MISSED_RGB)} in the mask, not found '
+            f'&nbsp; {swatch(EXTRA_RGB)} found, not in the mask')
+
+
+class Handlers:
+    """Event functions of the app. Each validates UI values, calls retree_core and returns UI values."""
+
+    def __init__(self, studio: Studio):
+        self.studio = studio
+        self.settings: StudioSettings = studio.settings
+        self.mask_limits = UploadLimits(self.settings.max_mask_mb * 2**20, self.settings.max_mask_pixels)
+
+    # --- models ------------------------------------------------------------------------------
+    def _entries(self, role: str, session: str):
+        return self.studio.catalog.entries(role, session, self.settings.hosted)
+
+    def _model(self, role: str, label: str | None, custom: str | None, session: str):
+        if role not in ("concat", "spade", "vessel"):
+            raise ValueError(f"mode must be concat or spade, got {role!r}")
+        if custom:
+            if Path(custom).suffix.lower() not in (".safetensors", ".ckpt"):
+                raise ValueError(f"{Path(custom).name}: a model file ends in .safetensors or .ckpt")
+            return self.studio.catalog.load(custom, role)
+        catalog, hosted = self.studio.catalog, self.settings.hosted
+        entry = catalog.find(label, role, session, hosted) if label else None
+        entry = entry or catalog.default(role, session, hosted)
+        if entry is None:
+            raise gr.Error(no_model_message(role), print_exception=False)
+        return catalog.load(entry.path, role)
+
+    def model_choices(self, role: str, current: str | None, request: gr.Request | None = None):
+        """Dropdown of the role's models (keeping the selection when it is still there) and a note."""
+        session = session_of(request)
+        entries = self._entries(role, session)
+        labels = [e.label for e in entries]
+        if not labels:
+            return gr.update(choices=[], value=None), f"**{no_model_message(role)}.**"
+        default = self.studio.catalog.default(role, session, self.settings.hosted)
+        value = current if current in labels else default.label
+        entry = next(e for e in entries if e.label == value)
+        return gr.update(choices=labels, value=value), self._model_note(entry)
+
+    @staticmethod
+    def _model_note(entry) -> str:
+        how = {"concat": "the mask is an extra input channel", "spade": "the mask modulates the normalisation",
+               "vessel": "draws vessel trees"}.get(entry.role, entry.role)
+        trained = f", {entry.trained_steps} training steps" if entry.trained_steps is not None else ""
+        return f"{entry.role}: {how}. Output {entry.image_size}×{entry.image_size} px (the model's size){trained}."
+
+    def model_note(self, role: str, label: str | None, custom: str | None, request: gr.Request | None = None) -> str:
+        if custom:
+            info = read_model_info(Path(custom)) if str(custom).endswith(".safetensors") else None
+            if info is None:
+                return f"Using the uploaded file {Path(custom).name} (checked when you press Run)."
+            net = info["net"]
+            return f"Using the uploaded file {Path(custom).name}: {net['role']}, {net['image_size']} px."
+        entry = self.studio.catalog.find(label, role, session_of(request), self.settings.hosted) if label else None
+        return self._model_note(entry) if entry else f"**{no_model_message(role)}.**"
+
+    def _size_for(self, role: str, label: str | None, session: str) -> int | None:
+        catalog = self.studio.catalog
+        entry = (catalog.find(label, role, session, self.settings.hosted) if label else None) or \
+            catalog.default(role, session, self.settings.hosted)
+        return entry.image_size if entry else None
+
+    # --- mask sources --------------------------------------------------------------------------
+    def preview(self, source: str, drawn: LoadedMask | None, loaded: LoadedMask | None, role: str,
+                label: str | None, request: gr.Request | None = None):
+        """What the model will see from the active source, or a note on why there is nothing yet."""
+        size = self._size_for(role, label, session_of(request))
+        shown = size or 256
+        try:
+            mask = current_mask(source, drawn, loaded, shown)
+        except DataError as exc:
+            return None, readable(exc)
+        origin = drawn.origin if source == "draw" else loaded.origin
+        note = f"From {origin}: {shown}×{shown} px binary mask, {100 * mask.mean():.1f}% vessel"
+        if size is None:
+            note += " (no model yet; shown at 256 px)"
+        return mask_picture(mask), note
+
+    def canvas_changed(self, editor, source: str, loaded: LoadedMask | None, role: str, label: str | None,
+                       request: gr.Request | None = None):
+        """Keep the canvas as a compact mask in the session; the only event that reads the canvas.
+        Outputs: drawn mask, preview, note."""
+        try:
+            drawn = canvas_mask(editor)
+        except Exception as exc:  # a canvas value gradio could not decode
+            return None, None, f"Cannot read the canvas ({type(exc).__name__})"
+        return (drawn, *self.preview("draw", drawn, loaded, role, label, request))
+
+    @ui_errors
+    def load_upload(self, path: str | None):
+        """Outputs: loaded mask, note."""
+        if not path:
+            return gr.skip(), gr.skip()
+        mask = mask_from_upload(path, self.mask_limits)
+        height, width = mask.shape
+        name = Path(path).name
+        return (LoadedMask.from_mask(mask, f"upload {name}"),
+                f"Loaded {name} ({width}×{height} px), binarised: vessels white.")
+
+    @ui_errors
+    def load_example(self, evt: gr.SelectData):
+        files = sorted(EXAMPLES_DIR.glob("*.png"))
+        if not isinstance(evt.index, int) or not 0 <= evt.index < len(files):
+            raise ValueError("that example is not available")
+        return LoadedMask.from_mask(mask_from_upload(files[evt.index], self.mask_limits),
+                                    f"example {files[evt.index].stem}")
+
+    @ui_errors
+    def draw_tree(self, seed, main_vessels, depth, tortuosity, width_px, eye):
+        seed = whole_number(seed, "tree seed", 0, 2**31 - 1)
+        knobs = TreeKnobs(whole_number(main_vessels, "main vessels", 1, 8),
+                          whole_number(depth, "branching depth", 0, 8),
+                          bounded_number(tortuosity, "tortuosity", 0, 3),
+                          bounded_number(width_px, "trunk width", 1, 40),
+                          eye if eye in ("left", "right") else "left")
+        return LoadedMask.from_mask(random_tree(seed, knobs), f"random tree (seed {seed})")
+
+    def tree_if_none(self, loaded: LoadedMask | None, *tree_args):
+        """A first random tree when the Random tree tab opens with nothing loaded yet."""
+        return loaded if loaded is not None else self.draw_tree(*tree_args)
+
+    def random_seed(self) -> int:
+        return random.randrange(1_000_000)
+
+    @ui_errors
+    def dream(self, seed, request: gr.Request | None = None):
+        session = session_of(request)
+        entry = self.studio.catalog.default("vessel", session, self.settings.hosted)
+        if entry is None:
+            raise gr.Error(no_model_message("vessel"), print_exception=False)
+        model = self.studio.catalog.load(entry.path, "vessel")
+        seed = whole_number(seed, "seed", 0, 2**31 - 1)
+        return LoadedMask.from_mask(dream_tree(model, seed), f"dreamt tree (seed {seed})")
+
+    # --- generation ----------------------------------------------------------------------------
+    def _options(self, sampler, steps, guidance, seed) -> tuple[str, int, float, int]:
+        if sampler not in {v for _, v in SAMPLERS}:
+            raise ValueError(f"unknown sampler {sampler!r}")
+        return (sampler, whole_number(steps, "steps", 1, self.settings.max_sample_steps),
+                bounded_number(guidance, "guidance", 0, 20), whole_number(seed, "seed", 0, 2**31 - 1))
+
+    def _downloads(self, session: str, role: str, seed: int, image: np.ndarray, mask: np.ndarray):
+        stem = f"retree_{role}_seed{seed}_{time.strftime('%H%M%S')}"
+        png, pair = write_single_pair(self.studio.session_dir(session), stem, image, mask)
+        return str(png), str(pair)
+
+    @ui_errors
+    def run(self, source, drawn, loaded, role, label, custom, sampler, steps, guidance, seed,
+            request: gr.Request | None = None):
+        """Stream x_t and x0 at every step, then the result, its fidelity overlay and downloads.
+        Outputs: x_t, x0, counter, result, overlay, fidelity note, PNG download, pair download."""
+        session = session_of(request)
+        sampler, steps, guidance, seed = self._options(sampler, steps, guidance, seed)
+        model = self._model(role, label, custom, session)
+        mask = current_mask(source, drawn, loaded, model.net_cfg.image_size)
+        stop = self.studio.stops.arm(session)
+        hidden = gr.update(visible=False)
+        yield (None, None, progress_html(0, steps, "starting…"), None, None, "", hidden, hidden)
+        first_s = None
+        for frame in live_frames(model, mask, seed, sampler=sampler, steps=steps, guidance=guidance, stop=stop,
+                                 min_interval_s=FRAME_INTERVAL_S):
+            if not frame.final:
+                first_s = first_s or frame.elapsed_s
+                text = f"step {frame.step} / {frame.total} · {frame.elapsed_s:.1f} s"
+                yield (for_display(frame.x_t), for_display(frame.x0), progress_html(frame.step, frame.total, text),
+                       gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
+                continue
+            image = frame.x0
+            if frame.stopped:
+                text = f"stopped at step {frame.step} / {frame.total}: the result is the prediction at that step"
+            else:
+                text = f"done: {frame.total} steps in {frame.elapsed_s:.1f} s (first frame after {first_s or 0:.2f} s)"
+            png, pair = self._downloads(session, role, seed, image, mask)
+            yield (gr.skip(), for_display(image), progress_html(frame.step, frame.total, text), for_display(image),
+                   None, "measuring mask fidelity…", gr.update(value=png, visible=True),
+                   gr.update(value=pair, visible=True))
+            fid = measure_fidelity(image, mask)
+            yield (gr.skip(), gr.skip(), gr.skip(), gr.skip(), for_display(fid.overlay),
+                   f"**{fid.summary()}**<br>{legend_html()}", gr.skip(), gr.skip())
+
+    def stop(self, request: gr.Request | None = None) -> None:
+        self.studio.stops.stop(session_of(request))
+        gr.Info("Stopping at the next step…", duration=2)
+
+    @ui_errors
+    def compare(self, source, drawn, loaded, sampler, steps, guidance, seed, request: gr.Request | None = None):
+        """concat and SPADE on the same mask and seed, side by side (streamed one after the other)."""
+        session = session_of(request)
+        sampler, steps, guidance, seed = self._options(sampler, steps, guidance, seed)
+        catalog, hosted = self.studio.catalog, self.settings.hosted
+        entries = {role: catalog.default(role, session, hosted) for role in ("concat", "spade")}
+        missing = [role for role, e in entries.items() if e is None]
+        if len(missing) == 2:
+            raise gr.Error("No concat and no SPADE model yet: train them in the Train tab or add "
+                           "weights/concat.safetensors and weights/spade.safetensors", print_exception=False)
+        if missing:
+            gr.Warning(no_model_message(missing[0]) + "; showing the other model only.")
+        stop = self.studio.stops.arm(session)
+        images: dict[str, np.ndarray | None] = {"concat": None, "spade": None}
+        notes = []
+        for role, entry in entries.items():
+            if entry is None or stop.is_set():
+                continue
+            model = catalog.load(entry.path, role)
+            mask = current_mask(source, drawn, loaded, model.net_cfg.image_size)
+            for frame in live_frames(model, mask, seed, sampler=sampler, steps=steps, guidance=guidance, stop=stop,
+                                     min_interval_s=FRAME_INTERVAL_S):
+                images[role] = for_display(frame.x0)
+                status = f"{role}: step {frame.step} / {frame.total}"
+                if frame.final:
+                    fid = measure_fidelity(frame.x0, mask)
+                    notes.append(f"{role} ({entry.label}): {frame.elapsed_s:.1f} s, Dice {fid.dice:.3f}"
+                                 if fid.dice is not None else f"{role} ({entry.label}): {frame.elapsed_s:.1f} s")
+                    status = " · ".join(notes)
+                yield images["concat"], images["spade"], status
+
+    # --- API -----------------------------------------------------------------------------------
+    @ui_errors
+    def api_generate(self, mask_file, mode="concat", sampler="dpmpp", steps=20, guidance=1.0, seed=0,
+                     request: gr.Request | None = None) -> np.ndarray:
+        """Generate a fundus image for a vessel mask image (white vessels on black); returns the image."""
+        session = session_of(request)
+        sampler, steps, guidance, seed = self._options(sampler, steps, guidance, seed)
+        if not mask_file:
+            raise ValueError("send a mask image (white vessels on a black background)")
+        model = self._model(mode, None, None, session)
+        mask = mask_for_model(mask_from_upload(mask_file, self.mask_limits), model.net_cfg.image_size,
+                              source=Path(mask_file).name)
+        result = None
+        for frame in live_frames(model, mask, seed, sampler=sampler, steps=steps, guidance=guidance):
+            result = frame.x0
+        return result
+
+    # --- training ------------------------------------------------------------------------------
+    def _train_cfg(self, role, preset, size, batch, steps, lr, sample_every, data_root) -> TrainConfig:
+        if role not in ("vessel", "concat", "spade"):
+            raise ValueError(f"role must be vessel, concat or spade, got {role!r}")
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}")
+        steps = whole_number(steps, "steps", 1, self.settings.max_train_steps)
+        every = whole_number(sample_every, "sample every", 1, 1_000_000)
+        return TrainConfig(mode=role, preset=preset, data_root=data_root,
+                           image_size=whole_number(size, "image size", 8, 1024),
+                           batch_size=whole_number(batch, "batch size", 1, 256),
+                           max_steps=steps, lr=bounded_number(lr, "learning rate", 1e-7, 1e-1),
+                           sample_interval=every, checkpoint_interval=max(1, min(every, 250)))
+
+    @ui_errors
+    def train_start(self, role, source, zip_path, folder, preset, size, batch, steps, lr, sample_every, name,
+                    request: gr.Request | None = None):
+        session = session_of(request)
+        jobs = self.studio.jobs
+        if jobs.snapshot().busy:
+            raise TrainingBusy(jobs.busy_message(session))
+        name = (name or "").strip() or f"{role}_{preset}_{size}px_{time.strftime('%Y%m%d-%H%M%S')}"
+        cfg = self._train_cfg(role, preset, size, batch, steps, lr, sample_every, None)
+        cfg.net()  # a preset that does not fit the size fails before data is unpacked
+        st = self.settings
+        data = training_data(source, zip_path, folder, st.dataset_dir,
+                             ZipLimits(st.max_zip_members, st.max_zip_unpacked_mb * 2**20), st.hosted)
+        cfg.data_root = data.roots
+        jobs.start(cfg, name, owner=session, data_note=data.note)
+        gr.Info(f"Training '{name}' started on the {data.note}.")
+        return (*self.train_poll(None, request)[:-1], gr.Timer(active=True))
+
+    @ui_errors
+    def train_stop(self, request: gr.Request | None = None):
+        self.studio.jobs.stop(owner=session_of(request))
+        return self.train_poll(None, request)[:-1]
+
+    @ui_errors
+    def train_resume(self, run_name, steps, request: gr.Request | None = None):
+        session = session_of(request)
+        if not run_name:
+            raise ValueError("choose a run to resume (runs with a checkpoint are listed)")
+        jobs = self.studio.jobs
+        if jobs.snapshot().busy:
+            raise TrainingBusy(jobs.busy_message(session))
+        jobs.resume(run_name, whole_number(steps, "steps", 1, self.settings.max_train_steps), owner=session)
+        return (*self.train_poll(None, request)[:-1], gr.Timer(active=True))
+
+    def train_poll(self, shown_sample: str | None, request: gr.Request | None = None):
+        """Status, loss plot, newest sample grid, model download; stops the timer and refreshes the list
+        of resumable runs when idle. Outputs: status, plot, sample grid, shown-sample state, download,
+        runs, timer."""
+        job = self.studio.jobs.snapshot()
+        session = session_of(request)
+        if self.settings.hosted and job.owner not in (None, session) and job.busy:
+            status = f"**busy** · another session is training ({job.step} / {job.total_steps} steps)"
+            return status, None, None, None, gr.update(visible=False), gr.skip(), gr.Timer(active=True)
+        if job.state == "idle":
+            status = "No training yet in this app session. Choose the settings and press **Start**."
+        else:
+            speed = f"{job.images_per_s:.2f} img/s" if job.images_per_s else "– img/s"
+            status = (f"**{job.state}** · run `{job.run_name}` ({job.role}) · step {job.step} / {job.total_steps} · "
+                      f"{speed} · ETA {format_duration(job.eta_s)}<br>{job.message}")
+        curve = loss_curve(job.rows)
+        plot = pd.DataFrame(curve) if curve else None
+        sample = str(job.sample_path) if job.sample_path else None
+        sample_out = sample if sample != shown_sample else gr.skip()
+        download = gr.update(value=str(job.weights_path), visible=True) if job.weights_path else \
+            gr.update(visible=False)
+        runs = gr.skip() if job.busy else self.train_runs(request)
+        return status, plot, sample_out, sample, download, runs, gr.Timer(active=job.busy)
+
+    def train_runs(self, request: gr.Request | None = None):
+        runs = self.studio.jobs.runs(session_of(request))
+        return gr.update(choices=runs, value=runs[0] if runs else None)
+
+    def train_on_load(self, request: gr.Request | None = None):
+        return gr.Timer(active=self.studio.jobs.snapshot().busy)
+
+    # --- synthesis -----------------------------------------------------------------------------
+    @ui_errors
+    def synthesise(self, role, label, trees, count, seed, sampler, steps, request: gr.Request | None = None,
+                   progress=gr.Progress()):
+        """Outputs: status, gallery of pairs, zip download."""
+        session = session_of(request)
+        sampler, steps, _, seed = self._options(sampler, steps, 1.0, seed)
+        count = whole_number(count, "number of pairs", 1, self.settings.max_synth_pairs)
+        image_model = self._model(role, label, None, session)
+        vessel_entry = self.studio.catalog.default("vessel", session, self.settings.hosted)
+        vessel_model = None
+        if trees == "vessel":
+            if vessel_entry is None:
+                gr.Warning("No vessel model yet: the procedural generator draws the trees instead.")
+                trees = "procedural"
+            else:
+                vessel_model = self.studio.catalog.load(vessel_entry.path, "vessel")
+        cfg = SynthesisConfig(count=count, seed=seed, trees=trees, sampler=sampler, steps=steps)
+        stop = self.studio.stops.arm(f"{session}:synth")
+        zip_path = self.studio.session_dir(session) / f"retree_synthetic_{count}pairs_seed{seed}.zip"
+        gallery: list[tuple[np.ndarray, str]] = []
+        tic = time.perf_counter()
+        yield "starting…", [], gr.update(visible=False)
+        for p in synthesise_pairs(image_model, vessel_model, cfg, zip_path, self.settings.max_synth_pairs,
+                                  should_stop=stop.is_set):
+            if p.zip_path is None and p.image is not None:
+                progress((p.done, p.total), desc="pairs")
+                gallery = ([(for_display(p.image), f"img_{p.done - 1:03d}"),
+                            (mask_picture(p.mask), f"seg_{p.done - 1:03d}")] + gallery)[:16]
+                left = (time.perf_counter() - tic) / p.done * (p.total - p.done)
+                text = f"{p.done} / {p.total} pairs · about {format_duration(left)} left"
+                yield progress_html(p.done, p.total, text), gallery, gr.skip()
+            elif p.zip_path is not None:
+                note = f" ({p.note})" if p.note else ""
+                text = f"{p.done} pairs in {format_duration(time.perf_counter() - tic)}{note}: download the zip below"
+                yield (progress_html(p.done, p.total, text), gallery,
+                       gr.update(value=str(p.zip_path), visible=True))
+            else:
+                yield progress_html(0, p.total, p.note), gallery, gr.skip()
+
+    def stop_synthesis(self, request: gr.Request | None = None) -> None:
+        self.studio.stops.stop(f"{session_of(request)}:synth")
+        gr.Info("Stopping after the current pair…", duration=2)
+
+
+# ------------------------------------------------------------------------------------------------
+# Layout
+# ------------------------------------------------------------------------------------------------
+CSS = """
+.rt-progress {height: 6px; background: var(--neutral-200); border-radius: 3px; overflow: hidden; margin: 2px 0 4px;}
+.rt-bar {height: 100%; background: var(--color-accent); transition: width .15s;}
+.rt-counter {font-family: var(--font-mono); font-size: 0.9em; color: var(--body-text-color-subdued);}
+.rt-swatch {display: inline-block; width: 0.9em; height: 0.9em; border-radius: 2px; vertical-align: -1px;}
+#rt-canvas canvas {background: #000 !important;}
+#rt-header h1 {margin-bottom: 0;}
+#rt-refresh, #rt-seed-random {align-self: stretch;}
+.rt-note {font-size: 0.9em; color: var(--body-text-color-subdued);}
+"""
+
+ABOUT = """
+## What is ReTree?
+ReTree (Alimanov & Islam, *Retinal Image Synthesis for Data Augmentation*, ICCP 2023,
+[arXiv:2308.08339](https://arxiv.org/abs/2308.08339)) generates retinal fundus photographs in two stages:
+a diffusion model first draws a **vessel tree**, a second diffusion model then paints a **fundus photograph**
+that follows it. The second stage takes the mask either as an extra input channel (**concat**) or through
+spatially-adaptive normalisation (**SPADE**). The pairs are synthetic training data for vessel segmentation.
+
+ReTree Studio is an independent re-implementation: a UNet with locality self-attention, DDPM/DDIM/DPM-Solver++
+samplers, and `lean` network presets that run on a 2-core CPU (256 px images denoised at 128 px internally).
+
+## Data and licences
+- **Shipped weights** (`weights/`, see `weights/README.md`): trained on the DRIVE training images
+  (Staal et al., IEEE TMI 2004; research use, cite the paper) and CHASE_DB1 (Fraz et al., IEEE TBME 2012;
+  Kingston University, **CC BY 4.0**), with a fixed validation split never trained on (DRIVE 37–40,
+  CHASE_DB1 subjects 12–14). No images of these datasets ship with the app.
+- **Example masks** (`assets/masks/`) are drawn by the project's procedural vessel generator (no dataset).
+- **Embedded training example**: `skimage.data.retina()` (CC0), with a vessel mask from a classical ridge filter.
+- **Mask fidelity** uses a classical ridge filter (Sato) to find vessels in generated images; it is not a
+  learned segmenter, so its Dice is a rough guide, not a benchmark figure.
+- Generated images are synthetic and **not for diagnosis**.
+
+## Run it locally
+```bash
+python -m venv .venv && . .venv/bin/activate
+pip install -r requirements.txt
+python app.py                       # http://127.0.0.1:7860
+python app.py --help                # --port, --weights-dir, --runs-dir, --share, --device
+```
+Use it from Python with `gradio_client`:
+```python
+from gradio_client import Client, handle_file
+client = Client("http://127.0.0.1:7860/")
+image_path = client.predict(handle_file("assets/masks/left_eye_seed1.png"), "concat", "dpmpp", 20, 1.0, 0,
+                            api_name="/generate")
+```
+"""
+
+
+def generate_tab(h: Handlers, s: StudioSettings) -> dict:
+    """The Generate tab; returns the components other tabs and app events need."""
+    d = SampleConfig()
+    source = gr.State("draw")  # the active mask source: "draw" (the canvas) or "loaded"
+    loaded = gr.State(None)  # the last mask loaded from an example, a random tree, an upload or a dream
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=6):
+            with gr.Tabs(elem_id="rt-sources"):
+                with gr.Tab("Draw", elem_id="rt-tab-draw") as draw_tab:
+                    # The canvas is never set from the server: a programmatically set ImageEditor with a
+                    # change listener re-uploads itself on every update of the page (gradio issue 7502);
+                    # masks from the other tabs are shown in "What the model sees" instead.
+                    editor = gr.ImageEditor(
+                        value=blank_canvas(), type="numpy", image_mode="RGBA", sources=(), transforms=(),
+                        brush=gr.Brush(default_size=12, colors=["#ffffff", "#000000"], default_color="#ffffff",
+                                       color_mode="fixed"),
+                        eraser=gr.Eraser(default_size=20), layers=False, canvas_size=(512, 512), fixed_canvas=True,
+                        format="png", height=480, show_label=False, elem_id="rt-canvas")
+                    gr.Markdown("White brush draws vessels; the black brush or the eraser removes them; undo and "
+                                "clear are in the toolbar.", elem_classes="rt-note")
+                with gr.Tab("Examples", elem_id="rt-tab-examples") as examples_tab:
+                    examples = gr.Gallery([str(p) for p in sorted(EXAMPLES_DIR.glob("*.png"))], columns=3,
+                                          height=480, allow_preview=False, show_label=False, elem_id="rt-examples")
+                    gr.Markdown("Procedural trees made by this project's generator. Click one to use it.",
+                                elem_classes="rt-note")
+                with gr.Tab("Random tree", elem_id="rt-tab-tree") as tree_tab:
+                    with gr.Row():
+                        tree_seed = gr.Number(1, precision=0, label="Tree seed", minimum=0, scale=2)
+                        tree_dice = gr.Button("New random tree", scale=1, variant="primary")
+                        tree_draw = gr.Button("Draw this seed", scale=1)
+                    with gr.Row():
+                        tree_main = gr.Slider(1, 8, 4, step=1, label="Main vessels")
+                        tree_depth = gr.Slider(0, 8, 5, step=1, label="Branching depth")
+                    with gr.Row():
+                        tree_tort = gr.Slider(0, 2, 0.4, step=0.1, label="Tortuosity")
+                        tree_width = gr.Slider(3, 16, 8, step=0.5, label="Trunk width (px at 512)")
+                    tree_eye = gr.Radio(["left", "right"], value="left", label="Eye")
+                    gr.Markdown("A learning-free generator: trunks leave the optic disc along the arcades, branch "
+                                "by Murray's law and avoid the macula.", elem_classes="rt-note")
+                with gr.Tab("Upload", elem_id="rt-tab-upload") as upload_tab:
+                    upload = gr.File(label="Mask image (PNG, GIF, TIFF, JPEG…; any size and bit depth)",
+                                     file_types=["image"], height=140, elem_id="rt-upload")
+                    upload_note = gr.Markdown("Vessels bright on a dark background. It is binarised, padded to a "
+                                              "square and resized: see *What the model sees*.", elem_classes="rt-note",
+                                              elem_id="rt-upload-note")
+                with gr.Tab("Dream a tree", elem_id="rt-tab-dream") as dream_tab:
+                    with gr.Row():
+                        dream_seed = gr.Number(0, precision=0, label="Seed", minimum=0, scale=2)
+                        dream_btn = gr.Button("Dream a tree", scale=1, variant="primary")
+                    gr.Markdown("Samples a vessel tree from the stage-1 (vessel) diffusion model, when one is "
+                                "available (weights/vessel.safetensors or a vessel run from the Train tab).",
+                                elem_classes="rt-note")
+        with gr.Column(scale=5):
+            with gr.Row(equal_height=False):
+                seen = gr.Image(label="What the model sees", height=230, interactive=False, format="png",
+                                buttons=[], scale=3, elem_id="rt-seen")
+                seen_note = gr.Markdown(elem_classes="rt-note", elem_id="rt-seen-note")
+            with gr.Row(equal_height=False):
+                mode = gr.Radio(MODES, value="concat", label="Mode", scale=2, min_width=230, elem_id="rt-mode")
+                model = gr.Dropdown([], label="Model", scale=3, allow_custom_value=False, elem_id="rt-model")
+                refresh = gr.Button("↻", scale=0, min_width=44, elem_id="rt-refresh")
+            model_note = gr.Markdown(elem_classes="rt-note")
+            with gr.Accordion("Use your own model file", open=False):
+                custom = gr.File(label=".safetensors (or a training .ckpt, read without unpickling)",
+                                 file_types=[".safetensors", ".ckpt"], height=90)
+            sampler = gr.Radio(SAMPLERS, value=d.sampler, label="Sampler", elem_id="rt-sampler")
+            with gr.Row():
+                steps = gr.Slider(1, min(200, s.max_sample_steps), d.steps, step=1, label="Steps", elem_id="rt-steps")
+                guidance = gr.Slider(0, 10, d.guidance, step=0.25, label="Guidance", elem_id="rt-guidance",
+                                     info="1 = plain conditional model; >1 follows the mask more strongly")
+            with gr.Row(equal_height=False):
+                seed = gr.Number(d.seed, precision=0, label="Seed", minimum=0, scale=3, elem_id="rt-seed")
+                seed_dice = gr.Button("Random seed", scale=1, elem_id="rt-seed-random")
+            with gr.Row():
+                run = gr.Button("Run", variant="primary", scale=3, elem_id="rt-run")
+                stop = gr.Button("Stop", variant="stop", scale=1, elem_id="rt-stop")
+    counter = gr.HTML(progress_html(0, 1, "ready"), elem_id="rt-counter")
+    with gr.Row(equal_height=True):
+        # live frames as JPEG: ~30x faster to encode than PNG or WebP, which matters at every step
+        x_t = gr.Image(label="Noisy sample x_t", height=256, interactive=False, buttons=[], format="jpeg",
+                       elem_id="rt-xt")
+        x0 = gr.Image(label="Predicted clean image x̂₀", height=256, interactive=False, buttons=[], format="jpeg",
+                      elem_id="rt-x0")
+        result = gr.Image(label="Result", height=256, interactive=False, format="png",
+                          buttons=["download", "fullscreen"], elem_id="rt-result")
+        overlay = gr.Image(label="Mask fidelity overlay", height=256, interactive=False, format="png",
+                           buttons=["fullscreen"], elem_id="rt-overlay")
+    with gr.Row():
+        fidelity = gr.Markdown(elem_id="rt-fidelity")
+        with gr.Column(scale=0, min_width=260):
+            png_dl = gr.DownloadButton("Download image (PNG)", visible=False, size="sm")
+            pair_dl = gr.DownloadButton("Download image + mask (zip)", visible=False, size="sm")
+    with gr.Accordion("Compare concat and SPADE on this mask and seed", open=False):
+        compare = gr.Button("Compare")
+        with gr.Row():
+            cmp_concat = gr.Image(label="Concat", height=256, interactive=False)
+            cmp_spade = gr.Image(label="SPADE", height=256, interactive=False)
+        cmp_note = gr.Markdown()
+
+    # events
+    gen = dict(concurrency_id="generate", concurrency_limit=s.generation_concurrency)
+    private = dict(api_visibility="private")
+    quiet = dict(show_progress="hidden", **private)
+    # Only the canvas's own change event reads the canvas; everything else uses the `drawn` state. An
+    # ImageEditor read by events that run at page load re-uploads itself on every page update.
+    drawn = gr.State(None)
+    mask_in = [source, drawn, loaded]
+    show = dict(fn=h.preview, inputs=[*mask_in, mode, model], outputs=[seen, seen_note], **quiet)
+    editor.change(h.canvas_changed, [editor, source, loaded, mode, model], [drawn, seen, seen_note],
+                  trigger_mode="always_last", **quiet)
+    draw_tab.select(lambda: "draw", None, source, **quiet).then(**show)
+    tree_args = [tree_seed, tree_main, tree_depth, tree_tort, tree_width, tree_eye]
+    for tab in (examples_tab, upload_tab, dream_tab):
+        tab.select(lambda: "loaded", None, source, **quiet).then(**show)
+    tree_tab.select(lambda: "loaded", None, source, **quiet).then(
+        h.tree_if_none, [loaded, *tree_args], loaded, **quiet).then(**show)
+    examples.select(h.load_example, None, loaded, **private).success(**show)
+    tree_draw.click(h.draw_tree, tree_args, loaded, **private).success(**show)
+    for knob in (tree_main, tree_depth, tree_tort, tree_width):
+        knob.release(h.draw_tree, tree_args, loaded, **quiet).success(**show)
+    tree_eye.input(h.draw_tree, tree_args, loaded, **quiet).success(**show)
+    tree_dice.click(h.random_seed, None, tree_seed, **quiet).then(
+        h.draw_tree, tree_args, loaded, **private).success(**show)
+    upload.upload(h.load_upload, upload, [loaded, upload_note], **private).success(**show)
+    dream_btn.click(h.dream, dream_seed, loaded, **gen, **private).success(**show)
+    seed_dice.click(h.random_seed, None, seed, **quiet)
+    for trigger in (mode.change, refresh.click):
+        trigger(h.model_choices, [mode, model], [model, model_note], **quiet)
+    model.change(h.model_note, [mode, model, custom], model_note, **quiet).then(**show)
+    custom.change(h.model_note, [mode, model, custom], model_note, **quiet)
+    run.click(h.run, [*mask_in, mode, model, custom, sampler, steps, guidance, seed],
+              [x_t, x0, counter, result, overlay, fidelity, png_dl, pair_dl], show_progress="hidden",
+              **gen, **private)
+    stop.click(h.stop, None, None, concurrency_limit=None, **quiet)
+    compare.click(h.compare, [*mask_in, sampler, steps, guidance, seed], [cmp_concat, cmp_spade, cmp_note],
+                  show_progress="minimal", **gen, **private)
+
+    # the documented API endpoint: a mask file in, the generated image out
+    with gr.Row(visible=False):
+        api_mask = gr.File(label="mask")
+        api_mode = gr.Textbox("concat", label="mode")
+        api_sampler = gr.Textbox(d.sampler, label="sampler")
+        api_steps = gr.Number(d.steps, label="steps", precision=0)
+        api_guidance = gr.Number(d.guidance, label="guidance")
+        api_seed = gr.Number(d.seed, label="seed", precision=0)
+        api_image = gr.Image(label="image", format="png")
+        api_button = gr.Button("generate")
+    api_button.click(h.api_generate, [api_mask, api_mode, api_sampler, api_steps, api_guidance, api_seed], api_image,
+                     api_name="generate", api_description="Fundus image (PNG) for a vessel mask image: white "
+                     "vessels on black, any size. mode: concat | spade; sampler: dpmpp | ddim | ddpm.", **gen)
+    return dict(mask_in=mask_in, mode=mode, model=model, model_note=model_note, seen=seen, seen_note=seen_note)
+
+
+def train_tab(h: Handlers, s: StudioSettings) -> dict:
+    d = TrainConfig()
+    sources = [("Embedded example (CC0)", "embedded"), ("Upload a zip", "zip")]
+    if not s.hosted:
+        sources.append(("Folder on this machine", "folder"))
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=4):
+            role = gr.Radio([("Vessel trees (stage 1)", "vessel"), ("Concat", "concat"), ("SPADE", "spade")],
+                            value="concat", label="Role")
+            source = gr.Radio(sources, value="embedded", label="Dataset")
+            data_zip = gr.File(label="Dataset zip: images/img_X.png + masks/seg_X.png (or DRIVE, CHASE_DB1, "
+                               "STARE, HRF layouts)", file_types=[".zip"], visible=False, height=90)
+            folder = gr.Textbox(label="Dataset folder(s) on this machine (separate several with ;)",
+                                placeholder="/data/DRIVE/training", visible=False)
+            with gr.Row():
+                preset = gr.Radio(list(PRESETS), value=d.preset, label="Preset", elem_id="rt-train-preset",
+                                  info="lean: fast on CPU · paper: original widths · tiny: for tests")
+                size = gr.Radio(IMAGE_SIZES, value=d.image_size, label="Image size (px)", elem_id="rt-train-size")
+            with gr.Row():
+                batch = gr.Number(d.batch_size, precision=0, label="Batch size", minimum=1, elem_id="rt-train-batch")
+                steps = gr.Number(2000, precision=0, label="Steps", minimum=1, maximum=s.max_train_steps,
+                                  elem_id="rt-train-steps")
+            with gr.Row():
+                lr = gr.Number(d.lr, label="Learning rate", elem_id="rt-train-lr")
+                sample_every = gr.Number(200, precision=0, label="Sample grid every (steps)", minimum=1,
+                                         elem_id="rt-train-every")
+            name = gr.Textbox(label="Run name (optional)", placeholder="e.g. concat_drive_256", elem_id="rt-train-name")
+            with gr.Row():
+                start = gr.Button("Start", variant="primary", elem_id="rt-train-start")
+                stop = gr.Button("Stop", variant="stop", elem_id="rt-train-stop")
+            with gr.Row():
+                runs = gr.Dropdown([], label="Resume run (continues up to Steps above)", scale=3,
+                                   elem_id="rt-train-runs")
+                resume = gr.Button("Resume", scale=1, elem_id="rt-train-resume")
+            gr.Markdown("One training at a time on this machine. Generation stays available but is slower "
+                        "while a training runs. A stopped or finished run becomes a model in the Generate tab.",
+                        elem_classes="rt-note")
+        with gr.Column(scale=6):
+            status = gr.Markdown("No training yet in this app session.", elem_id="rt-train-status")
+            plot = gr.LinePlot(None, x="step", y="loss",
+                               color="series", title="Training loss (L1 + MSE on the noise)", height=260,
+                               color_map={"loss": "#c8c8d0", "smoothed": "#e4572e"})
+            grid = gr.Image(label="Sample grid (rows: mask, sample, real image)", height=300, interactive=False,
+                            elem_id="rt-train-grid")
+            model_dl = gr.DownloadButton("Download trained model (.safetensors)", visible=False,
+                                         elem_id="rt-train-download")
+    shown = gr.State(None)
+    timer = gr.Timer(1.0, active=False)
+
+    private = dict(api_visibility="private")
+    quiet = dict(show_progress="hidden", **private)
+    source.change(lambda v: (gr.update(visible=v == "zip"), gr.update(visible=v == "folder")), source,
+                  [data_zip, folder], **quiet)
+    poll_out = [status, plot, grid, shown, model_dl, runs, timer]
+    start.click(h.train_start, [role, source, data_zip, folder, preset, size, batch, steps, lr, sample_every, name],
+                poll_out, concurrency_id="train-control", **private)
+    stop.click(h.train_stop, None, poll_out[:-1], concurrency_limit=None, **quiet)
+    resume.click(h.train_resume, [runs, steps], poll_out, concurrency_id="train-control", **private)
+    timer.tick(h.train_poll, shown, poll_out, concurrency_limit=None, **quiet)
+    return dict(timer=timer, runs=runs)
+
+
+def synth_tab(h: Handlers, s: StudioSettings) -> dict:
+    d = SampleConfig()
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=4):
+            gr.Markdown("Make **image + mask pairs** with both stages and download them as a dataset zip "
+                        "(`images/img_XXX.png` + `masks/seg_XXX.png`), ready to train a segmenter on.")
+            trees = gr.Radio([("Stage 1: vessel model", "vessel"), ("Procedural generator", "procedural")],
+                             value="vessel", label="Vessel trees from",
+                             info="without a vessel model the procedural generator is used")
+            mode = gr.Radio(MODES, value="concat", label="Stage 2: fundus model")
+            model = gr.Dropdown([], label="Model")
+            with gr.Row():
+                count = gr.Slider(1, s.max_synth_pairs, min(8, s.max_synth_pairs), step=1, label="Pairs")
+                seed = gr.Number(0, precision=0, label="First seed", minimum=0)
+            with gr.Row():
+                sampler = gr.Radio(SAMPLERS, value=d.sampler, label="Sampler")
+                steps = gr.Slider(1, min(200, s.max_sample_steps), d.steps, step=1, label="Steps")
+            with gr.Row():
+                go = gr.Button("Synthesise", variant="primary", elem_id="rt-synth")
+                stop = gr.Button("Stop", variant="stop")
+        with gr.Column(scale=6):
+            status = gr.HTML(progress_html(0, 1, "ready"))
+            gallery = gr.Gallery(label="Latest pairs", columns=4, height=420, allow_preview=True)
+            zip_dl = gr.DownloadButton("Download dataset zip", visible=False)
+    private = dict(api_visibility="private")
+    quiet = dict(show_progress="hidden", **private)
+    note = gr.State("")
+    mode.change(h.model_choices, [mode, model], [model, note], **quiet)
+    go.click(h.synthesise, [mode, model, trees, count, seed, sampler, steps], [status, gallery, zip_dl],
+             concurrency_id="synthesise", concurrency_limit=1, show_progress="minimal", **private)
+    stop.click(h.stop_synthesis, None, None, concurrency_limit=None, **quiet)
+    return dict(mode=mode, model=model, note=note)
+
+
+def build_app(settings: StudioSettings | None = None, studio: Studio | None = None) -> gr.Blocks:
+    """The Blocks app (queue not yet configured; see `launch`)."""
+    studio = studio or Studio(settings or StudioSettings())
+    s = studio.settings
+    h = Handlers(studio)
+    with gr.Blocks(title="ReTree Studio", delete_cache=(1800, 3600)) as demo:
+        hosted = " · hosted mode" if s.hosted else ""
+        gr.Markdown("# ReTree Studio\nDraw a retinal vessel tree and watch a fundus photograph emerge from noise. "
+                    "Two-stage diffusion after *ReTree* (Alimanov & Islam, ICCP 2023). "
+                    f"<span class='rt-note'>Running on {s.device}{hosted}.</span>", elem_id="rt-header")
+        with gr.Tabs():
+            with gr.Tab("Generate", id="generate") as gen_tab:
+                g = generate_tab(h, s)
+            with gr.Tab("Train", id="train") as tr_tab:
+                t = train_tab(h, s)
+            with gr.Tab("Synthesise", id="synthesise") as syn_tab:
+                y = synth_tab(h, s)
+            with gr.Tab("About", id="about"):
+                gr.Markdown(ABOUT)
+        quiet = dict(show_progress="hidden", api_visibility="private")
+        gen_tab.select(h.model_choices, [g["mode"], g["model"]], [g["model"], g["model_note"]], **quiet)
+        syn_tab.select(h.model_choices, [y["mode"], y["model"]], [y["model"], y["note"]], **quiet)
+        tr_tab.select(h.train_runs, None, t["runs"], **quiet)
+        demo.load(h.model_choices, [g["mode"], g["model"]], [g["model"], g["model_note"]], **quiet)
+        demo.load(h.model_choices, [y["mode"], y["model"]], [y["model"], y["note"]], **quiet)
+        demo.load(h.preview, [*g["mask_in"], g["mode"], g["model"]], [g["seen"], g["seen_note"]], **quiet)
+        demo.load(h.train_on_load, None, t["timer"], **quiet)
+        demo.load(h.train_runs, None, t["runs"], **quiet)
+    demo.studio = studio  # for tests and the benchmark
+    return demo
+
+
+THEME = gr.themes.Soft(primary_hue="orange", secondary_hue="rose", neutral_hue="slate")
+
+
+def launch(demo: gr.Blocks, settings: StudioSettings, host: str = "127.0.0.1", port: int = 7860,
+           share: bool = False, **kwargs):
+    """Queue (concurrency that fits the machine, bounded waiting line) and serve."""
+    demo.queue(max_size=settings.queue_size, default_concurrency_limit=2)
+    return demo.launch(server_name=host, server_port=port, share=share, max_file_size=f"{settings.max_upload_mb}mb",
+                       theme=THEME, css=CSS, ssr_mode=False, footer_links=["api", "gradio"], **kwargs)
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings, args = settings_from_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    studio = Studio(settings)
+    if settings.warm_up:
+        studio.warm_up()
+    demo = build_app(studio=studio)
+    launch(demo, settings, args.host, args.port, args.share)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Speed of the app's Generate tab, measured through its own event function (`app.Handlers.run`).
+
+Time to the first streamed frame and to the final 256x256 image at the default settings (DPM-Solver++,
+20 steps, guidance 1), from pressing Run (the call) to the yield that carries the picture; medians
+over --repeats runs after one warm-up run. Uses weights/concat.safetensors when it is there, else a
+randomly initialised `lean` concat model (same network, same speed; says which).
+
+    python bench/app_speed.py [--repeats 5] [--weights weights/concat.safetensors] [--threads N]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+import app  # noqa: E402
+from retree_core.app_settings import StudioSettings  # noqa: E402
+from retree_core.config import DiffusionConfig, SampleConfig, net_config, to_dict  # noqa: E402
+from retree_core.data.procedural import procedural_tree  # noqa: E402
+from retree_core.mask_sources import LoadedMask  # noqa: E402
+from retree_core.nets import build_net  # noqa: E402
+from retree_core.services import Studio  # noqa: E402
+
+
+def random_lean_weights(folder: Path) -> Path:
+    """A randomly initialised lean 256 px concat model written like a shipped one."""
+    torch.manual_seed(0)
+    cfg = net_config("lean", "concat", 256)
+    net = build_net(cfg)
+    meta = {"net": to_dict(cfg), "diffusion": to_dict(DiffusionConfig()), "trained_steps": 0}
+    path = folder / "concat.safetensors"
+    save_file({k: v.half().contiguous() for k, v in net.state_dict().items()}, path,
+              metadata={"retree": json.dumps(meta)})
+    return path
+
+
+def one_run(handlers: app.Handlers, loaded: LoadedMask, seed: int) -> dict[str, float]:
+    d = SampleConfig()
+    tic = time.perf_counter()
+    times: dict[str, float] = {}
+    for out in handlers.run("loaded", None, loaded, "concat", "concat", None, d.sampler, d.steps, d.guidance, seed):
+        now = time.perf_counter() - tic
+        if "first_frame_s" not in times and isinstance(out[0], np.ndarray):
+            times["first_frame_s"] = now
+        if "final_image_s" not in times and isinstance(out[3], np.ndarray):
+            times["final_image_s"] = now
+        if isinstance(out[4], np.ndarray):
+            times["with_fidelity_s"] = now
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--weights", default=str(ROOT / "weights" / "concat.safetensors"))
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    tmp = Path(tempfile.mkdtemp(prefix="retree_app_speed_"))
+    weights = Path(args.weights)
+    if weights.is_file():
+        weights_dir, which = tmp / "weights", f"shipped model {weights}"
+        weights_dir.mkdir()
+        (weights_dir / "concat.safetensors").symlink_to(weights.resolve())
+        if weights.with_suffix(".json").exists():
+            (weights_dir / "concat.json").symlink_to(weights.with_suffix(".json").resolve())
+    else:
+        weights_dir = tmp / "weights"
+        weights_dir.mkdir()
+        random_lean_weights(weights_dir)
+        which = "randomly initialised lean concat model (no weights/concat.safetensors)"
+    studio = Studio(StudioSettings(weights_dir=weights_dir, runs_dir=tmp / "runs", work_dir=tmp / "work",
+                                   warm_up=False))
+    handlers = app.Handlers(studio)
+    model = studio.catalog.load(studio.catalog.default("concat").path, "concat")
+    size = model.net_cfg.image_size
+    loaded = LoadedMask.from_mask(procedural_tree(512, seed=1), "bench tree")
+
+    d = SampleConfig()
+    print(f"model: {which}; {size}x{size} px; sampler {d.sampler}, {d.steps} steps, guidance {d.guidance}; "
+          f"torch threads {torch.get_num_threads()}")
+    cold = one_run(handlers, loaded, seed=0)
+    print(f"warm-up run (model already loaded): first frame {cold['first_frame_s']:.2f} s, "
+          f"final image {cold['final_image_s']:.2f} s")
+    runs = [one_run(handlers, loaded, seed=i + 1) for i in range(args.repeats)]
+    for key, label in (("first_frame_s", "time to first frame"), ("final_image_s", "time to final image"),
+                       ("with_fidelity_s", "time to fidelity overlay")):
+        values = [r[key] for r in runs]
+        print(f"{label}: median {statistics.median(values):.2f} s  "
+              f"(min {min(values):.2f}, max {max(values):.2f}, n={len(values)})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""The models an app can offer: shipped weights, runs trained in the app, uploaded files; loaded once.
+
+A model is listed by reading only its small JSON config (the safetensors header or the sidecar
+`.json`), so listing is cheap; the tensors are read on first use and kept in a small cache.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from safetensors import safe_open
+
+from .checkpoint import CheckpointError
+from .weights import LoadedModel, load_model
+
+RUN_MODEL_NAME = "model.safetensors"  # a run's exported weights, next to its last.ckpt
+RUN_INFO_NAME = "run.json"  # a run's settings and owner, written by jobs.TrainingJobs
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One selectable model: a label for people, a path for the loader."""
+
+    label: str
+    path: Path
+    role: str
+    image_size: int
+    trained_steps: int | None
+    kind: str  # shipped | run
+
+
+def read_model_info(path: Path) -> dict | None:
+    """The config stored with a weight file (safetensors metadata or sidecar JSON), or None."""
+    try:
+        with safe_open(path, framework="pt") as f:
+            text = (f.metadata() or {}).get("retree")
+        if text:
+            return json.loads(text)
+        sidecar = path.with_suffix(".json")
+        return json.loads(sidecar.read_text()) if sidecar.exists() else None
+    except Exception:  # unreadable files are simply not listed
+        return None
+
+
+def _entry(path: Path, kind: str, label: str) -> ModelEntry | None:
+    info = read_model_info(path)
+    try:
+        net = info["net"]
+        return ModelEntry(label, path, net["role"], int(net["image_size"]), info.get("trained_steps"), kind)
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
+def run_owner(run_dir: Path) -> str | None:
+    try:
+        return json.loads((run_dir / RUN_INFO_NAME).read_text()).get("owner")
+    except (OSError, ValueError):
+        return None
+
+
+class ModelCatalog:
+    """Lists models by role and loads them on demand (a few kept in memory, keyed by file and mtime)."""
+
+    def __init__(self, weights_dir: Path, runs_dir: Path, device: str = "cpu", cache_size: int = 3):
+        self.weights_dir, self.runs_dir, self.device = Path(weights_dir), Path(runs_dir), device
+        self._cache: OrderedDict[tuple[str, float], LoadedModel] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    def entries(self, role: str | None = None, owner: str | None = None, hosted: bool = False) -> list[ModelEntry]:
+        """Shipped models first (by name), then runs (newest first). When hosted, a run is listed only
+        to the session that started it."""
+        found: list[ModelEntry] = []
+        if self.weights_dir.is_dir():
+            for path in sorted(self.weights_dir.glob("*.safetensors")):
+                entry = _entry(path, "shipped", path.stem)
+                if entry:
+                    found.append(entry)
+        if self.runs_dir.is_dir():
+            runs = sorted((p for p in self.runs_dir.glob(f"*/{RUN_MODEL_NAME}")),
+                          key=lambda p: p.stat().st_mtime, reverse=True)
+            for path in runs:
+                if hosted and run_owner(path.parent) != owner:
+                    continue
+                steps = (read_model_info(path) or {}).get("trained_steps")
+                label = f"run: {path.parent.name}" + (f" ({steps} steps)" if steps is not None else "")
+                entry = _entry(path, "run", label)
+                if entry:
+                    found.append(entry)
+        return [e for e in found if role is None or e.role == role]
+
+    def default(self, role: str, owner: str | None = None, hosted: bool = False) -> ModelEntry | None:
+        """The model named after its role (weights/concat.safetensors) if shipped, else the first listed."""
+        entries = self.entries(role, owner, hosted)
+        named = [e for e in entries if e.kind == "shipped" and e.path.stem == role]
+        return (named or entries or [None])[0]
+
+    def find(self, label: str, role: str, owner: str | None = None, hosted: bool = False) -> ModelEntry | None:
+        return next((e for e in self.entries(role, owner, hosted) if e.label == label), None)
+
+    def load(self, path: str | Path, role: str | None = None) -> LoadedModel:
+        """A ready model; raises CheckpointError (a ValueError) with a readable message."""
+        path = Path(path)
+        try:
+            key = (str(path.resolve()), path.stat().st_mtime)
+        except OSError:
+            key = (str(path), 0.0)
+        with self._lock:
+            model = self._cache.get(key)
+            if model is None:
+                model = load_model(path, role=role, device=self.device)
+                self._cache[key] = model
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+            else:
+                self._cache.move_to_end(key)
+        if role is not None and model.net_cfg.role != role:
+            raise CheckpointError(f"{path.name}: this is a {model.net_cfg.role!r} model, "
+                                  f"but a {role!r} model is needed")
+        return model
+
+
+__all__ = ["ModelEntry", "ModelCatalog", "read_model_info", "run_owner", "RUN_MODEL_NAME", "RUN_INFO_NAME"]

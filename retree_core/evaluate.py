@@ -1,0 +1,278 @@
+"""Evaluation by the protocol in the guide: segmenters against annotations, generators by fidelity and KID.
+
+`evaluate_segmenter` scores a vessel segmenter on a dataset split inside the FOV at the annotation's
+resolution (metrics.py). `evaluate_generator` generates one image per mask of a split and measures mask
+fidelity (Dice between the mask and the segmenter's vessels in the generated image) and realism (KID,
+and FID only with enough images) against the real images of the same split at the model's size.
+Reports print as tables and save as CSV (one row per image) and JSON (settings, rows and means).
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import cv2
+import numpy as np
+
+from .config import SampleConfig
+from .data import AugmentConfig, estimate_fov, make_dataset, split_sample_list
+from .data.embedded import remove_specks, ridge_response, ridge_threshold
+from .data.layouts import load_sample
+from .fidelity import MIN_ANALYSIS_PX, SEGMENTER_NAME
+from .metrics import METRIC_NAMES, dice, vessel_metrics
+
+GRID_MAX_ROWS = 8  # images shown in the mask | generated | real picture
+DEFAULT_MIN_FID_IMAGES = 100  # below this many images per set FID is too biased to report
+
+
+# ---- segmenters
+
+class Segmenter(Protocol):
+    """Anything that maps a fundus photograph to a vessel probability map; vessel where > threshold."""
+
+    name: str
+    threshold: float
+
+    def __call__(self, image_rgb: np.ndarray, fov: np.ndarray) -> np.ndarray:
+        """uint8 HxWx3 image and bool HxW FOV -> float32 map in [0, 1] (any size; resized by callers)."""
+        ...
+
+
+@dataclass
+class ClassicalSegmenter:
+    """The classical ridge filter of `data.segment_vessels_classical` as a probability map.
+
+    The Sato response r is mapped to r / (r + t), with t the filter's own per-image cut (the strongest
+    VESSEL_FRACTION of the FOV), so the ranking (hence AUC) is the filter's and the map crosses 0.5
+    exactly at its cut; pieces the filter drops as too small are halved to fall below 0.5. Thresholded
+    at 0.5 this is pixel for pixel `segment_vessels_classical(image, fov)`.
+    """
+
+    name: str = SEGMENTER_NAME
+    threshold: float = 0.5
+
+    def __call__(self, image_rgb: np.ndarray, fov: np.ndarray) -> np.ndarray:
+        fov = np.asarray(fov, dtype=bool)
+        prob = np.zeros(fov.shape, dtype=np.float32)
+        if not fov.any():
+            return prob
+        ridges, inner, scale = ridge_response(image_rgb, fov)
+        if not inner.any():
+            return prob
+        cut = ridge_threshold(ridges, inner)
+        response = np.where(inner, ridges, 0.0)
+        denominator = response + cut
+        np.divide(response, denominator, out=prob, where=denominator > 0, casting="unsafe")
+        vessels = prob > self.threshold
+        prob[vessels & ~remove_specks(vessels, scale)] *= 0.5
+        return prob
+
+
+SEGMENTERS = {"classical": ClassicalSegmenter}
+
+
+def load_segmenter(name_or_path: str) -> Segmenter:
+    """A segmenter by name ("classical") or, once the vessel segmenter network exists, weights path."""
+    if name_or_path in SEGMENTERS:
+        return SEGMENTERS[name_or_path]()
+    raise ValueError(f"--segmenter {name_or_path}: no such segmenter; learned segmenter weights cannot be "
+                     f"loaded yet (the segmenter network does not exist). Available: {', '.join(SEGMENTERS)}")
+
+
+def resize_map(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A probability map brought to `shape` (H, W) by bilinear interpolation (no-op if it fits)."""
+    if prob.shape == tuple(shape):
+        return prob
+    return cv2.resize(prob.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
+# ---- reports
+
+@dataclass
+class Report:
+    """Rows (one per image) with settings, summary figures and the columns the rows hold."""
+
+    kind: str  # "segmenter" or "generator"
+    title: str
+    settings: dict
+    columns: list[str]
+    rows: list[dict] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)  # extra JSON entries (KID, FID)
+    notes: list[str] = field(default_factory=list)  # lines printed under the table
+    picture: np.ndarray | None = None  # saved as grid.png
+
+    def mean(self) -> dict[str, float]:
+        """Mean over images of every numeric column (the per-image average the literature reports)."""
+        numeric = [c for c in self.columns if self.rows and isinstance(self.rows[0][c], float)]
+        return {c: float(np.mean([row[c] for row in self.rows])) for c in numeric}
+
+    def table(self) -> str:
+        """The rows and their mean as a fixed-width text table."""
+        mean = self.mean()
+        width = max([len("mean")] + [len(str(row[self.columns[0]])) for row in self.rows])
+        lines = [f"{self.columns[0]:<{width}} " + " ".join(f"{c:>11}" for c in self.columns[1:])]
+        for row in self.rows + [{self.columns[0]: "mean", **mean}]:
+            cells = [f"{row[c]:>11.4f}" if isinstance(row.get(c), float) else f"{row.get(c, ''):>11}"
+                     for c in self.columns[1:]]
+            lines.append(f"{row[self.columns[0]]:<{width}} " + " ".join(cells))
+        return "\n".join(lines)
+
+    def render(self) -> str:
+        """Title, table and notes, as printed by the command line."""
+        return "\n".join([self.title, self.table(), *self.notes])
+
+    def save(self, output_dir: str | Path) -> list[Path]:
+        """Write metrics.csv (one row per image), metrics.json (settings, rows, mean, summary) and
+        grid.png when there is a picture; returns the paths written."""
+        from .images import save_png
+
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        csv_path, json_path = out / "metrics.csv", out / "metrics.json"
+        with csv_path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.columns)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        document = {"kind": self.kind, "settings": self.settings, "num_images": len(self.rows),
+                    "mean": self.mean(), **self.summary, "per_image": self.rows}
+        json_path.write_text(json.dumps(document, indent=2))
+        written = [csv_path, json_path]
+        if self.picture is not None:
+            written.append(save_png(out / "grid.png", self.picture))
+        return written
+
+
+# ---- segmenter evaluation
+
+def evaluate_segmenter(segmenter: Segmenter, data_roots: Sequence[str | Path], split: str = "val",
+                       progress: bool = False) -> Report:
+    """Vessel metrics of `segmenter` on every image of a split, inside the FOV, at annotation size.
+
+    A missing FOV annotation is estimated from the photograph (data.estimate_fov).
+    """
+    samples = split_sample_list(data_roots, split)
+    title = f"{segmenter.name} (threshold {segmenter.threshold}), {split} split, inside the FOV:"
+    report = Report("segmenter", title, {"segmenter": segmenter.name, "threshold": segmenter.threshold,
+                                  "split": split, "data_roots": [str(r) for r in data_roots],
+                                  "images": [s.name for s in samples]},
+                    ["name", *METRIC_NAMES])
+    for sample in samples:
+        image, truth, fov = load_sample(sample)
+        fov = estimate_fov(image) if fov is None else fov
+        prob = resize_map(segmenter(image, fov), truth.shape)
+        report.rows.append({"name": sample.name, **vessel_metrics(prob, truth, fov, segmenter.threshold)})
+        if progress:
+            print(f"  {sample.name}: F1 {report.rows[-1]['f1']:.4f}", flush=True)
+    return report
+
+
+# ---- generator evaluation
+
+@dataclass
+class GenerationOptions:
+    """How images are generated for evaluation and how many are measured."""
+
+    sampler: str = SampleConfig.sampler
+    steps: int = SampleConfig.steps
+    seed: int = SampleConfig.seed  # image i uses seed + i
+    guidance: float = SampleConfig.guidance
+    num: int | None = None  # masks used (first of the split); None: all
+    batch_size: int = 4
+    device: str = "cpu"
+    min_fid_images: int = DEFAULT_MIN_FID_IMAGES
+
+
+def mask_fidelity(segmenter: Segmenter, image_rgb: np.ndarray, mask: np.ndarray, fov: np.ndarray) -> float:
+    """Dice inside `fov` between `mask` and the vessels `segmenter` finds in `image_rgb`.
+
+    Images smaller than fidelity.MIN_ANALYSIS_PX are enlarged first (as in the app's fidelity score):
+    a ridge filter needs a few pixels per vessel.
+    """
+    side_px = max(image_rgb.shape[0], MIN_ANALYSIS_PX)
+    if image_rgb.shape[:2] != (side_px, side_px):
+        image_rgb = cv2.resize(image_rgb, (side_px, side_px), interpolation=cv2.INTER_CUBIC)
+        mask, fov = (cv2.resize(m.astype(np.uint8), (side_px, side_px), interpolation=cv2.INTER_NEAREST
+                                ).astype(bool) for m in (mask, fov))
+    found = resize_map(segmenter(image_rgb, fov), mask.shape) > segmenter.threshold
+    return dice(found, mask, fov)
+
+
+def _as_rgb(mask: np.ndarray) -> np.ndarray:
+    return np.repeat(mask[..., None].astype(np.uint8) * 255, 3, axis=2)
+
+
+def evaluate_generator(generator: str, data_roots: Sequence[str | Path], segmenter: Segmenter,
+                       split: str = "val", options: GenerationOptions | None = None,
+                       progress: bool = False) -> Report:
+    """Mask fidelity per image and KID (FID with enough images) of a concat/spade model on a split.
+
+    Masks, FOVs and real images come from the dataset at the model's size, framed as in training
+    (square around the FOV, no augmentation). Image i is generated from mask i with seed + i; KID
+    compares the generated images with all real images of the split. The report's picture is a
+    mask | generated | real grid.
+    """
+    import torch
+
+    from .images import grid, to_uint8
+    from .pipeline import check_options, generate
+    from .realism import fid, inception_features, inception_path, kid
+    from .weights import load_model
+
+    options = options or GenerationOptions()
+    inception_path()  # fail before any sampling if the Inception weights are missing
+    role = generator if generator in ("concat", "spade") else None
+    model = load_model(generator, role=role, device=options.device)
+    if not model.net_cfg.conditional:
+        raise ValueError(f"--generator {generator}: a {model.net_cfg.role!r} model draws vessel trees; "
+                         "evaluation needs a concat or spade model")
+    check_options(options.sampler, options.steps, options.guidance, model.diffusion_cfg.timesteps)
+    size_px = model.net_cfg.image_size
+    dataset = make_dataset(data_roots, size_px, AugmentConfig(enabled=False), split=split)
+    items = [dataset[i] for i in range(len(dataset))]
+    real = to_uint8(torch.stack([item["image"] for item in items]))
+    masks = np.stack([item["mask"][0].numpy() > 0 for item in items])
+    fovs = np.stack([item["fov"][0].numpy() > 0.5 for item in items])
+    count = len(items) if options.num is None else min(options.num, len(items))
+
+    generated = []
+    for start in range(0, count, options.batch_size):
+        stop = min(start + options.batch_size, count)
+        seeds = [options.seed + i for i in range(start, stop)]
+        generated.append(to_uint8(generate(model, masks[start:stop], seeds, sampler=options.sampler,
+                                           steps=options.steps, guidance=options.guidance)))
+        if progress:
+            print(f"  generated {stop}/{count}", flush=True)
+    generated = np.concatenate(generated)
+
+    settings = {"generator": generator, "source": model.source, "role": model.net_cfg.role,
+                "image_size_px": size_px, "split": split, "data_roots": [str(r) for r in data_roots],
+                "segmenter": segmenter.name, **asdict(options)}
+    title = (f"{generator} ({model.net_cfg.role}, {size_px} px, {options.sampler} {options.steps} steps): "
+             f"mask fidelity = Dice in the FOV by {segmenter.name}, {split} split:")
+    # real_image_dice: the same score on the real photograph, the ceiling the segmenter allows at this size
+    report = Report("generator", title, settings, ["name", "seed", "fidelity_dice", "real_image_dice"])
+    for i in range(count):
+        report.rows.append({"name": dataset.names[i], "seed": options.seed + i,
+                            "fidelity_dice": mask_fidelity(segmenter, generated[i], masks[i], fovs[i]),
+                            "real_image_dice": mask_fidelity(segmenter, real[i], masks[i], fovs[i])})
+
+    generated_features = inception_features(generated, device=options.device)
+    real_features = inception_features(real, device=options.device)
+    kid_result = kid(generated_features, real_features)
+    fid_result = (fid(generated_features, real_features)
+                  if min(count, len(real)) >= options.min_fid_images else None)
+    report.summary["kid"] = asdict(kid_result)
+    report.summary["fid"] = None if fid_result is None else asdict(fid_result)
+    report.notes = [str(kid_result), str(fid_result) if fid_result is not None else
+                    f"FID not reported: {count} generated and {len(real)} real images, "
+                    f"fewer than {options.min_fid_images} per set"]
+    rows = [np.stack([_as_rgb(masks[i]), generated[i], real[i]]) for i in range(min(count, GRID_MAX_ROWS))]
+    report.picture = grid(rows)
+    return report
+
+
+__all__ = ["ClassicalSegmenter", "GenerationOptions", "Report", "SEGMENTERS", "Segmenter",
+           "evaluate_generator", "evaluate_segmenter", "load_segmenter", "mask_fidelity", "resize_map"]

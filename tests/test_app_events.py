@@ -1,0 +1,352 @@
+"""The app's event functions without a browser: odd mask uploads, streaming, Stop, training jobs, API."""
+import io
+import re
+import time
+import zipfile
+from types import SimpleNamespace
+
+import gradio as gr
+import numpy as np
+import pytest
+from PIL import Image
+
+import app
+from retree_core.app_settings import StudioSettings
+from retree_core.mask_sources import canvas_mask, current_mask, editor_image, mask_for_model
+from retree_core.services import Studio
+
+pytestmark = pytest.mark.timeout(180)
+
+REQUEST = SimpleNamespace(session_hash="session-a")
+OTHER = SimpleNamespace(session_hash="session-b")
+
+
+def settings(tmp_path, weights_dir, **kw):
+    return StudioSettings(weights_dir=weights_dir, runs_dir=tmp_path / "runs", work_dir=tmp_path / "work",
+                          warm_up=False, **kw)
+
+
+@pytest.fixture()
+def handlers(tmp_path, tiny_weights):
+    return app.Handlers(Studio(settings(tmp_path, tiny_weights.parent)))
+
+
+@pytest.fixture()
+def empty_handlers(tmp_path):
+    (tmp_path / "no_weights").mkdir()
+    return app.Handlers(Studio(settings(tmp_path, tmp_path / "no_weights")))
+
+
+def tree_image(size=64, mode="L"):
+    arr = np.zeros((size, size), np.uint8)
+    width = max(3, size // 16)
+    arr[size // 2 - width // 2: size // 2 + width // 2 + 1, :] = 255
+    arr[:, size // 3: size // 3 + width] = 255
+    return Image.fromarray(arr).convert(mode)
+
+
+def save(tmp_path, name, image, **kw):
+    path = tmp_path / name
+    image.save(path, **kw)
+    return str(path)
+
+
+def write(path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
+# --- mask preprocessing of odd uploads --------------------------------------------------------------
+def odd_uploads(tmp_path):
+    rgba = np.zeros((80, 60, 4), np.uint8)
+    rgba[40:44, :, :] = 255  # white opaque strokes on a transparent canvas
+    palette = tree_image(64).convert("P")
+    grey16 = (np.asarray(tree_image(64)).astype(np.uint16) * 257)
+    return {
+        "rgba.png": save(tmp_path, "rgba.png", Image.fromarray(rgba, "RGBA")),
+        "palette.gif": save(tmp_path, "palette.gif", palette),
+        "grey16.png": save(tmp_path, "grey16.png", Image.fromarray(grey16)),
+        "tiny.png": save(tmp_path, "tiny.png", Image.fromarray(np.array([[0, 255, 0]] * 3, np.uint8))),
+        "large.png": save(tmp_path, "large.png", tree_image(3000)),
+        "rgb.jpg": save(tmp_path, "rgb.jpg", tree_image(100, "RGB"), quality=95),
+    }
+
+
+def test_odd_uploads_become_binary_masks_the_model_sees(handlers, tmp_path):
+    for name, path in odd_uploads(tmp_path).items():
+        loaded, note = handlers.load_upload(path)
+        assert name in note
+        mask = current_mask("loaded", None, loaded, 16)
+        assert mask.dtype == bool and mask.shape == (16, 16), name
+        assert 0 < mask.mean() < 0.9, name
+        picture, text = handlers.preview("loaded", None, loaded, "concat", "concat", REQUEST)
+        assert picture.shape[0] >= 256 and "16×16 px" in text and name in text, name
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda p: save(p, "black.png", Image.new("L", (64, 64), 0)), "no vessel"),
+    (lambda p: save(p, "white.png", Image.new("L", (64, 64), 255)), "entirely white"),
+    (lambda p: write(p / "corrupt.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 50), "corrupt.png"),
+    (lambda p: write(p / "text.png", b"not an image"), "unreadable"),
+    (lambda p: write(p / "empty.png", b""), "empty"),
+])
+def test_bad_uploads_give_readable_errors(handlers, tmp_path, make, expected):
+    with pytest.raises(gr.Error) as err:
+        handlers.load_upload(make(tmp_path))
+    assert expected in str(err.value.message)
+    assert str(tmp_path) not in err.value.message  # no server paths in messages
+
+
+def test_declared_huge_upload_is_refused_before_decoding(handlers, tmp_path):
+    path = tmp_path / "bomb.png"
+    buffer = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(buffer, format="PNG")  # ~200 kB on disk, 400 MP declared
+    path.write_bytes(buffer.getvalue())
+    with pytest.raises(gr.Error, match="too large"):
+        handlers.load_upload(str(path))
+
+
+def test_canvas_values_from_the_editor(handlers):
+    stroke = np.zeros((512, 512, 4), np.uint8)
+    stroke[..., 3] = 255  # opaque black canvas as gradio composites it
+    stroke[240:272, 40:470, :3] = 255
+    mask = mask_for_model(editor_image({"background": None, "layers": [], "composite": stroke}), 16)
+    assert mask[7:9].any() and not mask[:4].any()
+    layer = np.zeros((512, 512, 4), np.uint8)
+    layer[..., :3] = 255
+    layer[..., 3] = stroke[..., 0]  # strokes on a transparent layer over a black background, no composite
+    value = {"background": np.zeros((512, 512, 3), np.uint8), "layers": [layer], "composite": None}
+    assert np.array_equal(mask_for_model(editor_image(value), 16), mask)
+    blank = {"background": np.zeros((512, 512, 3), np.uint8), "layers": [], "composite": None}
+    drawn, picture, note = handlers.canvas_changed(blank, "draw", None, "concat", "concat", REQUEST)
+    assert drawn is None and picture is None and "canvas is empty" in note  # a note, not an error popup
+    drawn, picture, note = handlers.canvas_changed(value, "draw", None, "concat", "concat", REQUEST)
+    assert np.array_equal(drawn.mask(), mask_for_model(editor_image(value), 512)) and "the canvas" in note
+    picture, note = handlers.preview("loaded", None, None, "concat", "concat", REQUEST)
+    assert picture is None and "No mask loaded yet" in note
+
+
+def test_random_tree_and_examples_load(handlers):
+    loaded = handlers.draw_tree(3, 4, 4, 0.5, 8, "right")
+    assert current_mask("loaded", None, loaded, 16).any() and "seed 3" in loaded.origin
+    loaded = handlers.load_example(SimpleNamespace(index=0))
+    assert current_mask("loaded", None, loaded, 16).any()
+    assert len(loaded.bits) == 512 * 512 // 8  # kept bit-packed in the session state
+    with pytest.raises(gr.Error, match="main vessels"):
+        handlers.draw_tree(3, 40, 4, 0.5, 8, "left")
+
+
+def test_dream_without_a_vessel_model_says_what_to_do(handlers):
+    with pytest.raises(gr.Error, match="No vessel model yet"):
+        handlers.dream(0, REQUEST)
+
+
+# --- generation -------------------------------------------------------------------------------------
+def canvas():
+    """A sketch-canvas value as gradio sends it: an opaque RGBA composite with white strokes."""
+    rgba = np.asarray(tree_image(512, "RGBA")).copy()
+    rgba[..., 3] = 255
+    return {"background": None, "layers": [], "composite": rgba}
+
+
+def mask_in():
+    """The Generate tab's mask inputs after drawing: active source, drawn mask, loaded mask."""
+    return "draw", canvas_mask(canvas()), None
+
+
+def test_run_streams_frames_then_result_fidelity_and_downloads(handlers):
+    outputs = list(handlers.run(*mask_in(), "concat", "concat", None, "dpmpp", 5, 1.0, 7, REQUEST))
+    frames = [o for o in outputs if isinstance(o[0], np.ndarray)]
+    steps = [int(re.search(r"step (\d) / 5", o[2]).group(1)) for o in frames]
+    assert steps and steps == sorted(set(steps))  # newest frames, in order (a slow consumer skips some)
+    final = next(o for o in outputs if isinstance(o[3], np.ndarray))
+    assert "done: 5 steps" in final[2] and final[3].shape[0] >= 256
+    png, pair = final[6]["value"], final[7]["value"]
+    with zipfile.ZipFile(pair) as z:
+        assert sorted(z.namelist()) == ["images/img_000.png", "masks/seg_000.png"]
+    assert Image.open(png).size == (16, 16)
+    last = outputs[-1]
+    assert isinstance(last[4], np.ndarray) and "Dice" in last[5]
+
+
+def test_stop_ends_a_run_within_a_step(handlers):
+    run = handlers.run(*mask_in(), "concat", "concat", None, "ddpm", 400, 1.0, 0, REQUEST)
+    next(run)  # "starting"
+    next(run)  # first frame
+    handlers.stop(OTHER)  # another session's Stop does not touch this run
+    next(run)
+    handlers.stop(REQUEST)
+    rest = list(run)
+    stopped = [o for o in rest if isinstance(o[2], str) and "stopped at step" in o[2]]
+    assert stopped and len(rest) < 10
+    assert isinstance(stopped[0][3], np.ndarray)  # the prediction at that step is the result
+
+
+def test_run_rejects_bad_options_and_empty_canvas(handlers):
+    with pytest.raises(gr.Error, match="steps"):
+        next(handlers.run(*mask_in(), "concat", "concat", None, "dpmpp", 0, 1.0, 0, REQUEST))
+    with pytest.raises(gr.Error, match="unknown sampler"):
+        next(handlers.run(*mask_in(), "concat", "concat", None, "euler", 5, 1.0, 0, REQUEST))
+    with pytest.raises(gr.Error, match="guidance"):
+        next(handlers.run(*mask_in(), "concat", "concat", None, "dpmpp", 5, -1, 0, REQUEST))
+    blank = {"background": np.zeros((512, 512, 3), np.uint8), "layers": [], "composite": None}
+    with pytest.raises(gr.Error, match="canvas is empty"):
+        next(handlers.run("draw", canvas_mask(blank), None, "concat", "concat", None, "dpmpp", 5, 1.0, 0, REQUEST))
+
+
+def test_no_model_yet_is_a_clear_message(empty_handlers):
+    choices, note = empty_handlers.model_choices("concat", None, REQUEST)
+    assert choices["choices"] == [] and "No concat model yet" in note
+    with pytest.raises(gr.Error, match="No concat model yet: train one in the Train tab"):
+        next(empty_handlers.run(*mask_in(), "concat", None, None, "dpmpp", 5, 1.0, 0, REQUEST))
+    picture, text = empty_handlers.preview(*mask_in(), "concat", None, REQUEST)
+    assert picture is not None and "no model yet" in text
+
+
+def test_uploaded_model_file_is_used_and_wrong_files_are_refused(empty_handlers, tiny_weights, tmp_path):
+    outputs = list(empty_handlers.run(*mask_in(), "concat", None, str(tiny_weights), "ddim", 3, 1.0, 0,
+                                      REQUEST))
+    assert any(isinstance(o[3], np.ndarray) for o in outputs)
+    with pytest.raises(gr.Error, match="spade"):
+        next(empty_handlers.run(*mask_in(), "spade", None, str(tiny_weights), "ddim", 3, 1.0, 0, REQUEST))
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00" * 100)
+    with pytest.raises(gr.Error, match="safetensors"):
+        next(empty_handlers.run(*mask_in(), "concat", None, str(junk), "ddim", 3, 1.0, 0, REQUEST))
+
+
+def test_api_generate_returns_the_image(handlers, tmp_path):
+    path = save(tmp_path, "mask.png", tree_image(64))
+    image = handlers.api_generate(path, "concat", "dpmpp", 4, 1.0, 0, REQUEST)
+    assert image.shape == (16, 16, 3) and image.dtype == np.uint8
+    with pytest.raises(gr.Error, match="No spade model yet"):
+        handlers.api_generate(path, "spade", "dpmpp", 4, 1.0, 0, REQUEST)
+
+
+def test_compare_shows_the_available_model(handlers):
+    outputs = list(handlers.compare(*mask_in(), "dpmpp", 3, 1.0, 0, REQUEST))
+    assert isinstance(outputs[-1][0], np.ndarray) and outputs[-1][1] is None and "concat" in outputs[-1][2]
+
+
+def test_synthesise_writes_a_dataset_zip(handlers):
+    outputs = list(handlers.synthesise("concat", "concat", "vessel", 2, 5, "dpmpp", 3, REQUEST))
+    zip_path = outputs[-1][2]["value"]
+    with zipfile.ZipFile(zip_path) as z:
+        assert sorted(z.namelist()) == ["images/img_000.png", "images/img_001.png",
+                                        "masks/seg_000.png", "masks/seg_001.png"]
+        mask = np.asarray(Image.open(z.open("masks/seg_001.png")))
+    assert mask.shape == (16, 16) and set(np.unique(mask)) <= {0, 255}
+
+
+# --- training -----------------------------------------------------------------------------------------
+def start_args(**kw):
+    base = dict(role="concat", source="embedded", zip_path=None, folder=None, preset="tiny", size=16, batch=2,
+                steps=100_000, lr=1e-3, sample_every=100_000, name="tiny_run")
+    base.update(kw)
+    return list(base.values())
+
+
+def wait_for(predicate, timeout_s=60):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_training_start_busy_stop_resume_and_use_in_generate(handlers):
+    jobs = handlers.studio.jobs
+    outputs = handlers.train_start(*start_args(), REQUEST)
+    status, timer = outputs[0], outputs[-1]
+    assert len(outputs) == 7 and "tiny_run" in status and timer.active  # as many as the event's outputs
+    try:
+        assert wait_for(lambda: jobs.snapshot().step >= 3)
+        with pytest.raises(gr.Error, match="already running.*started in another session") as err:
+            handlers.train_start(*start_args(name="second"), OTHER)
+        assert "press Stop" in err.value.message  # locally anyone may stop it
+        polled = handlers.train_poll(None, REQUEST)
+        status, plot = polled[:2]
+        assert len(polled) == 7 and "running" in status and "img/s" in status and len(plot) > 0
+    finally:
+        assert len(handlers.train_stop(REQUEST)) == 6
+        assert jobs.wait(60)
+    job = jobs.snapshot()
+    assert job.state == "stopped" and job.weights_path.exists()
+    choices, _ = handlers.model_choices("concat", None, REQUEST)
+    assert any(label.startswith("run: tiny_run") for label in choices["choices"])
+    run_label = next(label for label in choices["choices"] if label.startswith("run: tiny_run"))
+    outputs = list(handlers.run(*mask_in(), "concat", run_label, None, "ddim", 2, 1.0, 0, REQUEST))
+    assert any(isinstance(o[3], np.ndarray) for o in outputs)
+
+    assert handlers.train_runs(REQUEST)["choices"] == ["tiny_run"]
+    assert handlers.train_poll(None, REQUEST)[5]["choices"] == ["tiny_run"]  # refreshed once the run ends
+    handlers.train_resume("tiny_run", job.step + 3, REQUEST)
+    assert jobs.wait(60) and jobs.snapshot().state == "finished" and jobs.snapshot().step == job.step + 3
+    with pytest.raises(gr.Error, match="no training is running"):
+        handlers.train_stop(REQUEST)
+
+
+def test_training_refuses_bad_data_and_options(handlers, tmp_path):
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("../../escape.png", b"x")
+    with pytest.raises(gr.Error, match="outside the archive"):
+        handlers.train_start(*start_args(source="zip", zip_path=str(evil)), REQUEST)
+    assert not (tmp_path / "escape.png").exists()
+    with pytest.raises(gr.Error, match="not a folder"):
+        handlers.train_start(*start_args(source="folder", folder=str(tmp_path / "nope")), REQUEST)
+    with pytest.raises(gr.Error, match="divisible"):
+        handlers.train_start(*start_args(preset="paper", size=20), REQUEST)
+    with pytest.raises(gr.Error, match="upload a dataset zip"):
+        handlers.train_start(*start_args(source="zip"), REQUEST)
+    assert not handlers.studio.jobs.snapshot().busy
+
+
+def test_training_from_an_uploaded_zip(handlers, tmp_path):
+    archive = tmp_path / "data.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for i in range(3):
+            for folder, name in (("images", "img"), ("masks", "seg")):
+                buffer = io.BytesIO()
+                image = tree_image(32, "RGB") if folder == "images" else tree_image(32)
+                image.save(buffer, format="PNG")
+                z.writestr(f"mydata/{folder}/{name}_{i}.png", buffer.getvalue())
+    handlers.train_start(*start_args(source="zip", zip_path=str(archive), steps=2, name="zip_run"), REQUEST)
+    assert handlers.studio.jobs.wait(60)
+    job = handlers.studio.jobs.snapshot()
+    assert job.state == "finished", job.message
+
+
+def test_hosted_mode_refuses_server_paths_and_keeps_runs_private(tmp_path, tiny_weights):
+    hosted = app.Handlers(Studio(settings(tmp_path, tiny_weights.parent).make_hosted()))
+    with pytest.raises(gr.Error, match="not accepted"):
+        hosted.train_start(*start_args(source="folder", folder=str(tmp_path), steps=2), REQUEST)
+    hosted.train_start(*start_args(steps=2, name="mine"), REQUEST)
+    assert hosted.studio.jobs.wait(60)
+    assert hosted.train_runs(REQUEST)["choices"] == ["mine"]
+    assert hosted.train_runs(OTHER)["choices"] == []
+    labels = hosted.model_choices("concat", None, OTHER)[0]["choices"]
+    assert not any(label.startswith("run:") for label in labels)
+
+
+def test_dream_and_synthesis_use_a_vessel_model(tmp_path, tiny_weights):
+    import shutil
+
+    from retree_core.config import TrainConfig
+    from retree_core.train import train
+    from retree_core.weights import export_weights
+
+    weights_dir = tmp_path / "weights"
+    weights_dir.mkdir()
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(tiny_weights.with_suffix(suffix), weights_dir)
+    cfg = TrainConfig(mode="vessel", preset="tiny", image_size=16, batch_size=4, max_steps=15, lr=2e-3,
+                      sample_interval=10_000, checkpoint_interval=10_000, output_dir=str(tmp_path / "vessel_run"),
+                      progress=False)
+    export_weights(train(cfg), weights_dir / "vessel")
+    handlers = app.Handlers(Studio(settings(tmp_path, weights_dir)))
+    loaded = handlers.dream(4, REQUEST)
+    assert "dreamt tree (seed 4)" in loaded.origin and current_mask("loaded", None, loaded, 16).shape == (16, 16)
+    outputs = list(handlers.synthesise("concat", "concat", "vessel", 2, 0, "ddim", 2, REQUEST))
+    assert outputs[-1][2]["value"].endswith(".zip")
