@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     masks = g.add_mutually_exclusive_group(required=True)
     masks.add_argument("--masks", help="folder of vessel masks")
     masks.add_argument("--num", type=positive_int, help="number of pairs to dream with both stages")
+    g.add_argument("--trees", choices=("vessel", "procedural"), default="vessel",
+                   help="with --num: trees from the stage-1 model or the procedural generator")
     g.add_argument("--vessel_weights", default="vessel", help="stage-1 model for --num")
     g.add_argument("--min_plausibility", type=float, default=None,
                    help="with --num: redraw trees scoring below this (default: plausibility.DEFAULT_THRESHOLD)")
@@ -119,7 +121,9 @@ def run_generate(args: argparse.Namespace) -> None:
     from .data import prepare_mask, read_mask
     from .images import save_png, to_uint8
     from .pipeline import check_options, dream_trees, generate
+    from .checkpoint import CheckpointError
     from .plausibility import DEFAULT_THRESHOLD
+    from .synthesis import tree_masks
     from .weights import load_model
 
     model = load_model(args.checkpoint or args.weights or args.mode, role=args.mode, device=args.device)
@@ -129,8 +133,15 @@ def run_generate(args: argparse.Namespace) -> None:
         files = _mask_files(args.masks)
         names = [p.stem.removeprefix("seg_") for p in files]
         masks = np.stack([prepare_mask(read_mask(p), size) for p in files])  # all read before any sampling
+    elif args.trees == "procedural":
+        names = [f"{args.seed + i:05d}" for i in range(args.num)]
+        masks = tree_masks(None, [args.seed + i for i in range(args.num)], size, first_seed=args.seed)[0]
     else:
-        vessel = load_model(args.vessel_weights, role="vessel", device=args.device)
+        try:
+            vessel = load_model(args.vessel_weights, role="vessel", device=args.device)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc} (no stage-1 model: add --trees procedural to use the "
+                                  "procedural vessel generator)") from None
         names = [f"{args.seed + i:05d}" for i in range(args.num)]
         masks = None
         min_plausibility = DEFAULT_THRESHOLD if args.min_plausibility is None else args.min_plausibility

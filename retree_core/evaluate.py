@@ -103,6 +103,7 @@ class Report:
     summary: dict = field(default_factory=dict)  # extra JSON entries (KID, FID)
     notes: list[str] = field(default_factory=list)  # lines printed under the table
     picture: np.ndarray | None = None  # saved as grid.png
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)  # uint8 images behind the picture (not saved)
 
     def mean(self) -> dict[str, float]:
         """Mean over images of every numeric column (the per-image average the literature reports)."""
@@ -271,6 +272,8 @@ def evaluate_generator(generator: str, data_roots: Sequence[str | Path], segment
                     f"fewer than {options.min_fid_images} per set"]
     rows = [np.stack([_as_rgb(masks[i]), generated[i], real[i]]) for i in range(min(count, GRID_MAX_ROWS))]
     report.picture = grid(rows)
+    report.arrays = {"mask": np.stack([_as_rgb(m) for m in masks[:count]]), "generated": generated,
+                     "real": real[:count]}
     return report
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 from .archives import write_pairs_zip
 from .data import prepare_mask
 from .data.procedural import TreeParams, procedural_tree
-from .pipeline import check_options, generate, vessel_masks
+from .pipeline import check_options, dream_trees, generate
 from .images import to_uint8
 from .weights import LoadedModel
 
@@ -77,15 +77,27 @@ def write_single_pair(folder: Path, stem: str, image: np.ndarray, mask: np.ndarr
     return png, pair
 
 
-def _tree(vessel_model: LoadedModel | None, cfg: SynthesisConfig, index: int, size_px: int) -> tuple[np.ndarray, bool]:
-    """(mask at size_px, whether the procedural generator stood in for an empty stage-1 tree)."""
-    seed = cfg.seed + index
-    if vessel_model is not None and cfg.trees == "vessel":
-        tree = vessel_masks(generate(vessel_model, None, [seed], sampler=cfg.sampler, steps=cfg.steps))[0]
-        if tree.any() and not tree.all():
-            return (tree if tree.shape == (size_px, size_px) else prepare_mask(tree, size_px)), False
-        return procedural_tree(size_px, varied_tree_params(cfg.seed, index), seed), True
-    return procedural_tree(size_px, varied_tree_params(cfg.seed, index), seed), False
+def tree_masks(vessel_model: LoadedModel | None, seeds: list[int], size_px: int, *, trees: str = "vessel",
+               first_seed: int = 0, **options) -> tuple[np.ndarray, int]:
+    """Stage 1 for a batch of seeds: trees from the vessel model, redrawn below the plausibility
+    threshold (pipeline.dream_trees), or procedural ones (knobs varied per pair). Returns the masks at
+    size_px and how many procedural trees stood in for stage-1 trees that stayed implausible."""
+    from .plausibility import DEFAULT_THRESHOLD
+
+    def procedural(seed: int) -> np.ndarray:
+        return procedural_tree(size_px, varied_tree_params(first_seed, seed - first_seed), seed)
+
+    if vessel_model is None or trees == "procedural":
+        return np.stack([procedural(seed) for seed in seeds]), 0
+    masks, stand_ins = [], 0
+    for seed in seeds:
+        try:
+            tree = dream_trees(vessel_model, [seed], min_plausibility=DEFAULT_THRESHOLD, **options)[0][0]
+            masks.append(tree if tree.shape == (size_px, size_px) else prepare_mask(tree, size_px))
+        except ValueError:  # no plausible tree in a few tries
+            masks.append(procedural(seed))
+            stand_ins += 1
+    return np.stack(masks), stand_ins
 
 
 def synthesise_pairs(image_model: LoadedModel, vessel_model: LoadedModel | None, cfg: SynthesisConfig,
@@ -103,15 +115,16 @@ def synthesise_pairs(image_model: LoadedModel, vessel_model: LoadedModel | None,
     for index in range(cfg.count):
         if should_stop and should_stop():
             break
-        mask, stood_in = _tree(vessel_model, cfg, index, size_px)
-        stand_ins += stood_in
+        masks, stood_in = tree_masks(vessel_model, [cfg.seed + index], size_px, trees=cfg.trees,
+                                     first_seed=cfg.seed, sampler=cfg.sampler, steps=cfg.steps)
+        mask, stand_ins = masks[0], stand_ins + stood_in
         image = to_uint8(generate(image_model, mask, [cfg.seed + index], sampler=cfg.sampler,
                                   steps=cfg.steps, guidance=cfg.guidance))[0]
         files += [(f"images/img_{index:03d}.png", png_bytes(image)),
                   (f"masks/seg_{index:03d}.png", png_bytes(mask.astype(np.uint8) * 255))]
         yield SynthesisProgress(index + 1, cfg.count, image, mask)
     done = len(files) // 2
-    note = f"{stand_ins} empty stage-1 tree(s) replaced by procedural ones" if stand_ins else ""
+    note = f"{stand_ins} implausible stage-1 tree(s) replaced by procedural ones" if stand_ins else ""
     if done == 0:
         yield SynthesisProgress(0, cfg.count, None, None, None, "stopped before the first pair")
         return
@@ -119,4 +132,4 @@ def synthesise_pairs(image_model: LoadedModel, vessel_model: LoadedModel | None,
 
 
 __all__ = ["TREE_SOURCES", "SynthesisConfig", "SynthesisProgress", "varied_tree_params", "png_bytes",
-           "write_single_pair", "synthesise_pairs"]
+           "write_single_pair", "synthesise_pairs", "tree_masks"]

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -94,7 +95,6 @@ def test_cli_train_export_generate(tmp_path, capsys):
     masks = tmp_path / "masks"
     masks.mkdir()
     from PIL import Image
-    import numpy as np
     m = np.zeros((40, 40), np.uint8)
     m[18:22, :] = 255
     m[:, 5:8] = 255
@@ -110,6 +110,22 @@ def test_cli_train_export_generate(tmp_path, capsys):
     assert main(["generate", "--mode", "spade", "--weights", str(weights), "--masks", str(masks),
                  "--output_dir", str(out)]) == 2
     assert "is a 'concat' model" in capsys.readouterr().err
+    # both stages without a vessel model: a message that names the way out, then procedural trees
+    dreamt = tmp_path / "dreamt"
+    assert main(["generate", "--weights", str(weights), "--num", "2", "--vessel_weights", str(tmp_path / "none"),
+                 "--output_dir", str(dreamt)]) == 2
+    assert "--trees procedural" in capsys.readouterr().err
+    assert main(["generate", "--weights", str(weights), "--num", "2", "--trees", "procedural", "--steps", "2",
+                 "--output_dir", str(dreamt)]) == 0
+    assert sorted(p.name for p in (dreamt / "images").iterdir()) == ["img_00000.png", "img_00001.png"]
+    assert Image.open(dreamt / "masks" / "seg_00001.png").size == (16, 16)
+
+
+def test_procedural_stage_one_varies_per_seed():
+    from retree_core.synthesis import tree_masks
+    masks, stand_ins = tree_masks(None, [3, 4], 64, first_seed=3)
+    assert masks.shape == (2, 64, 64) and stand_ins == 0
+    assert all(0.02 < m.mean() < 0.3 for m in masks) and not np.array_equal(masks[0], masks[1])
 
 
 def test_resume_drops_a_torn_log_line(tmp_path):

@@ -1,0 +1,65 @@
+"""Figures and picture for weights/README.md: each fundus model on the validation split, with the fast
+default sampler and with the paper's 1000-step DDPM, on the same masks and seeds.
+
+Prints one Markdown row per (model, sampler): mask fidelity (Dice between the mask and the classical
+ridge-filter vessels of the generated image, inside the FOV), the same Dice on the real photograph (the
+ceiling that segmenter allows at this size), KID against the real validation images, and wall time.
+Writes a grid (rows: validation masks; columns: mask, one generated image per model, the real image).
+
+    python bench/model_card.py --data_root ../shared/data/DRIVE ../shared/data/CHASE_DB1 \\
+        [--models concat spade] [--settings dpmpp:20 ddpm:1000] [--out outputs/model_card]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from retree_core.evaluate import GenerationOptions, evaluate_generator, load_segmenter  # noqa: E402
+from retree_core.images import grid, save_png  # noqa: E402
+
+GRID_ROWS = 6
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_root", nargs="+", required=True)
+    p.add_argument("--models", nargs="+", default=["concat", "spade"], help="weights names or paths")
+    p.add_argument("--settings", nargs="+", default=["dpmpp:20", "ddpm:1000"], help="sampler:steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="outputs/model_card", help="per-run metrics.csv/json go here")
+    p.add_argument("--grid", default="assets/validation_grid.png", help="picture of the first setting")
+    args = p.parse_args()
+
+    segmenter = load_segmenter("classical")
+    print("| model | sampler | steps | mask fidelity (Dice) | Dice on the real image | KID | time (s) |")
+    print("|---|---|---|---|---|---|---|")
+    columns: dict[str, np.ndarray] = {}
+    for model in args.models:
+        for setting in args.settings:
+            sampler, steps = setting.split(":")
+            options = GenerationOptions(sampler=sampler, steps=int(steps), seed=args.seed)
+            tic = time.perf_counter()
+            report = evaluate_generator(model, args.data_root, segmenter, "val", options)
+            seconds = time.perf_counter() - tic
+            report.save(Path(args.out) / f"{Path(model).stem}_{sampler}{steps}")
+            mean, kid = report.mean(), report.summary["kid"]
+            print(f"| {model} | {sampler} | {steps} | {mean['fidelity_dice']:.3f} | {mean['real_image_dice']:.3f} "
+                  f"| {kid['mean']:.4f} ± {kid['std']:.4f} ({kid['num_generated']} vs {kid['num_real']}) "
+                  f"| {seconds:.0f} |", flush=True)
+            if setting == args.settings[0]:
+                columns.setdefault("mask", report.arrays["mask"])
+                columns.setdefault("real", report.arrays["real"])
+                columns[Path(model).stem] = report.arrays["generated"]
+    order = ["mask", *[Path(m).stem for m in args.models], "real"]
+    rows = [np.stack([columns[c][i] for c in order]) for i in range(min(GRID_ROWS, len(columns["mask"])))]
+    print(f"wrote {save_png(args.grid, grid(rows))} (columns: {', '.join(order)}; {args.settings[0]})")
+
+
+if __name__ == "__main__":
+    main()
