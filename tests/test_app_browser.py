@@ -146,6 +146,7 @@ def test_start_and_stop_a_short_training(page):
     page.wait_for_function("() => document.querySelector('#rt-train-status').innerText.includes('stopped')",
                            timeout=WAIT_MS)
     page.locator("#rt-train-download").wait_for()
-    assert "run: browser_run" in page.locator("#rt-train-status").inner_text() or True
-    page.get_by_role("tab", name="Generate").click()
-    page.wait_for_timeout(500)
+    assert "browser_run" in page.locator("#rt-train-status").inner_text()
+    page.get_by_role("tab", name="Generate").click()  # the stopped run is now a model to choose
+    page.locator("#rt-model input").click()
+    page.get_by_role("option", name=re.compile("run: browser_run")).wait_for()
