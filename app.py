@@ -240,7 +240,8 @@ class Handlers:
             raise gr.Error(no_model_message("vessel"), print_exception=False)
         model = self.studio.catalog.load(entry.path, "vessel")
         seed = whole_number(seed, "seed", 0, 2**31 - 1)
-        return LoadedMask.from_mask(dream_tree(model, seed), f"dreamt tree (seed {seed})")
+        tree, note = dream_tree(model, seed)
+        return LoadedMask.from_mask(tree, f"dreamt tree ({note})")
 
     # --- generation ----------------------------------------------------------------------------
     def _options(self, sampler, steps, guidance, seed) -> tuple[str, int, float, int]:

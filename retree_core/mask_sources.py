@@ -176,16 +176,20 @@ def random_tree(seed: int, knobs: TreeKnobs = TreeKnobs(), size_px: int = CANVAS
     return procedural_tree(size_px, knobs.params(), int(seed))
 
 
-def dream_tree(model: LoadedModel, seed: int, sampler: str = "dpmpp", steps: int = 20) -> np.ndarray:
-    """A vessel tree sampled from a stage-1 (vessel) model, bool at the model's size."""
-    from .pipeline import generate, vessel_masks
+def dream_tree(model: LoadedModel, seed: int, sampler: str = "dpmpp", steps: int = 20) -> tuple[np.ndarray, str]:
+    """A vessel tree from a stage-1 (vessel) model, bool at the model's size, redrawn (new seeds) while
+    it scores below the plausibility threshold; with a note on the seed and score."""
+    from .pipeline import dream_trees
+    from .plausibility import DEFAULT_THRESHOLD, plausibility
 
-    if model.net_cfg.role != "vessel":
-        raise ValueError(f"dreaming a tree needs a vessel model, not a {model.net_cfg.role} model")
-    mask = vessel_masks(generate(model, None, [int(seed)], sampler=sampler, steps=steps))[0]
-    if not mask.any():
-        raise DataError("the vessel model produced an empty tree for this seed; try another seed")
-    return mask
+    try:
+        trees, seeds = dream_trees(model, [int(seed)], min_plausibility=DEFAULT_THRESHOLD, sampler=sampler,
+                                   steps=steps)
+    except ValueError:
+        raise DataError(f"the vessel model drew no plausible tree from seed {seed} in a few tries "
+                        f"(plausibility below {DEFAULT_THRESHOLD}); try another seed") from None
+    redrawn = f", redrawn as seed {seeds[0]}" if seeds[0] != seed else ""
+    return trees[0], f"seed {seed}{redrawn}, plausibility {plausibility(trees[0]).value:.2f}"
 
 
 __all__ = ["CANVAS_PX", "UploadLimits", "check_upload", "mask_from_upload", "editor_image", "mask_for_model",

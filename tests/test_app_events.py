@@ -330,8 +330,10 @@ def test_hosted_mode_refuses_server_paths_and_keeps_runs_private(tmp_path, tiny_
     assert not any(label.startswith("run:") for label in labels)
 
 
-def test_dream_and_synthesis_use_a_vessel_model(tmp_path, tiny_weights):
+def test_dream_and_synthesis_use_a_vessel_model(tmp_path, tiny_weights, monkeypatch):
     import shutil
+
+    import retree_core.plausibility
 
     from retree_core.config import TrainConfig
     from retree_core.train import train
@@ -346,7 +348,12 @@ def test_dream_and_synthesis_use_a_vessel_model(tmp_path, tiny_weights):
                       progress=False)
     export_weights(train(cfg), weights_dir / "vessel")
     handlers = app.Handlers(Studio(settings(tmp_path, weights_dir)))
+    monkeypatch.setattr(retree_core.plausibility, "DEFAULT_THRESHOLD", 1.01)  # no tree can pass
+    with pytest.raises(gr.Error, match="no plausible tree from seed 4"):
+        handlers.dream(4, REQUEST)
+    monkeypatch.setattr(retree_core.plausibility, "DEFAULT_THRESHOLD", 0.0)  # a 16 px toy model's trees pass
     loaded = handlers.dream(4, REQUEST)
-    assert "dreamt tree (seed 4)" in loaded.origin and current_mask("loaded", None, loaded, 16).shape == (16, 16)
+    assert "dreamt tree (seed 4, plausibility" in loaded.origin
+    assert current_mask("loaded", None, loaded, 16).shape == (16, 16)
     outputs = list(handlers.synthesise("concat", "concat", "vessel", 2, 0, "ddim", 2, REQUEST))
     assert outputs[-1][2]["value"].endswith(".zip")
