@@ -37,7 +37,7 @@ def random_lean_weights(folder: Path) -> Path:
     """A randomly initialised lean 256 px concat model written like a shipped one."""
     torch.manual_seed(0)
     cfg = net_config("lean", "concat", 256)
-    net = build_net(cfg)
+    net = build_net(cfg, DiffusionConfig())
     meta = {"net": to_dict(cfg), "diffusion": to_dict(DiffusionConfig()), "trained_steps": 0}
     path = folder / "concat.safetensors"
     save_file({k: v.half().contiguous() for k, v in net.state_dict().items()}, path,

@@ -31,7 +31,7 @@ def peak_rss_mb() -> float:
 def random_model(preset: str, role: str, size: int, device: str) -> LoadedModel:
     cfg = net_config(preset, role, size)
     torch.manual_seed(0)
-    return LoadedModel(build_net(cfg).eval().requires_grad_(False).to(device), cfg, DiffusionConfig(), "random")
+    return LoadedModel(build_net(cfg, DiffusionConfig()).eval().requires_grad_(False).to(device), cfg, DiffusionConfig(), "random")
 
 
 def time_steps(model: LoadedModel, mask: np.ndarray | None, sampler: str, steps: int) -> tuple[float, float]:

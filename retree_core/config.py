@@ -34,6 +34,9 @@ class NetConfig:
     groups: int = 8  # GroupNorm groups (reduced automatically where a width is not divisible)
     spade_hidden: int = 64  # width of the conv net predicting SPADE gamma/beta
     spade_encoder: bool = False  # SPADE also in the encoder (the decoder always has it for role=spade)
+    # eps = c(t) x_t + net(x_t): the best linear estimate of the noise as a skip (see nets/unet.py), so the
+    # network learns only the residual; off for files saved before it existed.
+    input_skip: bool = False
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
@@ -68,13 +71,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The original ReTree widths (64-128-256-256, 512-wide bottleneck); at the paper's 64 px the
     # attention sits at 32, 16 and 8 px as in the original.
     "paper": dict(patch_px=1, channels=(64, 128, 256, 256), bottleneck_channels=512,
-                  attn_max_px=32, attn_heads=4, emb_dim=256),
+                  attn_max_px=32, attn_heads=4, emb_dim=256, input_skip=True),
     # Sized for a 2-core CPU: 256 px images denoised at 128 px internally, attention only at 16 px.
     "lean": dict(patch_px=2, channels=(32, 64, 128, 192), bottleneck_channels=192,
-                 attn_max_px=16, attn_heads=4, emb_dim=128, spade_hidden=32),
+                 attn_max_px=16, attn_heads=4, emb_dim=128, spade_hidden=32, input_skip=True),
     # For tests: small enough to train in seconds.
     "tiny": dict(patch_px=1, channels=(16, 32), bottleneck_channels=32, attn_max_px=32,
-                 attn_heads=2, emb_dim=32, groups=4, spade_hidden=16),
+                 attn_heads=2, emb_dim=32, groups=4, spade_hidden=16, input_skip=True),
 }
 
 

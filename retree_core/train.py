@@ -161,7 +161,7 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
         print(f"--resume: no checkpoint in {out_dir}, starting a new run")
 
     torch.manual_seed(cfg.seed)
-    net = build_net(net_cfg).to(dev)
+    net = build_net(net_cfg, diff_cfg).to(dev)
     ema = copy.deepcopy(net).requires_grad_(False).eval()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start_step = 0

@@ -106,3 +106,37 @@ def test_config_validation_messages():
         net_config("lean", "concat", 100)
     with pytest.raises(ValueError, match="unknown preset"):
         net_config("huge", "concat", 64)
+
+
+def test_input_skip_is_the_best_linear_noise_estimate():
+    from retree_core.diffusion import NoiseSchedule
+    from retree_core.nets.unet import SIGMA_DATA, eps_skip_coefficients
+
+    schedule = NoiseSchedule()
+    coeff = eps_skip_coefficients(schedule.alpha_bar)
+    g = torch.Generator().manual_seed(0)
+    x0 = SIGMA_DATA * torch.randn(200_000, generator=g)
+    eps = torch.randn(200_000, generator=g)
+    for t in (0, 100, 400, 999):
+        xt = schedule.add_noise(x0, torch.full((1,), t), eps)
+        regression = (eps * xt).mean() / (xt * xt).mean()  # least-squares slope of eps on x_t
+        standard_error = (1 / (len(xt) * (xt * xt).mean())).sqrt().item()
+        assert abs(regression.item() - coeff[t].item()) < 5 * standard_error, t
+    assert coeff[999] > 0.99 and coeff[0] < 0.05
+
+
+def test_input_skip_output_and_old_configs():
+    net = tiny("concat")
+    assert net.cfg.input_skip and "eps_skip" not in net.state_dict()  # rebuilt from configs, not stored
+    torch.nn.init.zeros_(net.outc.weight)
+    torch.nn.init.zeros_(net.outc.bias)  # the UNet branch says nothing: only the skip is left
+    x = torch.randn(2, 3, 32, 32)
+    out = net(x, torch.tensor([999, 0]), torch.zeros(2, 1, 32, 32))
+    assert torch.allclose(out[0], x[0] * net.eps_skip[999]) and net.eps_skip[999] > 0.99
+    assert out[1].abs().max() < 0.05 * x[1].abs().max()
+    from retree_core.config import from_dict, to_dict
+    old = {k: v for k, v in to_dict(net.cfg).items() if k != "input_skip"}  # saved before the skip existed
+    assert from_dict(NetConfig, old).input_skip is False
+    with pytest.raises(ValueError, match="alpha_bar"):
+        from retree_core.nets.unet import ReTreeUNet
+        ReTreeUNet(net.cfg)

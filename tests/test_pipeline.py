@@ -30,7 +30,7 @@ def test_trained_model_follows_the_mask(tiny_model):
     b = generate(tiny_model, other, seeds, sampler="dpmpp", steps=20)
     change = (a - b).abs().mean(dim=(0, 1))
     differ = torch.from_numpy(MASK != other)
-    assert change[differ].mean() > 2 * change[~differ].mean()
+    assert change[differ].mean() > 1.5 * change[~differ].mean()  # a model blind to the mask: ~1
 
 
 def test_generate_is_deterministic_and_batch_independent(tiny_model):

@@ -68,7 +68,11 @@ def test_resume_refuses_other_settings(tmp_path):
 def test_grad_accumulation_matches_a_larger_batch(tmp_path):
     big = load_checkpoint(train(tiny_cfg(tmp_path / "big", batch_size=4, max_steps=2)))
     acc = load_checkpoint(train(tiny_cfg(tmp_path / "acc", batch_size=2, grad_accum=2, max_steps=2)))
-    assert states_equal(big["model"], acc["model"], atol=1e-5)
+    half = load_checkpoint(train(tiny_cfg(tmp_path / "half", batch_size=2, max_steps=2)))
+    # Adam turns float rounding in near-zero gradients into differences of a few 1e-5; another batch
+    # moves the weights by ~1e-3
+    assert states_equal(big["model"], acc["model"], atol=1e-4)
+    assert not states_equal(big["model"], half["model"], atol=5e-4)
 
 
 def test_torchrun_two_processes_equal_one_process(tmp_path):
@@ -82,7 +86,7 @@ def test_torchrun_two_processes_equal_one_process(tmp_path):
     ddp = load_checkpoint(tmp_path / "ddp" / "last.ckpt")
     single = load_checkpoint(train(tiny_cfg(tmp_path / "one", batch_size=4, max_steps=3)))
     assert ddp["step"] == 3
-    assert states_equal(single["model"], ddp["model"], atol=1e-5)
+    assert states_equal(single["model"], ddp["model"], atol=1e-4)  # rounding only (see grad accumulation)
 
 
 def test_cli_train_export_generate(tmp_path, capsys):

@@ -9,16 +9,35 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import NetConfig
+from ..config import DiffusionConfig, NetConfig
 from .blocks import DoubleConv, Down, TransformerBlock, Up, timestep_embedding
 
 
-class ReTreeUNet(nn.Module):
-    """eps = net(x_t, t, mask). `mask` is (B, 1, H, W) in [-1, 1]; None or zeros is the null condition."""
+SIGMA_DATA = 0.5  # assumed standard deviation of images in [-1, 1] (as in EDM, Karras et al. 2022)
 
-    def __init__(self, cfg: NetConfig):
+
+def eps_skip_coefficients(alpha_bar: Tensor, sigma_data: float = SIGMA_DATA) -> Tensor:
+    """c(t) such that c(t) x_t is the best linear estimate of the noise in x_t = sqrt(ab) x0 + sqrt(1-ab) eps
+    for data of variance sigma_data^2: Cov(eps, x_t) / Var(x_t). It is ~1 at pure noise, 0 at t = 0."""
+    ab = alpha_bar.double()
+    return ((1 - ab).sqrt() / (ab * sigma_data ** 2 + 1 - ab)).float()
+
+
+class ReTreeUNet(nn.Module):
+    """eps = net(x_t, t, mask). `mask` is (B, 1, H, W) in [-1, 1]; None or zeros is the null condition.
+
+    With `cfg.input_skip` the output is c(t) x_t + UNet(x_t, t, mask) (see eps_skip_coefficients), given
+    the schedule's alpha_bar; at high noise the network then starts from the right answer instead of
+    having to learn to copy its input, which is most of what an untrained denoiser gets wrong.
+    """
+
+    def __init__(self, cfg: NetConfig, alpha_bar: Tensor | None = None):
         super().__init__()
         self.cfg = cfg
+        if cfg.input_skip and alpha_bar is None:
+            raise ValueError("a network with input_skip needs the noise schedule's alpha_bar")
+        skip = eps_skip_coefficients(alpha_bar) if cfg.input_skip else torch.zeros(0)
+        self.register_buffer("eps_skip", skip, persistent=False)  # rebuilt from the configs, not saved
         c, g, p = cfg.channels, cfg.groups, cfg.patch_px
         spade_dec = (cfg.spade_hidden, p * p) if cfg.role == "spade" else None
         spade_enc = spade_dec if cfg.spade_encoder else None
@@ -72,11 +91,19 @@ class ReTreeUNet(nn.Module):
         for up, attn, skip in zip(self.ups, self.up_attn, reversed(skips[:-1])):
             h = attn(up(h, skip, emb, cond))
         out = self.outc(h)
-        return F.pixel_shuffle(out, cfg.patch_px) if cfg.patch_px > 1 else out
+        out = F.pixel_shuffle(out, cfg.patch_px) if cfg.patch_px > 1 else out
+        if cfg.input_skip:
+            out = out + self.eps_skip[t.long()].view(-1, 1, 1, 1).to(out.dtype) * x
+        return out
 
 
-def build_net(cfg: NetConfig) -> ReTreeUNet:
-    return ReTreeUNet(cfg)
+def build_net(cfg: NetConfig, diffusion_cfg: DiffusionConfig | None = None) -> ReTreeUNet:
+    """The denoiser for a NetConfig; the DiffusionConfig (default: the default schedule) supplies the
+    input skip's coefficients."""
+    from ..diffusion import NoiseSchedule
+
+    alpha_bar = NoiseSchedule(diffusion_cfg or DiffusionConfig()).alpha_bar if cfg.input_skip else None
+    return ReTreeUNet(cfg, alpha_bar)
 
 
 def count_parameters(net: nn.Module) -> int:
