@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROLES = ("vessel", "concat", "spade")
+ROLES = ("vessel", "concat", "spade", "segment")  # segment: the vessel segmenter (no diffusion)
 
 
 @dataclass
@@ -59,12 +59,19 @@ class NetConfig:
 
     @property
     def image_channels(self) -> int:
-        """Channels of the image being denoised: 1 for a vessel tree, 3 for a fundus photograph."""
-        return 1 if self.role == "vessel" else 3
+        """Channels the network outputs: 1 for a vessel tree (or the segmenter's vessel logits), 3 for a
+        fundus photograph."""
+        return 1 if self.role in ("vessel", "segment") else 3
+
+    @property
+    def input_channels(self) -> int:
+        """Channels the network reads: the noisy image (plus the mask for concat), or the segmenter's photograph."""
+        return {"vessel": 1, "concat": 4, "spade": 3, "segment": 3}[self.role]
 
     @property
     def conditional(self) -> bool:
-        return self.role != "vessel"
+        """Whether the network is a diffusion model conditioned on a vessel mask."""
+        return self.role in ("concat", "spade")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -85,6 +92,8 @@ def net_config(preset: str, role: str, image_size: int, **overrides: Any) -> Net
     """A NetConfig from a named preset, for one role and image size."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    if role == "segment":  # a segmenter is not a denoiser: no noise-estimate skip
+        overrides = {"input_skip": False, **overrides}
     return NetConfig(role=role, image_size=image_size, **{**PRESETS[preset], **overrides})
 
 

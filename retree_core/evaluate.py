@@ -75,11 +75,16 @@ SEGMENTERS = {"classical": ClassicalSegmenter}
 
 
 def load_segmenter(name_or_path: str) -> Segmenter:
-    """A segmenter by name ("classical") or, once the vessel segmenter network exists, weights path."""
+    """A segmenter by name ("classical") or a trained one by weights name or path (role segment)."""
+    from .segmentation import load_learned_segmenter
+
     if name_or_path in SEGMENTERS:
         return SEGMENTERS[name_or_path]()
-    raise ValueError(f"--segmenter {name_or_path}: no such segmenter; learned segmenter weights cannot be "
-                     f"loaded yet (the segmenter network does not exist). Available: {', '.join(SEGMENTERS)}")
+    try:
+        return load_learned_segmenter(name_or_path)
+    except ValueError as exc:  # CheckpointError
+        raise ValueError(f"--segmenter {name_or_path}: no such segmenter ({exc}); use "
+                         f"{', '.join(SEGMENTERS)} or the weights of a segment model") from None
 
 
 def resize_map(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""One training loop for every role (vessel, concat, spade).
+"""One training loop for every role (vessel, concat, spade diffusion models; the segment vessel segmenter).
 
 Resumable by construction: the batch order, augmentation, timestep and noise of every item are drawn
 from generators seeded by (seed, the item's position in the run), so a resumed run sees exactly the
@@ -32,6 +32,7 @@ from .diffusion import NoiseSchedule, diffusion_loss
 from .images import grid, save_png, to_uint8
 from .nets import build_net, count_parameters
 from .samplers import dpmpp_2m, guided, make_generators, randn
+from .segmentation import segment_logits, segmentation_loss
 
 LOG_NAME = "log.jsonl"
 
@@ -100,6 +101,17 @@ def _item_noise(items: list[tuple[int, int]], shape: torch.Size, timesteps: int,
     return torch.cat(ts), torch.stack(noises), torch.cat(keeps).float()
 
 
+def _denoising_loss(model: torch.nn.Module, batch: dict, items: list[tuple[int, int]], role: str,
+                    schedule: NoiseSchedule, diff_cfg, dev: torch.device) -> torch.Tensor:
+    """The paper's loss for one micro-batch: noise each item at its own timestep, predict the noise."""
+    x0, mask = _training_inputs(batch, role, dev)
+    t, noise, keep = _item_noise(items, x0.shape[1:], schedule.timesteps, diff_cfg.p_uncond)
+    t, noise = t.to(dev), noise.to(dev)
+    if mask is not None:  # classifier-free guidance: drop the mask to the null condition
+        mask = mask * keep.to(dev).view(-1, 1, 1, 1)
+    return diffusion_loss(model(schedule.add_noise(x0, t, noise), t, mask), noise, diff_cfg)
+
+
 def _row_step(line: str) -> float:
     """The step of a log line; infinity for a blank line or one torn by a kill mid-write (dropped)."""
     try:
@@ -127,15 +139,20 @@ def sample_grid(ema: torch.nn.Module, cfg: TrainConfig, dataset, step: int, out_
     n = min(4, len(dataset))
     items = [dataset[(i, i)] for i in range(n)]  # fixed views, comparable across steps
     masks = torch.stack([it["mask"] for it in items]).to(dev)
+    images = torch.stack([it["image"] for it in items]).to(dev)
     net_cfg = ema.cfg
     role = net_cfg.role
+    if role == "segment":  # rows: photograph, annotation, predicted vessel probability
+        with torch.no_grad():
+            prob = torch.sigmoid(segment_logits(ema, images)) * 2 - 1
+        return save_png(out_dir / "samples" / f"step_{step:07d}.png",
+                        grid([to_uint8(images), to_uint8(masks), to_uint8(prob)]))
     schedule = NoiseSchedule(cfg.diffusion())
     gens = make_generators([cfg.seed + i for i in range(n)])
     x = randn((n, net_cfg.image_channels, cfg.image_size, cfg.image_size), gens, dev)
     cond = None if role == "vessel" else masks
     out = dpmpp_2m(guided(ema, cond), x, schedule, cfg.sample_steps, generators=gens)
-    rows = [to_uint8(out)] if role == "vessel" else [to_uint8(masks), to_uint8(out),
-                                                     to_uint8(torch.stack([it["image"] for it in items]))]
+    rows = [to_uint8(out)] if role == "vessel" else [to_uint8(masks), to_uint8(out), to_uint8(images)]
     return save_png(out_dir / "samples" / f"step_{step:07d}.png", grid(rows))
 
 
@@ -206,17 +223,16 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
     while step < total_steps and not (should_stop and should_stop()):
         loss_sum = 0.0
         for micro in range(cfg.grad_accum):
-            x0, mask = _training_inputs(next(batches), role, dev)
-            t, noise, keep = _item_noise(plan.batch(step, micro), x0.shape[1:], schedule.timesteps,
-                                         diff_cfg.p_uncond)
-            t, noise = t.to(dev), noise.to(dev)
-            if mask is not None:  # classifier-free guidance: drop the mask to the null condition
-                mask = mask * keep.to(dev).view(-1, 1, 1, 1)
+            batch = next(batches)
             last = micro == cfg.grad_accum - 1
             sync = nullcontext() if last or info.world == 1 else model.no_sync()
             with sync:
                 with autocast():
-                    loss = diffusion_loss(model(schedule.add_noise(x0, t, noise), t, mask), noise, diff_cfg)
+                    if role == "segment":
+                        logits = segment_logits(model, batch["image"].to(dev))
+                        loss = segmentation_loss(logits, batch["mask"].to(dev), batch["fov"].to(dev))
+                    else:
+                        loss = _denoising_loss(model, batch, plan.batch(step, micro), role, schedule, diff_cfg, dev)
                 (loss / cfg.grad_accum).backward()
             loss_sum += loss.item() / cfg.grad_accum
         loss_mean = distributed.mean_across(loss_sum, dev)  # every rank sees the same value

@@ -1,7 +1,8 @@
 """The ReTree denoiser: a UNet with LSA transformer blocks at coarse resolutions.
 
-One class serves the three roles: `vessel` (1 channel, unconditional), `concat` (mask concatenated with
-the noisy image at the input) and `spade` (mask injected by SPADE GroupNorm in the decoder).
+One class serves the three diffusion roles: `vessel` (1 channel, unconditional), `concat` (mask
+concatenated with the noisy image at the input) and `spade` (mask injected by SPADE GroupNorm in the
+decoder); and the vessel segmenter, `segment` (photograph in, vessel logits out, t fixed at 0).
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ class ReTreeUNet(nn.Module):
         c, g, p = cfg.channels, cfg.groups, cfg.patch_px
         spade_dec = (cfg.spade_hidden, p * p) if cfg.role == "spade" else None
         spade_enc = spade_dec if cfg.spade_encoder else None
-        c_in = (cfg.image_channels + (cfg.role == "concat")) * p * p
+        c_in = cfg.input_channels * p * p
 
         def attention(level: int, width: int) -> nn.Module:
             if not cfg.has_attention(level):

@@ -1,0 +1,116 @@
+"""The vessel segmenter: a ReTree UNet of role `segment` (photograph in, vessel logits out), trained by
+the same loop as the diffusion models (`train --mode segment`) with BCE + soft Dice inside the field of
+view, and used like the classical filter: `segmenter(image_rgb, fov) -> probability map`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .weights import LoadedModel
+
+THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.01), 2)
+
+
+def segmentation_loss(logits: torch.Tensor, mask: torch.Tensor, fov: torch.Tensor,
+                      dice_weight: float = 1.0) -> torch.Tensor:
+    """BCE over the field-of-view pixels plus (1 - soft Dice) per image, averaged. `mask` is +1 on
+    vessels and -1 elsewhere (as the datasets give it); `fov` is 1 inside the field of view."""
+    target, fov = (mask > 0).float(), fov.float()
+    bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * fov).sum() / fov.sum().clamp_min(1)
+    prob = torch.sigmoid(logits) * fov
+    overlap = (prob * target).sum(dim=(1, 2, 3))
+    dice = (2 * overlap + 1) / (prob.sum(dim=(1, 2, 3)) + (target * fov).sum(dim=(1, 2, 3)) + 1)
+    return bce + dice_weight * (1 - dice).mean()
+
+
+def segment_logits(net: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Logits for images in [-1, 1] (B, 3, H, W); the segmenter's timestep is always 0."""
+    return net(images, torch.zeros(images.shape[0], dtype=torch.long, device=images.device))
+
+
+@torch.no_grad()
+def predict_vessels(model: LoadedModel, image_rgb: np.ndarray, fov: np.ndarray) -> np.ndarray:
+    """Vessel probability (H, W) float32 for a uint8 photograph of any size, zero outside `fov`.
+
+    The image is scaled so that its field of view is as wide as in training (the model's image size),
+    padded to a multiple of the network's stride, segmented whole (the network is convolutional) and
+    brought back to the photograph's size.
+    """
+    cfg = model.net_cfg
+    fov = np.asarray(fov, dtype=bool)
+    height, width = fov.shape
+    rows, cols = np.nonzero(fov) if fov.any() else (np.array([0, height - 1]), np.array([0, width - 1]))
+    scale = cfg.image_size / max(rows.max() - rows.min() + 1, cols.max() - cols.min() + 1)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = cv2.resize(image_rgb[..., :3], size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    stride = cfg.patch_px * 2 ** (len(cfg.channels) - 1)
+    pad_y, pad_x = -size[1] % stride, -size[0] % stride
+    small = np.pad(small, ((0, pad_y), (0, pad_x), (0, 0)))
+    device = next(model.net.parameters()).device
+    x = torch.from_numpy(small.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1)[None].to(device)
+    prob = torch.sigmoid(segment_logits(model.net, x))[0, 0].cpu().numpy()[:size[1], :size[0]]
+    prob = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.where(fov, prob, 0).astype(np.float32)
+
+
+def best_threshold(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray], fovs: Sequence[np.ndarray]) -> float:
+    """The threshold (0.05 to 0.95) with the best F1 over all field-of-view pixels of the images."""
+    prob = np.concatenate([p[f] for p, f in zip(probs, fovs)])
+    truth = np.concatenate([t[f].astype(bool) for t, f in zip(truths, fovs)])
+    found = prob[None, :] > THRESHOLDS[:, None]
+    tp = (found & truth).sum(axis=1)
+    f1 = 2 * tp / np.maximum(found.sum(axis=1) + truth.sum(), 1)
+    return float(THRESHOLDS[int(np.argmax(f1))])
+
+
+def choose_threshold(model: LoadedModel, data_roots: Sequence[str] | None, split: str = "train") -> float:
+    """The best-F1 threshold of a segmenter on a split of its training data (the fixed validation split is
+    kept for reporting); the embedded example when there are no data roots."""
+    from .data import embedded_example, estimate_fov, split_sample_list
+    from .data.layouts import load_sample
+
+    if data_roots:
+        triples = [load_sample(s) for s in split_sample_list(data_roots, split)]
+    else:
+        triples = [embedded_example()]
+    probs, truths, fovs = [], [], []
+    for image, truth, fov in triples:
+        fov = estimate_fov(image) if fov is None else fov
+        probs.append(predict_vessels(model, image, fov))
+        truths.append(truth)
+        fovs.append(fov)
+    return best_threshold(probs, truths, fovs)
+
+
+def load_learned_segmenter(name_or_path: str, device: str = "cpu") -> "LearnedSegmenter":
+    """A segmenter from weights (name or .safetensors/.ckpt path) with its stored threshold (0.5 if none)."""
+    from .catalog import read_model_info
+    from .checkpoint import load_checkpoint
+    from .weights import load_model, resolve
+
+    model = load_model(name_or_path, role="segment", device=device)
+    path = resolve(name_or_path)
+    info = read_model_info(path) if path.suffix == ".safetensors" else load_checkpoint(path)["config"]
+    threshold = float(((info or {}).get("segment") or {}).get("threshold", 0.5))
+    return LearnedSegmenter(model, threshold, f"learned segmenter {path.stem}")
+
+
+@dataclass
+class LearnedSegmenter:
+    """A trained segmenter and the threshold chosen for it (`choose_threshold`, stored at export)."""
+
+    model: LoadedModel
+    threshold: float = 0.5
+    name: str = "learned segmenter"
+
+    def __call__(self, image_rgb: np.ndarray, fov: np.ndarray) -> np.ndarray:
+        return predict_vessels(self.model, image_rgb, fov)
+
+
+__all__ = ["LearnedSegmenter", "best_threshold", "choose_threshold", "load_learned_segmenter", "predict_vessels", "segment_logits", "segmentation_loss"]
