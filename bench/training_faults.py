@@ -193,15 +193,19 @@ def same_state(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
-def finish(out: Path, steps: int, interval: int, console: Path, deadline: float) -> None:
-    """The last launch: resume and run to the end, unharmed."""
-    proc = launch(out, steps, interval, console)
+def wait_or_kill(proc: subprocess.Popen, deadline: float) -> int:
+    """Wait for `proc` to end until `deadline` (a perf_counter time); past it, kill it and fail."""
     try:
-        rc = proc.wait(timeout=max(1.0, deadline - time.perf_counter()))
+        return proc.wait(timeout=max(1.0, deadline - time.perf_counter()))
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
         raise Failure("time budget spent in the final resume") from None
+
+
+def finish(out: Path, steps: int, interval: int, console: Path, deadline: float) -> None:
+    """The last launch: resume and run to the end, unharmed."""
+    rc = wait_or_kill(launch(out, steps, interval, console), deadline)
     if rc != 0:
         raise Failure(f"final resume failed (rc {rc}):\n{console_tail(console)}")
 

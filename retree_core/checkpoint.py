@@ -6,6 +6,8 @@ A checkpoint holds only tensors, numbers, strings and dicts of them, so it loads
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,20 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
 
 
+def _load_failure(exc: Exception) -> str:
+    """Why torch.load refused a file, in one line (its own messages run to paragraphs of advice)."""
+    text = str(exc)
+    if isinstance(exc, pickle.UnpicklingError):
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        if found:
+            return f"it holds the Python object {found.group(1)}, refused: only tensors, numbers and strings are loaded"
+        lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith(
+            ("Weights only load failed", "Please file an issue", "Check the documentation"))]
+        return f"not a file of tensors and numbers: {lines[0] if lines else 'unknown content'}"
+    first = text.strip().splitlines()[0].split(". ")[0] if text.strip() else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by `save_checkpoint`, refusing pickled objects."""
     path = Path(path)
@@ -75,8 +91,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, wrong format, pickled objects
-        raise CheckpointError(f"{path}: not a readable ReTree checkpoint ({type(exc).__name__}: {exc})") from None
-    missing = {"model", "ema", "step", "config"} - set(state) if isinstance(state, dict) else {"everything"}
+        raise CheckpointError(f"{path}: not a readable ReTree checkpoint ({_load_failure(exc)})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a ReTree training checkpoint (it holds a {type(state).__name__}, "
+                              "not a dict of tensors)")
+    missing = {"model", "ema", "step", "config"} - set(state)
     if missing:
         raise CheckpointError(f"{path}: not a ReTree training checkpoint (missing {sorted(missing)})")
     return state

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
 
 from .config import PRESETS, ROLES, SampleConfig, TrainConfig
 from .samplers import SAMPLERS
+from .weights import MAX_IMAGE_PX, MAX_TIMESTEPS
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".bmp"}
 
@@ -17,6 +19,53 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def whole_in(low: int, high: int):
+    """An argparse type: a whole number from `low` to `high`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be a whole number from {low} to {high}, got {value}")
+        return value
+    return parse
+
+
+def number_in(low: float, high: float, low_open: bool = False):
+    """An argparse type: a finite number from `low` (excluded when `low_open`) to `high`."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not (math.isfinite(value) and (low < value if low_open else low <= value) and value <= high):
+            span = f"above {low:g} and at most {high:g}" if low_open else f"from {low:g} to {high:g}"
+            raise argparse.ArgumentTypeError(f"must be a number {span}, got {text}")
+        return value
+    return parse
+
+
+def device_name(text: str) -> str:
+    """An argparse type: cpu, cuda or cuda:N, checked against this machine."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"unsupported device {text!r}; use cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: CUDA is not available on this machine; use cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return text
+
+
+SEED = whole_in(0, 2**31 - 1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,23 +78,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data_root", nargs="+", default=None,
                    help="dataset folder(s); omitted: the embedded scikit-image fundus photograph")
     t.add_argument("--preset", choices=list(PRESETS), default=d.preset)
-    t.add_argument("--image_size", type=positive_int, default=d.image_size)
+    t.add_argument("--image_size", type=whole_in(8, MAX_IMAGE_PX), default=d.image_size)
     t.add_argument("--batch_size", type=positive_int, default=d.batch_size, help="per process")
     t.add_argument("--grad_accum", type=positive_int, default=d.grad_accum)
     t.add_argument("--epochs", type=positive_int, default=d.epochs)
     t.add_argument("--max_steps", type=positive_int, default=None, help="overrides --epochs")
-    t.add_argument("--lr", type=float, default=d.lr)
-    t.add_argument("--ema_decay", type=float, default=d.ema_decay)
-    t.add_argument("--noise_steps", type=positive_int, default=d.noise_steps)
+    t.add_argument("--lr", type=number_in(0, 1, low_open=True), default=d.lr)
+    t.add_argument("--ema_decay", type=number_in(0, 1), default=d.ema_decay)
+    t.add_argument("--noise_steps", type=whole_in(1, MAX_TIMESTEPS), default=d.noise_steps)
     t.add_argument("--schedule", choices=("linear", "cosine"), default=d.schedule)
-    t.add_argument("--emb_dim", type=positive_int, default=None, help="overrides the preset's")
-    t.add_argument("--p_uncond", type=float, default=d.p_uncond, help="mask dropout for guidance")
+    t.add_argument("--emb_dim", type=whole_in(1, 4096), default=None, help="overrides the preset's")
+    t.add_argument("--p_uncond", type=number_in(0, 1), default=d.p_uncond, help="mask dropout for guidance")
     t.add_argument("--sample_interval", type=positive_int, default=d.sample_interval)
     t.add_argument("--checkpoint_interval", type=positive_int, default=d.checkpoint_interval)
     t.add_argument("--output_dir", default=d.output_dir)
-    t.add_argument("--device", default=d.device)
-    t.add_argument("--seed", type=int, default=d.seed)
-    t.add_argument("--num_workers", type=int, default=d.num_workers)
+    t.add_argument("--device", type=device_name, default=d.device)
+    t.add_argument("--seed", type=SEED, default=d.seed)
+    t.add_argument("--num_workers", type=whole_in(0, 64), default=d.num_workers)
     t.add_argument("--no_augment", dest="augment", action="store_false")
     t.add_argument("--no_bf16", dest="bf16", action="store_false")
     t.add_argument("--no_progress", dest="progress", action="store_false")
@@ -62,16 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--trees", choices=("vessel", "procedural"), default="vessel",
                    help="with --num: trees from the stage-1 model or the procedural generator")
     g.add_argument("--vessel_weights", default="vessel", help="stage-1 model for --num")
-    g.add_argument("--min_plausibility", type=float, default=None,
+    g.add_argument("--min_plausibility", type=number_in(0, 1), default=None,
                    help="with --num: redraw trees scoring below this (default: plausibility.DEFAULT_THRESHOLD)")
     s = SampleConfig()
     g.add_argument("--sampler", choices=list(SAMPLERS), default=s.sampler)
     g.add_argument("--steps", type=positive_int, default=s.steps)
-    g.add_argument("--seed", type=int, default=s.seed)
+    g.add_argument("--seed", type=SEED, default=s.seed)
     g.add_argument("--guidance", type=float, default=s.guidance, help="classifier-free guidance scale")
     g.add_argument("--batch_size", type=positive_int, default=4)
     g.add_argument("--output_dir", default="outputs/generated")
-    g.add_argument("--device", default="cpu")
+    g.add_argument("--device", type=device_name, default="cpu")
 
     e = sub.add_parser("export", help="convert a training checkpoint to weights/NAME.safetensors + .json")
     e.add_argument("--checkpoint", required=True)
@@ -89,12 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--num", type=positive_int, default=None, help="with --generator: masks used (default all)")
     v.add_argument("--sampler", choices=list(SAMPLERS), default=s.sampler)
     v.add_argument("--steps", type=positive_int, default=s.steps)
-    v.add_argument("--seed", type=int, default=s.seed, help="image i uses seed + i")
+    v.add_argument("--seed", type=SEED, default=s.seed, help="image i uses seed + i")
     v.add_argument("--guidance", type=float, default=s.guidance)
     v.add_argument("--batch_size", type=positive_int, default=4)
     v.add_argument("--min_fid_images", type=positive_int, default=100,
                    help="FID is reported only with at least this many images per set")
-    v.add_argument("--device", default="cpu")
+    v.add_argument("--device", type=device_name, default="cpu")
     return parser
 
 
@@ -118,7 +167,7 @@ def _mask_files(folder: str) -> list[Path]:
 def run_generate(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from .data import prepare_mask, read_mask
+    from .data import prepare_mask
     from .images import save_png, to_uint8
     from .pipeline import check_options, dream_trees, generate
     from .checkpoint import CheckpointError
@@ -132,7 +181,7 @@ def run_generate(args: argparse.Namespace) -> None:
     if args.masks:
         files = _mask_files(args.masks)
         names = [p.stem.removeprefix("seg_") for p in files]
-        masks = np.stack([prepare_mask(read_mask(p), size) for p in files])  # all read before any sampling
+        masks = np.stack([prepare_mask(p, size) for p in files])  # all read before any sampling
     elif args.trees == "procedural":
         names = [f"{args.seed + i:05d}" for i in range(args.num)]
         masks = tree_masks(None, [args.seed + i for i in range(args.num)], size, first_seed=args.seed)[0]
@@ -167,9 +216,17 @@ def run_generate(args: argparse.Namespace) -> None:
 
 
 def run_export(args: argparse.Namespace) -> None:
-    from .weights import export_weights
+    from .checkpoint import load_checkpoint
+    from .weights import export_weights, load_model
 
-    print(f"wrote {export_weights(args.checkpoint, args.out, fp16=not args.fp32)}")
+    extra = None
+    train_cfg = load_checkpoint(args.checkpoint)["config"]["train"]
+    if train_cfg["mode"] == "segment":  # the segmenter's threshold: best F1 on its training images
+        from .segmentation import choose_threshold
+        threshold = choose_threshold(load_model(args.checkpoint, role="segment"), train_cfg["data_root"])
+        print(f"segmenter threshold {threshold:.2f} (best F1 on the run's training images)")
+        extra = {"segment": {"threshold": threshold}}
+    print(f"wrote {export_weights(args.checkpoint, args.out, fp16=not args.fp32, extra_meta=extra)}")
 
 
 def run_evaluate(args: argparse.Namespace) -> None:

@@ -52,7 +52,8 @@ def _check_not_uniform(mask: np.ndarray, source: str) -> None:
     if mask.size == 0 or not mask.any():
         raise DataError(f"{source} has no vessel in it: vessels are white (bright) on a black background")
     if mask.all():
-        raise DataError(f"{source} is entirely white: vessels should be white on a black background")
+        raise DataError(f"{source} is entirely white (or one flat light shade): vessels should be white on a "
+                        "black background")
 
 
 def mask_from_upload(path: str | Path, limits: UploadLimits = UploadLimits()) -> np.ndarray:
@@ -63,17 +64,27 @@ def mask_from_upload(path: str | Path, limits: UploadLimits = UploadLimits()) ->
     return mask
 
 
+def _picture(value, part: str) -> np.ndarray:
+    """A canvas part as an image array (grey, grey + alpha, RGB or RGBA; numbers), else DataError."""
+    arr = np.asarray(value)
+    channels_ok = arr.ndim == 2 or (arr.ndim == 3 and 1 <= arr.shape[2] <= 4)
+    if arr.dtype.kind not in "biuf" or not channels_ok or arr.size == 0:
+        raise DataError(f"Cannot read the canvas: its {part} is not a picture "
+                        f"({arr.dtype.name} array of shape {arr.shape})")
+    return arr
+
+
 def editor_image(value: dict | np.ndarray | None) -> np.ndarray | None:
     """The picture in a sketch-canvas value ({"background", "layers", "composite"}), composited
     over black when the editor sent no composite; None when there is nothing."""
     if value is None:
         return None
     if not isinstance(value, dict):
-        return np.asarray(value)
+        return _picture(value, "value")
     if value.get("composite") is not None:
-        return np.asarray(value["composite"])
+        return _picture(value["composite"], "composite")
     parts = [value.get("background")] + list(value.get("layers") or [])
-    parts = [np.asarray(p) for p in parts if p is not None]
+    parts = [_picture(p, "layer") for p in parts if p is not None]
     if not parts:
         return None
     height_px, width_px = parts[0].shape[:2]
@@ -96,7 +107,7 @@ def mask_for_model(image: np.ndarray | None, size_px: int, source: str = "The ca
         arr = arr[..., :3]  # an opaque canvas: its alpha says nothing
     mask = binarize_mask(arr)
     _check_not_uniform(mask, source)
-    return prepare_mask(mask, size_px)
+    return prepare_mask(mask, size_px, label=source)
 
 
 def mask_picture(mask: np.ndarray, min_px: int = 256) -> np.ndarray:
@@ -126,7 +137,8 @@ class LoadedMask:
 
 
 def canvas_mask(editor_value: dict | np.ndarray | None) -> LoadedMask | None:
-    """The sketch canvas as a LoadedMask, or None while it holds no vessel."""
+    """The sketch canvas as a LoadedMask, or None while it holds no vessel; DataError for a value that
+    is not a picture."""
     image = editor_image(editor_value)
     if image is None:
         return None

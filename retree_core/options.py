@@ -5,10 +5,16 @@ from __future__ import annotations
 import math
 
 
+def _number(value) -> float:
+    if isinstance(value, bool):  # float(True) is 1.0, but a yes/no is no count
+        raise TypeError("a truth value is not a number")
+    return float(value)
+
+
 def whole_number(value, name: str, low: int, high: int) -> int:
     """`value` as an int within [low, high], or a ValueError naming the option."""
     try:
-        number = float(value)
+        number = _number(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number, got {value!r}") from None
     if not math.isfinite(number) or number != int(number) or not low <= number <= high:
@@ -19,7 +25,7 @@ def whole_number(value, name: str, low: int, high: int) -> int:
 def bounded_number(value, name: str, low: float, high: float) -> float:
     """`value` as a float within [low, high], or a ValueError naming the option."""
     try:
-        number = float(value)
+        number = _number(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number, got {value!r}") from None
     if not math.isfinite(number) or not low <= number <= high:

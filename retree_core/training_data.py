@@ -3,6 +3,7 @@ on the machine (refused when hosted). Everything is found and checked before a r
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +32,17 @@ def training_data(source: str, zip_path: str | None, folders: str | None, unpack
             raise ValueError("upload a dataset zip first (images/ + masks/, or a DRIVE, CHASE_DB1, STARE or HRF "
                              "folder)")
         dest = unpack_dir / f"{time.strftime('%Y%m%d-%H%M%S')}_{time.monotonic_ns() % 10**6:06d}"
-        root = dataset_root(unpack_zip(zip_path, dest, limits))
-        return TrainingData([str(root)], f"uploaded zip {Path(zip_path).name} ({len(find_samples(root))} pairs)")
+        name = Path(zip_path).name
+        unpacked = unpack_zip(zip_path, dest, limits)
+        try:
+            root = dataset_root(unpacked)
+            count = len(find_samples(root))
+        except DataError as exc:  # no dataset in it: nothing is kept, and the message speaks of the zip
+            inner = any(p.suffix.lower() == ".zip" for p in dest.rglob("*"))
+            shutil.rmtree(dest, ignore_errors=True)
+            nested = "\n(zips inside the zip are not unpacked: zip the dataset folder itself)" if inner else ""
+            raise DataError(str(exc).replace(str(dest), name) + nested) from None
+        return TrainingData([str(root)], f"uploaded zip {name} ({count} pairs)")
     if source == "folder":
         if hosted:
             raise ValueError("folder paths on the server are not accepted here; upload a zip instead")

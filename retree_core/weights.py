@@ -18,6 +18,8 @@ from .config import DiffusionConfig, NetConfig, from_dict
 from .nets import ReTreeUNet, build_net
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+MAX_IMAGE_PX = 4096  # largest image size a model file may declare
+MAX_TIMESTEPS = 100_000  # largest noise schedule a model file may declare
 
 
 @dataclass
@@ -32,13 +34,47 @@ class LoadedModel:
 
 def _configs(meta: dict, origin: str) -> tuple[NetConfig, DiffusionConfig]:
     try:
-        return from_dict(NetConfig, meta["net"]), from_dict(DiffusionConfig, meta["diffusion"])
-    except (KeyError, TypeError, ValueError) as exc:
+        net_cfg, diff_cfg = from_dict(NetConfig, meta["net"]), from_dict(DiffusionConfig, meta["diffusion"])
+    except KeyError as exc:
+        raise CheckpointError(f"{origin}: config is missing or invalid (no {exc} entry)") from None
+    except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{origin}: config is missing or invalid ({exc})") from None
+    # a file's config sizes what is allocated: refuse sizes no model of this project has
+    for name, value, high in (("image_size", net_cfg.image_size, MAX_IMAGE_PX),
+                              ("timesteps", diff_cfg.timesteps, MAX_TIMESTEPS)):
+        if not isinstance(value, int) or not 1 <= value <= high:
+            raise CheckpointError(f"{origin}: config is invalid ({name} {value!r}, expected 1 to {high})")
+    return net_cfg, diff_cfg
 
 
-def _build(net_cfg: NetConfig, state: dict[str, torch.Tensor], origin: str) -> ReTreeUNet:
-    net = build_net(net_cfg)
+def _check_shapes(net_cfg: NetConfig, diff_cfg: DiffusionConfig, state: dict[str, torch.Tensor],
+                  origin: str) -> None:
+    """Compare the file's tensors with the network its config describes, built without memory (meta
+    device), so that a config describing a huge network is refused before anything is allocated."""
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in build_net(net_cfg, diff_cfg).state_dict().items()}
+    except (ValueError, RuntimeError, TypeError) as exc:
+        raise CheckpointError(f"{origin}: config is missing or invalid ({exc})") from None
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    wrong = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
+    missing, extra = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
+    problems = []
+    if wrong:
+        problems.append(f"{len(wrong)} of another shape, e.g. {wrong[0]}: {list(found[wrong[0]])} in the file, "
+                        f"{list(expected[wrong[0]])} in the network")
+    if missing:
+        problems.append(f"{len(missing)} missing, e.g. {missing[0]}")
+    if extra:
+        problems.append(f"{len(extra)} unexpected, e.g. {extra[0]}")
+    if problems:
+        raise CheckpointError(f"{origin}: weights do not match the {net_cfg.role} network in its config "
+                              f"({'; '.join(problems)})")
+
+
+def _build(net_cfg: NetConfig, diff_cfg: DiffusionConfig, state: dict[str, torch.Tensor], origin: str) -> ReTreeUNet:
+    _check_shapes(net_cfg, diff_cfg, state, origin)
+    net = build_net(net_cfg, diff_cfg)
     state = {k: v.float() for k, v in state.items()}
     bad = [k for k, v in state.items() if not torch.isfinite(v).all()]
     if bad:
@@ -51,12 +87,14 @@ def _build(net_cfg: NetConfig, state: dict[str, torch.Tensor], origin: str) -> R
     return net.eval().requires_grad_(False)
 
 
-def export_weights(checkpoint: str | Path, out_path: str | Path, fp16: bool = True) -> Path:
-    """Convert a training checkpoint's EMA weights to `<out>.safetensors` + `<out>.json`."""
+def export_weights(checkpoint: str | Path, out_path: str | Path, fp16: bool = True,
+                   extra_meta: dict | None = None) -> Path:
+    """Convert a training checkpoint's EMA weights to `<out>.safetensors` + `<out>.json`; `extra_meta`
+    joins the stored config (e.g. a segmenter's threshold)."""
     state = load_checkpoint(checkpoint)
     out = Path(out_path).with_suffix("")
     meta = {"net": state["config"]["net"], "diffusion": state["config"]["diffusion"],
-            "trained_steps": int(state["step"])}
+            "trained_steps": int(state["step"]), **(extra_meta or {})}
     _configs(meta, str(checkpoint))  # validate before writing anything
     dtype = torch.float16 if fp16 else torch.float32
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in state["ema"].items()}
@@ -90,12 +128,16 @@ def load_model(name_or_path: str | Path, role: str | None = None,
         try:
             with safe_open(path, framework="pt") as f:
                 state = {k: f.get_tensor(k) for k in f.keys()}
-                meta = json.loads((f.metadata() or {}).get("retree", "null"))
+                text, where = (f.metadata() or {}).get("retree"), "its metadata"
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(f"{origin}: not a readable safetensors file ({exc})") from None
         sidecar = path.with_suffix(".json")
-        if meta is None and sidecar.exists():
-            meta = json.loads(sidecar.read_text())
+        if text is None and sidecar.exists():
+            text, where = sidecar.read_text(errors="replace"), sidecar.name
+        try:
+            meta = json.loads(text) if text is not None else None
+        except ValueError as exc:
+            raise CheckpointError(f"{origin}: the config in {where} is not valid JSON ({exc})") from None
         if meta is None:
             raise CheckpointError(f"{origin}: no ReTree config in its metadata and no {sidecar.name} beside it")
     else:
@@ -104,7 +146,7 @@ def load_model(name_or_path: str | Path, role: str | None = None,
     net_cfg, diff_cfg = _configs(meta, origin)
     if role is not None and net_cfg.role != role:
         raise CheckpointError(f"{origin}: this is a {net_cfg.role!r} model, but a {role!r} model is needed")
-    net = _build(net_cfg, state, origin).to(device)
+    net = _build(net_cfg, diff_cfg, state, origin).to(device)
     return LoadedModel(net, net_cfg, diff_cfg, origin)
 
 

@@ -1,5 +1,11 @@
 """The documented API: `gradio_client` calls /generate on a running app and gets the image back."""
+import contextlib
+import http.client
 import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,10 +18,14 @@ pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture(scope="module")
-def client(tiny_weights, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("client_app")
-    with running_app(tiny_weights.parent, tmp) as url:
-        yield client_api.Client(url, verbose=False, download_files=str(tmp / "downloads"))
+def app_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("client_app")
+
+
+@pytest.fixture(scope="module")
+def client(tiny_weights, app_dir):
+    with running_app(tiny_weights.parent, app_dir) as url:
+        yield client_api.Client(url, verbose=False, download_files=str(app_dir / "downloads"))
 
 
 @pytest.fixture()
@@ -60,15 +70,60 @@ def test_bad_requests_get_readable_errors_and_the_app_keeps_serving(client, mask
     assert Image.open(path).size == (16, 16)
 
 
-def test_server_files_outside_the_app_are_not_served(client):
-    import urllib.error
-    import urllib.request
+def http_status(client, path: str) -> int:
+    """Status of a GET from a stranger: no cookies, no session."""
+    try:
+        with urllib.request.urlopen(client.src.rstrip("/") + "/" + path, timeout=10) as response:
+            response.read()
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
-    for path in ("gradio_api/file=/etc/passwd", "file=/etc/passwd", "gradio_api/file=app.py"):
-        try:
-            with urllib.request.urlopen(client.src.rstrip("/") + "/" + path, timeout=10) as response:
-                body = response.read()
-        except urllib.error.HTTPError as exc:
-            assert exc.code in (403, 404), (path, exc.code)
-            continue
-        assert b"root:" not in body and b"import gradio" not in body, path
+
+def test_server_files_outside_the_app_are_not_served(client, app_dir, tiny_weights, tiny_checkpoint):
+    other_session = app_dir / "work" / "outputs" / "anothersession"  # where Run puts a session's downloads
+    other_session.mkdir(parents=True, exist_ok=True)
+    (other_session / "retree_concat_seed0.png").write_bytes(b"\x89PNG another session's image")
+    secret = ["/etc/passwd", "/proc/self/environ", str(other_session / "retree_concat_seed0.png"),
+              str(app_dir / "app.log"), str(tiny_weights), str(tiny_checkpoint), str(other_session), "app.py",
+              "retree_core/weights.py"]
+    routes = [f"{route}{path}" for route in ("gradio_api/file=", "file=") for path in secret]
+    routes += ["gradio_api/file=%2Fetc%2Fpasswd", "gradio_api/file=/tmp/../etc/passwd",
+               "gradio_api/file=..%2F..%2F..%2F..%2F..%2Fetc%2Fpasswd", "gradio_api/file=../../../../../etc/passwd",
+               "static/../../../../etc/passwd", "assets/../../app.py", "gradio_api/file=" + tempfile.gettempdir()]
+    for route in routes:
+        assert http_status(client, route) in (403, 404), route
+
+
+def test_result_files_are_not_listed(client, mask_png):
+    result = client_api.Client(client.src, verbose=False, download_files=False).predict(
+        client_api.handle_file(mask_png), "concat", "dpmpp", 2, 1.0, 0, api_name="/generate")
+    folder = Path(result["path"]).parent
+    assert http_status(client, f"gradio_api/file={folder}") in (403, 404)  # no listing of the cache
+    assert http_status(client, f"gradio_api/file={folder.parent}") in (403, 404)
+    # the file itself is served to whoever holds its URL (a hash of its content; gradio's design)
+    assert http_status(client, result["url"].split("/", 3)[3]) == 200
+
+
+def test_uploads_over_the_size_limit_are_refused(client):
+    limit = 200 * 2**20  # StudioSettings.max_upload_mb, passed to gradio as max_file_size
+    host, port = client.src.split("//")[1].strip("/").split(":")
+    boundary = "retree-limit-test"
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="huge.png"\r\n'
+            "Content-Type: image/png\r\n\r\n").encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    size = limit + 2**20
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    connection.putrequest("POST", "/gradio_api/upload")
+    connection.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
+    connection.putheader("Content-Length", str(len(head) + size + len(tail)))
+    connection.endheaders()
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the server may stop reading early
+        connection.send(head)
+        chunk = bytes(2**20)
+        for _ in range(size // len(chunk)):
+            connection.send(chunk)
+        connection.send(tail)
+    response = connection.getresponse()
+    assert response.status == 413 and b"maximum allowed size" in response.read()
+    connection.close()

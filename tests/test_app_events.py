@@ -3,6 +3,7 @@ import io
 import re
 import time
 import zipfile
+from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
@@ -11,6 +12,7 @@ import pytest
 from PIL import Image
 
 import app
+from hostile import pickled_checkpoint
 from retree_core.app_settings import StudioSettings
 from retree_core.mask_sources import canvas_mask, current_mask, editor_image, mask_for_model
 from retree_core.services import Studio
@@ -357,3 +359,56 @@ def test_dream_and_synthesis_use_a_vessel_model(tmp_path, tiny_weights, monkeypa
     assert current_mask("loaded", None, loaded, 16).shape == (16, 16)
     outputs = list(handlers.synthesise("concat", "concat", "vessel", 2, 0, "ddim", 2, REQUEST))
     assert outputs[-1][2]["value"].endswith(".zip")
+
+
+
+def test_hosted_mode_reads_uploaded_checkpoints_without_unpickling(tmp_path, tiny_weights, tiny_checkpoint):
+    hosted = app.Handlers(Studio(settings(tmp_path, tiny_weights.parent).make_hosted()))
+    evil = pickled_checkpoint(tmp_path / "evil.ckpt", tmp_path / "PWNED")
+    with pytest.raises(gr.Error, match="posix.mkdir, refused") as err:
+        next(hosted.run(*mask_in(), "concat", None, str(evil), "ddim", 2, 1.0, 0, REQUEST))
+    assert not (tmp_path / "PWNED").exists() and str(tmp_path) not in err.value.message
+    outputs = list(hosted.run(*mask_in(), "concat", None, str(tiny_checkpoint), "ddim", 2, 1.0, 0, REQUEST))
+    assert any(isinstance(o[3], np.ndarray) for o in outputs)  # a genuine checkpoint loads (weights only)
+
+
+def test_hosted_mode_keeps_each_sessions_downloads_apart(tmp_path, tiny_weights):
+    hosted = app.Handlers(Studio(settings(tmp_path, tiny_weights.parent).make_hosted()))
+    outputs = list(hosted.run(*mask_in(), "concat", None, None, "ddim", 2, 1.0, 0, REQUEST))
+    png = next(Path(o[6]["value"]) for o in outputs if isinstance(o[6], dict) and o[6].get("value"))
+    theirs = list(hosted.synthesise("concat", None, "procedural", 1, 0, "ddim", 2, OTHER))[-1][2]["value"]
+    outputs = hosted.settings.output_dir
+    assert png.parent == outputs / "sessiona" and Path(theirs).parent == outputs / "sessionb"
+    assert png.name not in {p.name for p in (outputs / "sessionb").iterdir()}
+    assert hosted.train_runs(OTHER)["choices"] == []
+
+
+def test_hosted_mode_upload_limits(tmp_path, tiny_weights, monkeypatch):
+    captured = {}
+
+    class FakeDemo:
+        def queue(self, **kw):
+            captured["queue"] = kw
+
+        def launch(self, **kw):
+            captured["launch"] = kw
+
+    local, hosted = settings(tmp_path, tiny_weights.parent), settings(tmp_path, tiny_weights.parent).make_hosted()
+    app.launch(FakeDemo(), local)
+    assert captured["launch"]["max_file_size"] == f"{local.max_upload_mb}mb" == "200mb"
+    app.launch(FakeDemo(), hosted)  # gradio refuses larger uploads with 413 (test_app_client)
+    assert captured["launch"]["max_file_size"] == "100mb" and captured["queue"]["max_size"] == hosted.queue_size
+
+    hosted.max_mask_mb, hosted.max_zip_members = 1, 5
+    handlers = app.Handlers(Studio(hosted))
+    big = tmp_path / "big.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (800, 800, 3), np.uint8)).save(big)  # ~1.8 MB
+    with pytest.raises(gr.Error, match="too large for a mask"):
+        handlers.load_upload(str(big))
+    crowded = tmp_path / "crowded.zip"
+    with zipfile.ZipFile(crowded, "w") as z:
+        for i in range(6):
+            z.writestr(f"images/img_{i}.png", b"")
+    with pytest.raises(gr.Error, match="6 entries, more than the 5 allowed"):
+        handlers.train_start(*start_args(source="zip", zip_path=str(crowded), steps=10), REQUEST)
+    assert list(hosted.dataset_dir.iterdir()) == []  # nothing unpacked is left

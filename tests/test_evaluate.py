@@ -104,7 +104,8 @@ def test_evaluate_segmenter_writes_table_csv_and_json(seed_dataset, tmp_path, ca
 def test_unknown_segmenter_is_a_clear_error(seed_dataset, tmp_path, capsys) -> None:
     code = main(["evaluate", "--segmenter", "unet", "--data_root", str(seed_dataset), "--split", "all",
                  "--output_dir", str(tmp_path)])
-    assert code == 2 and "Available: classical" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2 and "--segmenter unet: no such segmenter" in err and "use classical" in err
 
 
 @needs_inception

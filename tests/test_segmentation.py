@@ -70,9 +70,3 @@ def test_train_segment_learns_and_evaluates(tmp_path, seed_dataset):
     report = evaluate_segmenter(segmenter, [str(data)], "all")
     assert len(report.rows) == 2 and 0 <= report.mean()["f1"] <= 1
     assert report.settings["threshold"] == segmenter.threshold
-
-
-def test_unknown_segmenter_is_a_clear_message():
-    from retree_core.evaluate import load_segmenter
-    with pytest.raises(ValueError, match="--segmenter nothing_here: no such segmenter"):
-        load_segmenter("nothing_here")

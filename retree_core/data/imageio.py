@@ -12,8 +12,9 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .. import MAX_IMAGE_PIXELS as MAX_PIXELS  # larger declared sizes are refused (decompression bombs)
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".bmp")
-MAX_PIXELS = 50_000_000  # larger declared sizes are refused (decompression-bomb guard)
 NEAR_BINARY_FRACTION = 0.95  # share of pixels near the extremes for a mask to count as binary
 MIN_MASK_CONTRAST = 0.25  # below this grey-level spread a mask is one level (noise is not vessel)
 
@@ -32,6 +33,8 @@ def _open(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -57,7 +60,12 @@ def _open(path: str | Path) -> np.ndarray:
 
 def _open_with_opencv(path: Path) -> np.ndarray:
     """Fallback decoder for formats Pillow does not know; RGB order, dtype kept."""
-    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    try:
+        arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # a declared size above OpenCV's pixel limit (see retree_core/__init__.py)
+        if "MAX_IMAGE_PIXELS" in str(exc):
+            raise DataError(f"{path}: image too large (declares more than {MAX_PIXELS / 1e6:.0f} MP)") from None
+        raise DataError(f"{path}: unreadable image (damaged)") from None
     if arr is None:
         raise DataError(f"{path}: unreadable image (not a recognised image format)")
     if arr.shape[0] * arr.shape[1] > MAX_PIXELS:
@@ -178,16 +186,17 @@ def pad_to_square(arr: np.ndarray) -> np.ndarray:
     return out
 
 
-def prepare_mask(img: np.ndarray | Image.Image | str | Path, size_px: int) -> np.ndarray:
+def prepare_mask(img: np.ndarray | Image.Image | str | Path, size_px: int, label: str | None = None) -> np.ndarray:
     """A user-supplied vessel mask as bool size_px x size_px, ready to condition a generator.
 
     Binarised, centred on a square, area-resampled and cut at MASK_COVERAGE. Masks that are all
-    background or all foreground are refused: they cannot describe a vessel tree.
+    background or all foreground are refused: they cannot describe a vessel tree. Errors name `label`
+    (default: the file, or "mask").
     """
     if isinstance(img, (str, Path)):
-        label, mask = str(img), read_mask(img)
+        label, mask = label or str(img), read_mask(img)
     else:
-        label = "mask"
+        label = label or "mask"
         mask = binarize_mask(pil_to_array(img) if isinstance(img, Image.Image) else np.asarray(img))
     if mask.size == 0:
         raise DataError(f"{label}: mask is empty (shape {mask.shape})")

@@ -268,6 +268,9 @@ def load_sample(sample: Sample) -> Triple:
             problems.append(str(exc))
     if "mask" in arrays and not arrays["mask"].any():
         problems.append(f"{sample.mask}: empty mask (no vessel pixel)")
+    elif "mask" in arrays and arrays["mask"].all():
+        problems.append(f"{sample.mask}: the mask is all vessel (inverted, or a FOV mask?): vessels are white "
+                        "on a black background")
     if "fov" in arrays and not arrays["fov"].any():
         problems.append(f"{sample.fov}: empty FOV mask")
     sizes = {role: _size(arr) for role, arr in arrays.items()}
