@@ -192,6 +192,8 @@ class Handlers:
         Outputs: drawn mask, preview, note."""
         try:
             drawn = canvas_mask(editor)
+        except DataError as exc:  # not a picture, or a picture of no usable tree (all white, ...)
+            return None, None, readable(exc)
         except Exception as exc:  # a canvas value gradio could not decode
             return None, None, f"Cannot read the canvas ({type(exc).__name__})"
         return (drawn, *self.preview("draw", drawn, loaded, role, label, request))
@@ -330,6 +332,8 @@ class Handlers:
     def api_generate(self, mask_file, mode="concat", sampler="dpmpp", steps=20, guidance=1.0, seed=0,
                      request: gr.Request | None = None) -> np.ndarray:
         """Generate a fundus image for a vessel mask image (white vessels on black); returns the image."""
+        if mode not in ("concat", "spade"):
+            raise ValueError(f"mode must be concat or spade, got {mode!r}")
         session = session_of(request)
         sampler, steps, guidance, seed = self._options(sampler, steps, guidance, seed)
         if not mask_file:

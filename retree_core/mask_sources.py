@@ -71,6 +71,8 @@ def _picture(value, part: str) -> np.ndarray:
     if arr.dtype.kind not in "biuf" or not channels_ok or arr.size == 0:
         raise DataError(f"Cannot read the canvas: its {part} is not a picture "
                         f"({arr.dtype.name} array of shape {arr.shape})")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise DataError(f"Cannot read the canvas: its {part} holds NaN or infinite values")
     return arr
 
 
@@ -140,13 +142,10 @@ def canvas_mask(editor_value: dict | np.ndarray | None) -> LoadedMask | None:
     """The sketch canvas as a LoadedMask, or None while it holds no vessel; DataError for a value that
     is not a picture."""
     image = editor_image(editor_value)
-    if image is None:
+    rgb = None if image is None else np.asarray(image)[..., :3] if image.ndim == 3 else np.asarray(image)
+    if rgb is None or not rgb.any():  # nothing drawn yet
         return None
-    try:
-        mask = mask_for_model(image, CANVAS_PX)
-    except DataError:
-        return None
-    return LoadedMask.from_mask(mask, "the canvas")
+    return LoadedMask.from_mask(mask_for_model(image, CANVAS_PX), "the canvas")
 
 
 def current_mask(source: str, drawn: LoadedMask | None, loaded: LoadedMask | None, size_px: int) -> np.ndarray:

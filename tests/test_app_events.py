@@ -124,6 +124,9 @@ def test_canvas_values_from_the_editor(handlers):
     assert drawn is None and picture is None and "canvas is empty" in note  # a note, not an error popup
     drawn, picture, note = handlers.canvas_changed(value, "draw", None, "concat", "concat", REQUEST)
     assert np.array_equal(drawn.mask(), mask_for_model(editor_image(value), 512)) and "the canvas" in note
+    white = {"background": np.full((512, 512, 3), 255, np.uint8), "layers": [], "composite": None}
+    drawn, picture, note = handlers.canvas_changed(white, "draw", None, "concat", "concat", REQUEST)
+    assert drawn is None and "entirely white" in note  # painted over: said as such, not "empty"
     picture, note = handlers.preview("loaded", None, None, "concat", "concat", REQUEST)
     assert picture is None and "No mask loaded yet" in note
 
@@ -215,6 +218,13 @@ def test_uploaded_model_file_is_used_and_wrong_files_are_refused(empty_handlers,
     junk.write_bytes(b"\x00" * 100)
     with pytest.raises(gr.Error, match="safetensors"):
         next(empty_handlers.run(*mask_in(), "concat", None, str(junk), "ddim", 3, 1.0, 0, REQUEST))
+
+
+def test_api_generate_refuses_other_modes(handlers, tmp_path):
+    path = tmp_path / "m.png"
+    Image.fromarray(canvas()["composite"][..., :3]).save(path)
+    with pytest.raises(gr.Error, match="mode must be concat or spade, got 'vessel'"):
+        handlers.api_generate(str(path), "vessel", "dpmpp", 3, 1.0, 0, REQUEST)
 
 
 def test_api_generate_returns_the_image(handlers, tmp_path):

@@ -303,7 +303,7 @@ CANVAS = [  # (id, words, value as gradio's ImageEditor would send it)
     ("layers None", "canvas is empty", {"background": None, "layers": None, "composite": None}),
     ("blank background", "canvas is empty", {"background": BLANK, "layers": [], "composite": None}),
     ("transparent composite", "canvas is empty", {"composite": np.zeros((64, 64, 4), np.uint8)}),
-    ("NaN composite", "canvas is empty", {"composite": np.full((64, 64), np.nan, np.float32)}),
+    ("NaN composite", "holds NaN or infinite values", {"composite": np.full((64, 64), np.nan, np.float32)}),
     ("a file reference", "canvas is empty", {"path": "/etc/passwd", "url": None}),
     ("a string", "Cannot read the canvas", "data:image/png;base64,AAAA"),
     ("a number", "Cannot read the canvas", 7),
