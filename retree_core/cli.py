@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no_bf16", dest="bf16", action="store_false")
     t.add_argument("--no_progress", dest="progress", action="store_false")
     t.add_argument("--resume", action="store_true", help="continue from output_dir/last.ckpt")
+    t.add_argument("--init_weights", default=None, metavar="NAME|PATH",
+                   help="start a new run from a model's weights (a shipped name, .safetensors or .ckpt) "
+                        "with the same role, preset and size; the optimiser starts afresh")
 
     g = sub.add_parser("generate", help="fundus images from masks, or image + mask pairs from noise")
     g.add_argument("--mode", choices=("concat", "spade"), default="concat")

@@ -150,6 +150,7 @@ class TrainConfig:
     augment: bool = True
     bf16: bool = True  # autocast where the device supports it (CUDA with bf16)
     resume: bool = False
+    init_weights: str | None = None  # start a new run from a model file's weights (e.g. weights/concat)
     progress: bool = True
 
     def net(self) -> NetConfig:

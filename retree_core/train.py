@@ -156,6 +156,25 @@ def sample_grid(ema: torch.nn.Module, cfg: TrainConfig, dataset, step: int, out_
     return save_png(out_dir / "samples" / f"step_{step:07d}.png", grid(rows))
 
 
+SCHEDULE_FIELDS = ("schedule", "timesteps", "beta_start", "beta_end")  # what a trained denoiser depends on
+
+
+def warm_start(net: torch.nn.Module, ema: torch.nn.Module, source: str, net_cfg, diff_cfg) -> None:
+    """Copy a model file's weights into a new run's network and EMA (the optimiser starts afresh). The
+    file must hold the same network and noise schedule; the differences are named if not."""
+    from .weights import load_model
+
+    loaded = load_model(source, role=net_cfg.role)
+    theirs, ours = to_dict(loaded.net_cfg), to_dict(net_cfg)
+    differ = [f"{k} {theirs[k]!r} (this run: {ours[k]!r})" for k in ours if theirs[k] != ours[k]]
+    theirs, ours = to_dict(loaded.diffusion_cfg), to_dict(diff_cfg)
+    differ += [f"{k} {theirs[k]!r} (this run: {ours[k]!r})" for k in SCHEDULE_FIELDS if theirs[k] != ours[k]]
+    if differ:
+        raise ValueError(f"--init_weights {source}: the file's model differs from this run's: {'; '.join(differ)}")
+    net.load_state_dict(loaded.net.state_dict())
+    ema.load_state_dict(loaded.net.state_dict())
+
+
 def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
           should_stop: Callable[[], bool] | None = None) -> Path:
     """Train until the step budget is spent (or `should_stop()` turns true); return the checkpoint path.
@@ -188,6 +207,8 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
         opt.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"])
         start_step = int(state["step"])
+    elif cfg.init_weights:
+        warm_start(net, ema, cfg.init_weights, net_cfg, diff_cfg)
     model = DistributedDataParallel(net) if info.world > 1 else net
 
     plan = StepBatches(len(dataset), cfg.batch_size, cfg.grad_accum, info.world, info.rank, cfg.seed, start_step, 0)

@@ -139,3 +139,21 @@ def test_resume_drops_a_torn_log_line(tmp_path):
     train(tiny_cfg(tmp_path, max_steps=5, resume=True))
     rows = [json.loads(r)["step"] for r in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert rows == [1, 2, 3, 4, 5]
+
+
+def test_init_weights_starts_a_new_run_from_a_model_file(tmp_path, tiny_weights):
+    """--init_weights: a new run's first state is the file's weights; the step count starts at zero."""
+    from retree_core.weights import load_model
+
+    path = train(tiny_cfg(tmp_path, max_steps=1, lr=1e-12, init_weights=str(tiny_weights)))
+    state, shipped = load_checkpoint(path), load_model(tiny_weights).net.state_dict()
+    assert state["step"] == 1
+    assert states_equal(state["model"], shipped, atol=1e-6)  # one step at a negligible learning rate
+    assert states_equal(state["ema"], shipped, atol=1e-6)
+
+
+def test_init_weights_refuses_another_network(tmp_path, tiny_weights):
+    with pytest.raises(ValueError, match=r"image_size 16 \(this run: 32\)"):
+        train(tiny_cfg(tmp_path, image_size=32, init_weights=str(tiny_weights)))
+    with pytest.raises(ValueError, match="a 'spade' model is needed"):
+        train(tiny_cfg(tmp_path, mode="spade", init_weights=str(tiny_weights)))
