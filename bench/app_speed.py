@@ -25,6 +25,7 @@ import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 import app  # noqa: E402
+from retree_core import compute  # noqa: E402
 from retree_core.app_settings import StudioSettings  # noqa: E402
 from retree_core.config import DiffusionConfig, SampleConfig, net_config, to_dict  # noqa: E402
 from retree_core.data.procedural import procedural_tree  # noqa: E402
@@ -66,8 +67,9 @@ def main() -> None:
     parser.add_argument("--weights", default=str(ROOT / "weights" / "concat.safetensors"))
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    compute.use_one_thread()  # as in the app (Studio turns it on): the main thread computes nothing
     if args.threads:
-        torch.set_num_threads(args.threads)
+        compute.run(torch.set_num_threads, args.threads)
 
     tmp = Path(tempfile.mkdtemp(prefix="retree_app_speed_"))
     weights = Path(args.weights)
@@ -80,7 +82,7 @@ def main() -> None:
     else:
         weights_dir = tmp / "weights"
         weights_dir.mkdir()
-        random_lean_weights(weights_dir)
+        compute.run(random_lean_weights, weights_dir)
         which = "randomly initialised lean concat model (no weights/concat.safetensors)"
     studio = Studio(StudioSettings(weights_dir=weights_dir, runs_dir=tmp / "runs", work_dir=tmp / "work",
                                    warm_up=False))

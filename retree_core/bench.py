@@ -16,6 +16,7 @@ import time
 import numpy as np
 import torch
 
+from . import compute
 from .config import DiffusionConfig, SampleConfig, net_config
 from .data.procedural import procedural_tree
 from .nets import build_net, count_parameters
@@ -54,7 +55,7 @@ def default_path(device: str, repeats: int) -> None:
     except ValueError:
         pass
     if not models or models[0][0].net_cfg.image_size != 256:
-        models.append((random_model("lean", "concat", 256, device), "random-init lean"))
+        models.append((compute.run(random_model, "lean", "concat", 256, device), "random-init lean"))
     for model, source in models:
         size = model.net_cfg.image_size
         mask = procedural_tree(size, seed=0)
@@ -87,8 +88,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--skip_grid", action="store_true", help="only the default path")
     args = p.parse_args(argv)
+    compute.use_one_thread()  # measure as the app runs: all tensor work on one thread (compute.py)
     if args.threads:
-        torch.set_num_threads(args.threads)
+        compute.run(torch.set_num_threads, args.threads)
     dev = args.device
     name = torch.cuda.get_device_name(dev) if dev.startswith("cuda") else platform.processor() or platform.machine()
     print(f"torch {torch.__version__}, device {dev} ({name}), threads {torch.get_num_threads()}, python {sys.version.split()[0]}")
@@ -98,11 +100,11 @@ def main(argv: list[str] | None = None) -> None:
         for preset in args.presets:
             for size in args.sizes:
                 for role in args.roles:
-                    model = random_model(preset, role, size, dev)
+                    model = compute.run(random_model, preset, role, size, dev)
                     mask = procedural_tree(size, seed=0)
                     time_steps(model, mask, "ddim", 2)  # warm-up
                     for sampler in args.samplers:
-                        ms, total = time_steps(model, mask, sampler, args.steps)
+                        ms, total = compute.run(time_steps, model, mask, sampler, args.steps)
                         print(f"{preset:<6} {role:<7} {size:>4} {count_parameters(model.net) / 1e6:>7.1f}M "
                               f"{sampler:<7} {ms:>8.1f} {total:>11.2f} {peak_rss_mb():>11.0f}")
     default_path(dev, args.repeats)

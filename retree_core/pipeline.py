@@ -14,6 +14,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from . import compute
+from .compute import on_compute_thread
 from .config import SampleConfig
 from .diffusion import NoiseSchedule
 from .images import mask_to_tensor, to_uint8
@@ -42,6 +44,7 @@ def check_options(sampler: str, steps: int, guidance: float, timesteps: int) -> 
         raise ValueError(f"guidance must be between 0 and 20, got {guidance!r}")
 
 
+@on_compute_thread
 @torch.inference_mode()
 def generate(model: LoadedModel, masks: np.ndarray | None = None, seeds: Sequence[int] = (0,), *,
              sampler: str = SampleConfig.sampler, steps: int = SampleConfig.steps,
@@ -112,7 +115,7 @@ def dream_trees(model: LoadedModel, seeds: Sequence[int], *, min_plausibility: f
 def stream(model: LoadedModel, masks: np.ndarray | None = None, seeds: Sequence[int] = (0,),
            **options) -> Iterator[Frame]:
     """`generate` as a stream of frames; the last frame carries the finished images. Closing the
-    iterator early stops the sampler at its next step."""
+    iterator early stops the sampler at its next step. Not to be consumed on the compute thread."""
     frames: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
     done = object()
@@ -136,8 +139,7 @@ def stream(model: LoadedModel, masks: np.ndarray | None = None, seeds: Sequence[
         finally:
             frames.put(done)
 
-    worker = threading.Thread(target=work, daemon=True)
-    worker.start()
+    worker = compute.start(work)  # the app's compute thread (may wait for another run there), or a new one
     try:
         while (item := frames.get()) is not done:
             if isinstance(item, Exception):
@@ -145,8 +147,9 @@ def stream(model: LoadedModel, masks: np.ndarray | None = None, seeds: Sequence[
             yield item
     finally:
         stop.set()
-        while worker.is_alive():  # unblock a worker waiting on a full queue
-            try:
-                frames.get(timeout=0.05)
-            except queue.Empty:
-                pass
+        if not worker.cancel():  # still queued: never runs
+            while not worker.done():  # unblock a worker waiting on a full queue
+                try:
+                    frames.get(timeout=0.05)
+                except queue.Empty:
+                    pass

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import compute
 from .app_settings import StudioSettings
 from .catalog import ModelCatalog
 from .generation import StopSignals
@@ -24,6 +25,7 @@ class Studio:
     stops: StopSignals = field(default_factory=StopSignals)
 
     def __post_init__(self) -> None:
+        compute.use_one_thread()  # requests arrive on many threads; tensor work runs on one (compute.py)
         s = self.settings
         self.catalog = ModelCatalog(s.weights_dir, s.runs_dir, s.device)
         self.jobs = TrainingJobs(s.runs_dir, s.device, hosted=s.hosted)
