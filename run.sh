@@ -2,17 +2,27 @@
 # Targets of the original ReTree seed. Settings come from the environment:
 #   DATA_ROOT  dataset folder(s) (unset: the embedded scikit-image fundus photograph)
 #   PRESET (lean)  SIZE (256)  STEPS (training steps, 2000)  BATCH (4)  DEVICE (cpu)
-#   MASKS (assets/masks)  SAMPLE_STEPS (20)  SAMPLER (dpmpp)
+#   MASKS (assets/masks)  SAMPLE_STEPS (20)  SAMPLER (dpmpp)  MINUTES (wall-time budget per training, unset: none)
 set -euo pipefail
 cd "$(dirname "$0")"
 PRESET=${PRESET:-lean}; SIZE=${SIZE:-256}; STEPS=${STEPS:-2000}; BATCH=${BATCH:-4}; DEVICE=${DEVICE:-cpu}
 MASKS=${MASKS:-assets/masks}; SAMPLE_STEPS=${SAMPLE_STEPS:-20}; SAMPLER=${SAMPLER:-dpmpp}
 data_args=()
+budget_args=()
+if [ -n "${MINUTES:-}" ]; then budget_args=(--max_minutes "$MINUTES"); fi
 if [ -n "${DATA_ROOT:-}" ]; then read -r -a roots <<<"$DATA_ROOT"; data_args=(--data_root "${roots[@]}"); fi
 
 train() {  # train MODE: continues runs/MODE if it was interrupted
   python -m retree_core train --mode "$1" "${data_args[@]}" --preset "$PRESET" --image_size "$SIZE" \
-    --batch_size "$BATCH" --max_steps "$STEPS" --device "$DEVICE" --output_dir "runs/$1" --resume
+    --batch_size "$BATCH" --max_steps "$STEPS" --device "$DEVICE" --output_dir "runs/$1" --resume "${budget_args[@]}"
+}
+release() {  # vessel, concat and spade side by side (one device), then exported to weights/
+  local pids=()
+  for mode in vessel concat spade; do train "$mode" > "runs/$mode.out" 2>&1 & pids+=($!); done
+  local failed=0
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  [ "$failed" = 0 ] || { echo "a training failed: see runs/vessel.out, runs/concat.out, runs/spade.out" >&2; return 1; }
+  for mode in vessel concat spade; do python -m retree_core export --checkpoint "runs/$mode/last.ckpt" --out "weights/$mode"; done
 }
 sample() {  # sample MODE: fundus images for every mask in $MASKS
   python -m retree_core generate --mode "$1" --checkpoint "runs/$1/last.ckpt" --masks "$MASKS" \
@@ -27,5 +37,6 @@ case "${1:-}" in
   sample_concat) sample concat ;;
   sample_spade) sample spade ;;
   all) train concat; train spade; sample concat; sample spade ;;
-  *) echo "usage: ./run.sh train_vessel|train_concat|train_spade|train_all|sample_concat|sample_spade|all" >&2; exit 2 ;;
+  release) mkdir -p runs; release ;;
+  *) echo "usage: ./run.sh train_vessel|train_concat|train_spade|train_all|sample_concat|sample_spade|all|release" >&2; exit 2 ;;
 esac

@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--grad_accum", type=positive_int, default=d.grad_accum)
     t.add_argument("--epochs", type=positive_int, default=d.epochs)
     t.add_argument("--max_steps", type=positive_int, default=None, help="overrides --epochs")
+    t.add_argument("--max_minutes", type=number_in(0, 10**6, low_open=True), default=None,
+                   help="stop (with a checkpoint, resumable) after this much wall time")
     t.add_argument("--lr", type=number_in(0, 1, low_open=True), default=d.lr)
     t.add_argument("--ema_decay", type=number_in(0, 1), default=d.ema_decay)
     t.add_argument("--noise_steps", type=whole_in(1, MAX_TIMESTEPS), default=d.noise_steps)

@@ -132,6 +132,7 @@ class TrainConfig:
     grad_accum: int = 1
     epochs: int = 500
     max_steps: int | None = None
+    max_minutes: float | None = None  # wall-clock budget of this invocation: checkpoint and stop when spent
     lr: float = 3e-4
     weight_decay: float = 0.0
     ema_decay: float = 0.999

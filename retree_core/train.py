@@ -239,6 +239,7 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
     bar = tqdm(total=total_steps, initial=start_step, disable=not (cfg.progress and info.is_main),
                unit="step", dynamic_ncols=True)
     batches = iter(loader)
+    deadline = None if cfg.max_minutes is None else time.monotonic() + 60 * cfg.max_minutes
     step, tic = start_step, time.perf_counter()
     net.train()
     while step < total_steps and not (should_stop and should_stop()):
@@ -264,6 +265,8 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
         opt.zero_grad(set_to_none=True)
         update_ema(ema, net, cfg.ema_decay, step)
         step += 1
+        if deadline is not None and distributed.mean_across(float(time.monotonic() > deadline), dev) > 0:
+            total_steps = step  # the budget is spent: checkpoint, sample, stop (every rank at the same step)
 
         toc = time.perf_counter()
         row = {"step": step, "epoch": round(step / steps_per_epoch, 4),

@@ -157,3 +157,10 @@ def test_init_weights_refuses_another_network(tmp_path, tiny_weights):
         train(tiny_cfg(tmp_path, image_size=32, init_weights=str(tiny_weights)))
     with pytest.raises(ValueError, match="a 'spade' model is needed"):
         train(tiny_cfg(tmp_path, mode="spade", init_weights=str(tiny_weights)))
+
+
+def test_max_minutes_stops_with_a_checkpoint_that_resumes(tmp_path):
+    path = train(tiny_cfg(tmp_path, max_steps=50, max_minutes=1e-9, sample_interval=1000))
+    assert load_checkpoint(path)["step"] == 1  # the budget was spent after the first step
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["step_0000001.png"]
+    assert load_checkpoint(train(tiny_cfg(tmp_path, max_steps=3, resume=True)))["step"] == 3
