@@ -3,8 +3,8 @@
 PyTorch's OpenMP runtime gives every thread that computes its own team of worker threads. Once the
 teams hold more threads than the machine has cores, every parallel region waits by sleeping instead of
 spinning, and on the 2-core CPU a sampler then runs about half as fast (20 DPM-Solver++ steps of the
-lean 256 px model: 2.1 s on the thread that computed first, 4.8 s on a second thread; see
-`bench/thread_overhead.py`). A server answers from many threads, so the app calls `use_one_thread()`:
+lean 256 px model: 2.3 s on the thread that computed first, 4.0 s on a second thread once the first
+has computed; `bench/thread_overhead.py`). A server answers from many threads, so the app calls `use_one_thread()`:
 from then on `run` (and every function wrapped by `on_compute_thread`: model loading, sampling)
 executes on one thread, and only one team exists. The command line computes on its main thread and
 never turns this on. Work on the compute thread must not wait for other threads that need it (such as
@@ -35,10 +35,6 @@ def use_one_thread() -> None:
         if _executor is None:
             _executor = ThreadPoolExecutor(1, thread_name_prefix="retree-compute",
                                            initializer=_mark_compute_thread)
-
-
-def one_thread_in_use() -> bool:
-    return _executor is not None
 
 
 def run(fn: Callable[..., T], *args, **kwargs) -> T:
@@ -74,4 +70,4 @@ def on_compute_thread(fn: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-__all__ = ["use_one_thread", "one_thread_in_use", "run", "start", "on_compute_thread"]
+__all__ = ["use_one_thread", "run", "start", "on_compute_thread"]

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from . import compute
-from .compute import on_compute_thread
 from .config import SampleConfig
 from .diffusion import NoiseSchedule
 from .images import mask_to_tensor, to_uint8
@@ -44,7 +43,7 @@ def check_options(sampler: str, steps: int, guidance: float, timesteps: int) -> 
         raise ValueError(f"guidance must be between 0 and 20, got {guidance!r}")
 
 
-@on_compute_thread
+@compute.on_compute_thread
 @torch.inference_mode()
 def generate(model: LoadedModel, masks: np.ndarray | None = None, seeds: Sequence[int] = (0,), *,
              sampler: str = SampleConfig.sampler, steps: int = SampleConfig.steps,

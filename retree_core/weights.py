@@ -14,7 +14,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint
-from .compute import on_compute_thread
+from . import compute
 from .config import DiffusionConfig, NetConfig, from_dict
 from .nets import ReTreeUNet, build_net
 
@@ -118,7 +118,7 @@ def resolve(name_or_path: str | Path) -> Path:
     return shipped
 
 
-@on_compute_thread
+@compute.on_compute_thread
 def load_model(name_or_path: str | Path, role: str | None = None,
                device: str | torch.device = "cpu") -> LoadedModel:
     """Load a model by name or path without unpickling anything; check its role if one is expected."""
