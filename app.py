@@ -164,6 +164,11 @@ class Handlers:
         entry = self.studio.catalog.find(label, role, session_of(request), self.settings.hosted) if label else None
         return self._model_note(entry) if entry else f"**{no_model_message(role)}.**"
 
+    def model_guidance(self, role: str, label: str | None, request: gr.Request | None = None):
+        """The guidance scale the selected model recommends (its model card's), set when it is chosen."""
+        entry = self.studio.catalog.find(label, role, session_of(request), self.settings.hosted) if label else None
+        return entry.guidance if entry else gr.skip()
+
     def _size_for(self, role: str, label: str | None, session: str) -> int | None:
         catalog = self.studio.catalog
         entry = (catalog.find(label, role, session, self.settings.hosted) if label else None) or \
@@ -494,13 +499,17 @@ spatially-adaptive normalisation (**SPADE**). The pairs are synthetic training d
 
 ReTree Studio is an independent re-implementation: a UNet with locality self-attention, DDPM/DDIM/DPM-Solver++
 samplers, and `lean` network presets that run on a 2-core CPU (256 px images denoised at 128 px internally).
+The shipped concat and SPADE models are early 128 px checkpoints trained for about an hour on a CPU: their
+images are still grainy, and they will be replaced as training continues (`weights/README.md`).
 
 ## Data and licences
 - **Shipped weights** (`weights/`, see `weights/README.md`): trained on the DRIVE training images
   (Staal et al., IEEE TMI 2004; research use, cite the paper) and CHASE_DB1 (Fraz et al., IEEE TBME 2012;
   Kingston University, **CC BY 4.0**), with a fixed validation split never trained on (DRIVE 37–40,
-  CHASE_DB1 subjects 12–14). No images of these datasets ship with the app.
-- **Example masks** (`assets/masks/`) are drawn by the project's procedural vessel generator (no dataset).
+  CHASE_DB1 subjects 12–14). No photographs of these datasets ship with the app.
+- **Example masks** (`assets/masks/`): three CHASE_DB1 first-observer annotations (images 12L, 13R, 14L of
+  the validation split; Fraz et al., IEEE TBME 2012; Kingston University; **CC BY 4.0**; cropped to the
+  field of view and resized to 512 px), and masks drawn by the project's procedural vessel generator.
 - **Embedded training example**: `skimage.data.retina()` (CC0), with a vessel mask from a classical ridge filter.
 - **Mask fidelity** uses a classical ridge filter (Sato) to find vessels in generated images; it is not a
   learned segmenter, so its Dice is a rough guide, not a benchmark figure.
@@ -592,7 +601,8 @@ def generate_tab(h: Handlers, s: StudioSettings) -> dict:
             with gr.Row():
                 steps = gr.Slider(1, min(200, s.max_sample_steps), d.steps, step=1, label="Steps", elem_id="rt-steps")
                 guidance = gr.Slider(0, 10, d.guidance, step=0.25, label="Guidance", elem_id="rt-guidance",
-                                     info="1 = plain conditional model; >1 follows the mask more strongly")
+                                     info="1 = plain conditional model; >1 follows the mask more strongly "
+                                          "(set to the model's recommended scale when you choose it)")
             with gr.Row(equal_height=False):
                 seed = gr.Number(d.seed, precision=0, label="Seed", minimum=0, scale=3, elem_id="rt-seed")
                 seed_dice = gr.Button("Random seed", scale=1, elem_id="rt-seed-random")
@@ -652,6 +662,7 @@ def generate_tab(h: Handlers, s: StudioSettings) -> dict:
     for trigger in (mode.change, refresh.click):
         trigger(h.model_choices, [mode, model], [model, model_note], **quiet)
     model.change(h.model_note, [mode, model, custom], model_note, **quiet).then(**show)
+    model.change(h.model_guidance, [mode, model], guidance, **quiet)
     custom.change(h.model_note, [mode, model, custom], model_note, **quiet)
     run.click(h.run, [*mask_in, mode, model, custom, sampler, steps, guidance, seed],
               [x_t, x0, counter, result, overlay, fidelity, png_dl, pair_dl], show_progress="hidden",

@@ -7,7 +7,9 @@ ceiling that segmenter allows at this size), KID against the real validation ima
 Writes a grid (rows: validation masks; columns: mask, one generated image per model, the real image).
 
     python bench/model_card.py --data_root ../shared/data/DRIVE ../shared/data/CHASE_DB1 \\
-        [--models concat spade] [--settings dpmpp:20 ddpm:1000] [--out outputs/model_card]
+        [--models concat spade] [--settings dpmpp:20 dpmpp:20:3 ddpm:1000] [--out outputs/model_card]
+
+A setting is sampler:steps[:guidance] (guidance 1, plain conditional, when left out).
 """
 from __future__ import annotations
 
@@ -30,26 +32,26 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data_root", nargs="+", required=True)
     p.add_argument("--models", nargs="+", default=["concat", "spade"], help="weights names or paths")
-    p.add_argument("--settings", nargs="+", default=["dpmpp:20", "ddpm:1000"], help="sampler:steps")
+    p.add_argument("--settings", nargs="+", default=["dpmpp:20", "ddpm:1000"], help="sampler:steps[:guidance]")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="outputs/model_card", help="per-run metrics.csv/json go here")
     p.add_argument("--grid", default="assets/validation_grid.png", help="picture of the first setting")
     args = p.parse_args()
 
     segmenter = load_segmenter("classical")
-    print("| model | sampler | steps | mask fidelity (Dice) | Dice on the real image | KID | time (s) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | sampler | steps | guidance | mask fidelity (Dice) | Dice on the real image | KID | time (s) |")
+    print("|---|---|---|---|---|---|---|---|")
     columns: dict[str, np.ndarray] = {}
     for model in args.models:
         for setting in args.settings:
-            sampler, steps = setting.split(":")
-            options = GenerationOptions(sampler=sampler, steps=int(steps), seed=args.seed)
+            sampler, steps, guidance = (setting.split(":") + ["1"])[:3]
+            options = GenerationOptions(sampler=sampler, steps=int(steps), seed=args.seed, guidance=float(guidance))
             tic = time.perf_counter()
             report = evaluate_generator(model, args.data_root, segmenter, "val", options)
             seconds = time.perf_counter() - tic
-            report.save(Path(args.out) / f"{Path(model).stem}_{sampler}{steps}")
+            report.save(Path(args.out) / f"{Path(model).stem}_{sampler}{steps}_g{guidance}")
             mean, kid = report.mean(), report.summary["kid"]
-            print(f"| {model} | {sampler} | {steps} | {mean['fidelity_dice']:.3f} | {mean['real_image_dice']:.3f} "
+            print(f"| {model} | {sampler} | {steps} | {float(guidance):g} | {mean['fidelity_dice']:.3f} | {mean['real_image_dice']:.3f} "
                   f"| {kid['mean']:.4f} ± {kid['std']:.4f} ({kid['num_generated']} vs {kid['num_real']}) "
                   f"| {seconds:.0f} |", flush=True)
             if setting == args.settings[0]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from safetensors import safe_open
 
 from .checkpoint import CheckpointError
-from .weights import LoadedModel, load_model
+from .weights import LoadedModel, load_model, recommended_guidance
 
 RUN_MODEL_NAME = "model.safetensors"  # a run's exported weights, next to its last.ckpt
 RUN_INFO_NAME = "run.json"  # a run's settings and owner, written by jobs.TrainingJobs
@@ -30,6 +30,7 @@ class ModelEntry:
     image_size: int
     trained_steps: int | None
     kind: str  # shipped | run
+    guidance: float = 1.0  # recommended guidance scale (weights.recommended_guidance)
 
 
 def read_model_info(path: Path) -> dict | None:
@@ -49,7 +50,8 @@ def _entry(path: Path, kind: str, label: str) -> ModelEntry | None:
     info = read_model_info(path)
     try:
         net = info["net"]
-        return ModelEntry(label, path, net["role"], int(net["image_size"]), info.get("trained_steps"), kind)
+        return ModelEntry(label, path, net["role"], int(net["image_size"]), info.get("trained_steps"), kind,
+                          recommended_guidance(info, str(path)))
     except (TypeError, KeyError, ValueError):
         return None
 

@@ -122,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sampler", choices=list(SAMPLERS), default=s.sampler)
     g.add_argument("--steps", type=positive_int, default=s.steps)
     g.add_argument("--seed", type=SEED, default=s.seed)
-    g.add_argument("--guidance", type=float, default=s.guidance, help="classifier-free guidance scale")
+    g.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale (default: the model's recommended one, else 1)")
     g.add_argument("--batch_size", type=positive_int, default=4)
     g.add_argument("--output_dir", default="outputs/generated")
     g.add_argument("--device", type=device_name, default="cpu")
@@ -131,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--out", required=True, help="output path without suffix, e.g. weights/concat")
     e.add_argument("--fp32", action="store_true", help="keep float32 (default: float16)")
+    e.add_argument("--guidance", type=number_in(0, 20), default=None,
+                   help="guidance scale to recommend with the model (generate and the app start from it)")
 
     v = sub.add_parser("evaluate", help="vessel metrics of a segmenter, or mask fidelity and KID of a generator")
     v.add_argument("--data_root", nargs="+", required=True, help="dataset folder(s)")
@@ -181,6 +184,7 @@ def run_generate(args: argparse.Namespace) -> None:
     from .weights import load_model
 
     model = load_model(args.checkpoint or args.weights or args.mode, role=args.mode, device=args.device)
+    args.guidance = model.guidance if args.guidance is None else args.guidance
     check_options(args.sampler, args.steps, args.guidance, model.diffusion_cfg.timesteps)
     size = model.net_cfg.image_size
     if args.masks:
@@ -224,13 +228,13 @@ def run_export(args: argparse.Namespace) -> None:
     from .checkpoint import load_checkpoint
     from .weights import export_weights, load_model
 
-    extra = None
+    extra = {} if args.guidance is None else {"sample": {"guidance": args.guidance}}
     train_cfg = load_checkpoint(args.checkpoint)["config"]["train"]
     if train_cfg["mode"] == "segment":  # the segmenter's threshold: best F1 on its training images
         from .segmentation import choose_threshold
         threshold = choose_threshold(load_model(args.checkpoint, role="segment"), train_cfg["data_root"])
         print(f"segmenter threshold {threshold:.2f} (best F1 on the run's training images)")
-        extra = {"segment": {"threshold": threshold}}
+        extra["segment"] = {"threshold": threshold}
     print(f"wrote {export_weights(args.checkpoint, args.out, fp16=not args.fp32, extra_meta=extra)}")
 
 

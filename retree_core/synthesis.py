@@ -31,7 +31,7 @@ class SynthesisConfig:
     trees: str = "vessel"  # vessel: the stage-1 model; procedural: the learning-free generator
     sampler: str = "dpmpp"
     steps: int = 20
-    guidance: float = 1.0
+    guidance: float | None = None  # None: the image model's recommended scale
 
     def check(self, max_count: int) -> None:
         if not isinstance(self.count, (int, np.integer)) or not 1 <= self.count <= max_count:
@@ -106,7 +106,8 @@ def synthesise_pairs(image_model: LoadedModel, vessel_model: LoadedModel | None,
     """Make `cfg.count` pairs one at a time, yielding progress; the last item carries the zip. If
     stopped, the zip holds the pairs finished so far. Nothing is written if anything fails."""
     cfg.check(max_count)
-    check_options(cfg.sampler, cfg.steps, cfg.guidance, image_model.diffusion_cfg.timesteps)
+    guidance = image_model.guidance if cfg.guidance is None else cfg.guidance
+    check_options(cfg.sampler, cfg.steps, guidance, image_model.diffusion_cfg.timesteps)
     if image_model.net_cfg.role not in ("concat", "spade"):
         raise ValueError(f"stage 2 needs a concat or SPADE model, not a {image_model.net_cfg.role} model")
     size_px = image_model.net_cfg.image_size
@@ -119,7 +120,7 @@ def synthesise_pairs(image_model: LoadedModel, vessel_model: LoadedModel | None,
                                      first_seed=cfg.seed, sampler=cfg.sampler, steps=cfg.steps)
         mask, stand_ins = masks[0], stand_ins + stood_in
         image = to_uint8(generate(image_model, mask, [cfg.seed + index], sampler=cfg.sampler,
-                                  steps=cfg.steps, guidance=cfg.guidance))[0]
+                                  steps=cfg.steps, guidance=guidance))[0]
         files += [(f"images/img_{index:03d}.png", png_bytes(image)),
                   (f"masks/seg_{index:03d}.png", png_bytes(mask.astype(np.uint8) * 255))]
         yield SynthesisProgress(index + 1, cfg.count, image, mask)

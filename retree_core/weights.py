@@ -31,6 +31,15 @@ class LoadedModel:
     net_cfg: NetConfig
     diffusion_cfg: DiffusionConfig
     source: str
+    guidance: float = 1.0  # the guidance scale its model card recommends (`export --guidance`); 1 = plain
+
+
+def recommended_guidance(meta: dict, origin: str) -> float:
+    """The guidance scale stored with a model (meta["sample"]["guidance"]), 1 when there is none."""
+    value = (meta.get("sample") or {}).get("guidance", 1.0) if isinstance(meta, dict) else 1.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 20:
+        raise CheckpointError(f"{origin}: config is invalid (sample.guidance {value!r}, expected 0 to 20)")
+    return float(value)
 
 
 def _configs(meta: dict, origin: str) -> tuple[NetConfig, DiffusionConfig]:
@@ -148,12 +157,14 @@ def load_model(name_or_path: str | Path, role: str | None = None,
     net_cfg, diff_cfg = _configs(meta, origin)
     if role is not None and net_cfg.role != role:
         raise CheckpointError(f"{origin}: this is a {net_cfg.role!r} model, but a {role!r} model is needed")
+    guidance = recommended_guidance(meta, origin)
     net = _build(net_cfg, diff_cfg, state, origin).to(device)
-    return LoadedModel(net, net_cfg, diff_cfg, origin)
+    return LoadedModel(net, net_cfg, diff_cfg, origin, guidance)
 
 
 def weights_size_mb(directory: Path = WEIGHTS_DIR) -> float:
     return sum(p.stat().st_size for p in directory.glob("*.safetensors")) / 2 ** 20
 
 
-__all__ = ["LoadedModel", "export_weights", "load_model", "resolve", "weights_size_mb", "WEIGHTS_DIR"]
+__all__ = ["LoadedModel", "export_weights", "load_model", "recommended_guidance", "resolve", "weights_size_mb",
+           "WEIGHTS_DIR"]

@@ -422,3 +422,11 @@ def test_hosted_mode_upload_limits(tmp_path, tiny_weights, monkeypatch):
     with pytest.raises(gr.Error, match="6 entries, more than the 5 allowed"):
         handlers.train_start(*start_args(source="zip", zip_path=str(crowded), steps=10), REQUEST)
     assert list(hosted.dataset_dir.iterdir()) == []  # nothing unpacked is left
+
+
+def test_choosing_a_model_sets_its_recommended_guidance(tmp_path, tiny_checkpoint):
+    from retree_core.weights import export_weights
+
+    export_weights(tiny_checkpoint, tmp_path / "w" / "concat", extra_meta={"sample": {"guidance": 3.0}})
+    h = app.Handlers(Studio(settings(tmp_path, tmp_path / "w")))
+    assert h.model_guidance("concat", "concat", REQUEST) == 3.0

@@ -1,8 +1,10 @@
 """Weight files: export, load by name or path, and a clear refusal of every kind of wrong file."""
 import json
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from retree_core import weights as weights_mod
@@ -106,3 +108,34 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         save_checkpoint(path, {"model": {}, "ema": {}, "step": 2, "config": {}})
     assert load_checkpoint(path)["step"] == 1  # the old checkpoint survives intact
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary left behind
+
+
+def test_recommended_guidance_travels_with_the_model(tiny_checkpoint, tmp_path):
+    """`export --guidance G` stores G; loading, the catalog and `generate` without --guidance start from it."""
+    from retree_core.catalog import ModelCatalog
+    from retree_core.cli import main
+
+    assert load_model(tiny_checkpoint).guidance == 1.0  # nothing stored: plain conditional
+    assert main(["export", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "w" / "concat"),
+                 "--guidance", "2.5"]) == 0
+    path = tmp_path / "w" / "concat.safetensors"
+    assert load_model(path).guidance == 2.5
+    assert ModelCatalog(tmp_path / "w", tmp_path / "runs").entries("concat")[0].guidance == 2.5
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    Image.fromarray(np.eye(16, dtype=np.uint8) * 255).save(masks / "seg_a.png")
+    for name, extra in (("default", []), ("explicit", ["--guidance", "2.5"]), ("plain", ["--guidance", "1"])):
+        assert main(["generate", "--weights", str(path), "--masks", str(masks), "--steps", "3",
+                     "--output_dir", str(tmp_path / name), *extra]) == 0
+    images = {n: np.asarray(Image.open(tmp_path / n / "images" / "img_a.png")) for n in ("default", "explicit", "plain")}
+    assert np.array_equal(images["default"], images["explicit"])
+    assert not np.array_equal(images["default"], images["plain"])
+
+
+def test_invalid_recommended_guidance_is_named(tiny_weights, tmp_path):
+    tensors = load_file(tiny_weights)
+    meta = json.loads(tiny_weights.with_suffix(".json").read_text())
+    meta["sample"] = {"guidance": "lots"}
+    save_file(tensors, tmp_path / "odd.safetensors", metadata={"retree": json.dumps(meta)})
+    with pytest.raises(CheckpointError, match=r"sample.guidance 'lots', expected 0 to 20"):
+        load_model(tmp_path / "odd.safetensors")
