@@ -8,7 +8,7 @@ For each sampler setting it generates one image per validation mask with the sam
     1000-step DDPM (stochastic: its images differ, its statistics should not).
 
     python bench/sampler_agreement.py --checkpoint runs/concat/last.ckpt [--data_root ../shared/data/DRIVE]
-        [--num 4] [--settings ddpm:1000 ddim:1000 dpmpp:20 dpmpp:25 ddim:25 ddpm:50]
+        [--num 4] [--settings ddpm:1000 ddim:1000 dpmpp:20 dpmpp:25 ddim:25 ddpm:50] [--guidance G]
 """
 from __future__ import annotations
 
@@ -39,9 +39,11 @@ def main() -> None:
     p.add_argument("--num", type=int, default=4)
     p.add_argument("--settings", nargs="+", default=["ddpm:1000", "ddim:1000", "dpmpp:20", "dpmpp:25", "ddim:25"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--guidance", type=float, default=None, help="default: the model's recommended scale")
     args = p.parse_args()
 
     model = load_model(args.checkpoint)
+    guidance = model.guidance if args.guidance is None else args.guidance
     size = model.net_cfg.image_size
     val = make_dataset(args.data_root, size, split="val")
     items = [val[i % len(val)] for i in range(args.num)]
@@ -49,13 +51,13 @@ def main() -> None:
     fovs = np.stack([it["fov"][0].numpy() > 0 for it in items])
     seeds = [args.seed + i for i in range(args.num)]
     print(f"model {model.source} ({model.net_cfg.role}, {size} px), {args.num} validation masks: "
-          f"{', '.join(it['name'] for it in items)}")
+          f"{', '.join(it['name'] for it in items)}; guidance {guidance:g}")
 
     results: dict[str, np.ndarray] = {}
     for setting in args.settings:
         name, steps = setting.split(":")
         tic = time.perf_counter()
-        results[setting] = to_uint8(generate(model, masks, seeds, sampler=name, steps=int(steps)))
+        results[setting] = to_uint8(generate(model, masks, seeds, sampler=name, steps=int(steps), guidance=guidance))
         print(f"  sampled {setting:<10} in {time.perf_counter() - tic:7.1f} s", flush=True)
 
     ref_ode = results.get("ddim:1000")
