@@ -62,7 +62,7 @@ def default_path(device: str, repeats: int) -> None:
         first, full = [], []
         for r in range(repeats + 1):
             tic = time.perf_counter()
-            frames = stream(model, mask, [r], sampler=d.sampler, steps=d.steps, guidance=d.guidance)
+            frames = stream(model, mask, [r], sampler=d.sampler, steps=d.steps, guidance=model.guidance)
             next(frames)
             t_first = time.perf_counter() - tic
             for frame in frames:
@@ -71,7 +71,7 @@ def default_path(device: str, repeats: int) -> None:
                 first.append(t_first)
                 full.append(time.perf_counter() - tic)
         print(f"\ndefault path ({source}, concat, {size} px, {count_parameters(model.net) / 1e6:.1f}M parameters, "
-              f"{d.sampler} {d.steps} steps, guidance {d.guidance}):")
+              f"{d.sampler} {d.steps} steps, guidance {model.guidance:g}, the model's recommended):")
         print(f"  first frame   median {statistics.median(first):.3f} s  (target <= 0.5 s)")
         print(f"  full image    median {statistics.median(full):.3f} s  (target <= 3 s at 256 px)  over {repeats} runs")
 
