@@ -499,8 +499,10 @@ spatially-adaptive normalisation (**SPADE**). The pairs are synthetic training d
 
 ReTree Studio is an independent re-implementation: a UNet with locality self-attention, DDPM/DDIM/DPM-Solver++
 samplers, and `lean` network presets that run on a 2-core CPU (256 px images denoised at 128 px internally).
-The shipped concat and SPADE models are early 128 px checkpoints trained for about an hour on a CPU: their
-images are still grainy, and they will be replaced as training continues (`weights/README.md`).
+The shipped concat and SPADE models are early 128 px checkpoints, trained for two hours on one CPU core each
+(5,000 and 3,500 steps): they draw the colour, the field of view, a bright disc where the vessels converge
+and, with their recommended guidance of 3, dark vessels along the mask, but their images are still grainy.
+They will be replaced as training continues (`weights/README.md`). No stage-1 vessel model ships yet.
 
 ## Data and licences
 - **Shipped weights** (`weights/`, see `weights/README.md`): trained on the DRIVE training images
