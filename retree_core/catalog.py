@@ -30,7 +30,7 @@ class ModelEntry:
     image_size: int
     trained_steps: int | None
     kind: str  # shipped | run
-    guidance: float = 1.0  # recommended guidance scale (weights.recommended_guidance)
+    guidance: float  # recommended guidance scale (weights.recommended_guidance)
 
 
 def read_model_info(path: Path) -> dict | None:

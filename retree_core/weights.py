@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint
 from . import compute
-from .config import DiffusionConfig, NetConfig, from_dict
+from .config import DiffusionConfig, NetConfig, SampleConfig, from_dict
 from .nets import ReTreeUNet, build_net
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -31,12 +31,13 @@ class LoadedModel:
     net_cfg: NetConfig
     diffusion_cfg: DiffusionConfig
     source: str
-    guidance: float = 1.0  # the guidance scale its model card recommends (`export --guidance`); 1 = plain
+    guidance: float = SampleConfig.guidance  # the scale its model card recommends (`export --guidance`)
 
 
 def recommended_guidance(meta: dict, origin: str) -> float:
-    """The guidance scale stored with a model (meta["sample"]["guidance"]), 1 when there is none."""
-    value = (meta.get("sample") or {}).get("guidance", 1.0) if isinstance(meta, dict) else 1.0
+    """The guidance scale stored with a model (meta["sample"]["guidance"]), the default when there is none."""
+    value = (meta.get("sample") or {}).get("guidance", SampleConfig.guidance) if isinstance(meta, dict) \
+        else SampleConfig.guidance
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 20:
         raise CheckpointError(f"{origin}: config is invalid (sample.guidance {value!r}, expected 0 to 20)")
     return float(value)
