@@ -557,8 +557,9 @@ def generate_tab(h: Handlers, s: StudioSettings) -> dict:
                 with gr.Tab("Examples", elem_id="rt-tab-examples") as examples_tab:
                     examples = gr.Gallery([str(p) for p in sorted(EXAMPLES_DIR.glob("*.png"))], columns=3,
                                           height=480, allow_preview=False, show_label=False, elem_id="rt-examples")
-                    gr.Markdown("The first three are real CHASE_DB1 annotations (validation split, CC BY 4.0, see About); the rest are procedural trees made by this project's generator. Click one to use it.",
-                                elem_classes="rt-note")
+                    gr.Markdown("The first three are real CHASE_DB1 annotations (validation split, CC BY 4.0, "
+                                "see About); the rest are procedural trees made by this project's generator. "
+                                "Click one to use it.", elem_classes="rt-note")
                 with gr.Tab("Random tree", elem_id="rt-tab-tree") as tree_tab:
                     with gr.Row():
                         tree_seed = gr.Number(1, precision=0, label="Tree seed", minimum=0, scale=2)
