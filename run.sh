@@ -3,6 +3,7 @@
 #   DATA_ROOT  dataset folder(s) (unset: the embedded scikit-image fundus photograph)
 #   PRESET (lean)  SIZE (256)  STEPS (training steps, 2000)  BATCH (4)  DEVICE (cpu)
 #   MASKS (assets/masks)  SAMPLE_STEPS (20)  SAMPLER (dpmpp)  MINUTES (wall-time budget per training, unset: none)
+#   GUIDANCE (3: the guidance scale `release` stores with the concat and SPADE models, as the model card says)
 set -euo pipefail
 cd "$(dirname "$0")"
 PRESET=${PRESET:-lean}; SIZE=${SIZE:-256}; STEPS=${STEPS:-2000}; BATCH=${BATCH:-4}; DEVICE=${DEVICE:-cpu}
@@ -22,7 +23,10 @@ release() {  # vessel, concat and spade side by side (one device), then exported
   local failed=0
   for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
   [ "$failed" = 0 ] || { echo "a training failed: see runs/vessel.out, runs/concat.out, runs/spade.out" >&2; return 1; }
-  for mode in vessel concat spade; do python -m retree_core export --checkpoint "runs/$mode/last.ckpt" --out "weights/$mode"; done
+  python -m retree_core export --checkpoint runs/vessel/last.ckpt --out weights/vessel
+  for mode in concat spade; do
+    python -m retree_core export --checkpoint "runs/$mode/last.ckpt" --out "weights/$mode" --guidance "${GUIDANCE:-3}"
+  done
 }
 sample() {  # sample MODE: fundus images for every mask in $MASKS
   python -m retree_core generate --mode "$1" --checkpoint "runs/$1/last.ckpt" --masks "$MASKS" \

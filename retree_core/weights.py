@@ -36,8 +36,7 @@ class LoadedModel:
 
 def recommended_guidance(meta: dict, origin: str) -> float:
     """The guidance scale stored with a model (meta["sample"]["guidance"]), the default when there is none."""
-    value = (meta.get("sample") or {}).get("guidance", SampleConfig.guidance) if isinstance(meta, dict) \
-        else SampleConfig.guidance
+    value = (meta.get("sample") or {}).get("guidance", SampleConfig.guidance)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 20:
         raise CheckpointError(f"{origin}: config is invalid (sample.guidance {value!r}, expected 0 to 20)")
     return float(value)
