@@ -31,6 +31,7 @@ from retree_core.mask_sources import (
 )
 from retree_core.options import bounded_number, whole_number
 from retree_core.services import Studio
+from retree_core.superres import upscale
 from retree_core.synthesis import SynthesisConfig, synthesise_pairs, write_single_pair
 from retree_core.training_data import training_data
 
@@ -262,10 +263,20 @@ class Handlers:
         png, pair = write_single_pair(self.studio.session_dir(session), stem, image, mask)
         return str(png), str(pair)
 
+    def _final(self, model, image: np.ndarray, mask: np.ndarray, full_mask, wanted: bool = True):
+        """The output (image, mask): super-resolved, conditioned on the mask at full size (`full_mask(px)`),
+        when wanted and a shipped sr model fits the model's size; else as generated."""
+        sr = self.studio.super_resolution(model.net_cfg.image_size) if wanted else None
+        if sr is None:
+            return image, mask
+        big = full_mask(sr.net_cfg.image_size)
+        return upscale(sr, image, big), big
+
     @ui_errors
-    def run(self, source, drawn, loaded, role, label, custom, sampler, steps, guidance, seed,
+    def run(self, source, drawn, loaded, role, label, custom, sampler, steps, guidance, seed, super_res=True,
             request: gr.Request | None = None):
-        """Stream x_t and x0 at every step, then the result, its fidelity overlay and downloads.
+        """Stream x_t and x0 at every step, then the result (super-resolved if asked and possible), its
+        fidelity overlay and downloads.
         Outputs: x_t, x0, counter, result, overlay, fidelity note, PNG download, pair download."""
         session = session_of(request)
         sampler, steps, guidance, seed = self._options(sampler, steps, guidance, seed)
@@ -283,16 +294,18 @@ class Handlers:
                 yield (for_display(frame.x_t), for_display(frame.x0), progress_html(frame.step, frame.total, text),
                        gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
                 continue
-            image = frame.x0
             if frame.stopped:
                 text = f"stopped at step {frame.step} / {frame.total}: the result is the prediction at that step"
             else:
                 text = f"done: {frame.total} steps in {frame.elapsed_s:.1f} s (first frame after {first_s or 0:.2f} s)"
+            image, mask = self._final(model, frame.x0, mask, lambda px: current_mask(source, drawn, loaded, px),
+                                      bool(super_res))
+            size = f" · {image.shape[0]} px" + (" (super-resolved)" if image.shape[0] != frame.x0.shape[0] else "")
             png, pair = self._downloads(session, role, seed, image, mask)
-            yield (gr.skip(), for_display(image), progress_html(frame.step, frame.total, text), for_display(image),
-                   None, "measuring mask fidelity…", gr.update(value=png, visible=True),
+            yield (gr.skip(), for_display(frame.x0), progress_html(frame.step, frame.total, text + size),
+                   for_display(image), None, "measuring mask fidelity…", gr.update(value=png, visible=True),
                    gr.update(value=pair, visible=True))
-            fid = measure_fidelity(image, mask)
+            fid = measure_fidelity(image, mask, self.studio.segmenter())
             yield (gr.skip(), gr.skip(), gr.skip(), gr.skip(), for_display(fid.overlay),
                    f"**{fid.summary()}**<br>{legend_html()}", gr.skip(), gr.skip())
 
@@ -301,7 +314,8 @@ class Handlers:
         gr.Info("Stopping at the next step…", duration=2)
 
     @ui_errors
-    def compare(self, source, drawn, loaded, sampler, steps, guidance, seed, request: gr.Request | None = None):
+    def compare(self, source, drawn, loaded, sampler, steps, guidance, seed, super_res=True,
+                request: gr.Request | None = None):
         """concat and SPADE on the same mask and seed, side by side (streamed one after the other)."""
         session = session_of(request)
         sampler, steps, guidance, seed = self._options(sampler, steps, guidance, seed)
@@ -326,7 +340,10 @@ class Handlers:
                 images[role] = for_display(frame.x0)
                 status = f"{role}: step {frame.step} / {frame.total}"
                 if frame.final:
-                    fid = measure_fidelity(frame.x0, mask)
+                    image, full = self._final(model, frame.x0, mask,
+                                              lambda px: current_mask(source, drawn, loaded, px), bool(super_res))
+                    images[role] = for_display(image)
+                    fid = measure_fidelity(image, full, self.studio.segmenter())
                     notes.append(f"{role} ({entry.label}): {frame.elapsed_s:.1f} s, Dice {fid.dice:.3f}"
                                  if fid.dice is not None else f"{role} ({entry.label}): {frame.elapsed_s:.1f} s")
                     status = " · ".join(notes)
@@ -344,12 +361,12 @@ class Handlers:
         if not mask_file:
             raise ValueError("send a mask image (white vessels on a black background)")
         model = self._model(mode, None, None, session)
-        mask = mask_for_model(mask_from_upload(mask_file, self.mask_limits), model.net_cfg.image_size,
-                              source=Path(mask_file).name)
+        uploaded = mask_from_upload(mask_file, self.mask_limits)
+        mask = mask_for_model(uploaded, model.net_cfg.image_size, source=Path(mask_file).name)
         result = None
         for frame in live_frames(model, mask, seed, sampler=sampler, steps=steps, guidance=guidance):
             result = frame.x0
-        return result
+        return self._final(model, result, mask, lambda px: mask_for_model(uploaded, px, source=Path(mask_file).name))[0]
 
     # --- training ------------------------------------------------------------------------------
     def _train_cfg(self, role, preset, size, batch, steps, lr, sample_every, data_root) -> TrainConfig:
@@ -432,8 +449,8 @@ class Handlers:
 
     # --- synthesis -----------------------------------------------------------------------------
     @ui_errors
-    def synthesise(self, role, label, trees, count, seed, sampler, steps, request: gr.Request | None = None,
-                   progress=gr.Progress()):
+    def synthesise(self, role, label, trees, count, seed, sampler, steps, super_res=True,
+                   request: gr.Request | None = None, progress=gr.Progress()):
         """Outputs: status, gallery of pairs, zip download."""
         session = session_of(request)
         sampler, steps, _, seed = self._options(sampler, steps, 1.0, seed)
@@ -453,8 +470,9 @@ class Handlers:
         gallery: list[tuple[np.ndarray, str]] = []
         tic = time.perf_counter()
         yield "starting…", [], gr.update(visible=False)
+        sr_model = self.studio.super_resolution(image_model.net_cfg.image_size) if super_res else None
         for p in synthesise_pairs(image_model, vessel_model, cfg, zip_path, self.settings.max_synth_pairs,
-                                  should_stop=stop.is_set):
+                                  should_stop=stop.is_set, sr_model=sr_model):
             if p.zip_path is None and p.image is not None:
                 progress((p.done, p.total), desc="pairs")
                 gallery = ([(for_display(p.image), f"img_{p.done - 1:03d}"),
@@ -534,6 +552,15 @@ image_path = client.predict(handle_file("assets/masks/left_eye_seed1.png"), "con
 """
 
 
+def super_res_box(h: Handlers, elem_id: str) -> gr.Checkbox:
+    """Whether results go through the shipped super-resolution model (disabled when none is shipped)."""
+    entry = h.studio.catalog.default("sr")
+    info = (f"the shipped sr model takes the {entry.image_size // 4} px result to {entry.image_size} px, following "
+            "the mask at full size" if entry else "no super-resolution model is shipped (weights/sr.safetensors)")
+    return gr.Checkbox(entry is not None, label="Super-resolve the result ×4", info=info,
+                       interactive=entry is not None, elem_id=elem_id)
+
+
 def generate_tab(h: Handlers, s: StudioSettings) -> dict:
     """The Generate tab; returns the components other tabs and app events need."""
     d = SampleConfig()
@@ -609,6 +636,7 @@ def generate_tab(h: Handlers, s: StudioSettings) -> dict:
             with gr.Row(equal_height=False):
                 seed = gr.Number(d.seed, precision=0, label="Seed", minimum=0, scale=3, elem_id="rt-seed")
                 seed_dice = gr.Button("Random seed", scale=1, elem_id="rt-seed-random")
+            super_res = super_res_box(h, "rt-sr")
             with gr.Row():
                 run = gr.Button("Run", variant="primary", scale=3, elem_id="rt-run")
                 stop = gr.Button("Stop", variant="stop", scale=1, elem_id="rt-stop")
@@ -667,11 +695,11 @@ def generate_tab(h: Handlers, s: StudioSettings) -> dict:
     model.change(h.model_note, [mode, model, custom], model_note, **quiet).then(**show)
     model.change(h.model_guidance, [mode, model], guidance, **quiet)
     custom.change(h.model_note, [mode, model, custom], model_note, **quiet)
-    run.click(h.run, [*mask_in, mode, model, custom, sampler, steps, guidance, seed],
+    run.click(h.run, [*mask_in, mode, model, custom, sampler, steps, guidance, seed, super_res],
               [x_t, x0, counter, result, overlay, fidelity, png_dl, pair_dl], show_progress="hidden",
               **gen, **private)
     stop.click(h.stop, None, None, concurrency_limit=None, **quiet)
-    compare.click(h.compare, [*mask_in, sampler, steps, guidance, seed], [cmp_concat, cmp_spade, cmp_note],
+    compare.click(h.compare, [*mask_in, sampler, steps, guidance, seed, super_res], [cmp_concat, cmp_spade, cmp_note],
                   show_progress="minimal", **gen, **private)
 
     # the documented API endpoint: a mask file in, the generated image out
@@ -769,6 +797,7 @@ def synth_tab(h: Handlers, s: StudioSettings) -> dict:
             with gr.Row():
                 sampler = gr.Radio(SAMPLERS, value=d.sampler, label="Sampler")
                 steps = gr.Slider(1, min(200, s.max_sample_steps), d.steps, step=1, label="Steps")
+            super_res = super_res_box(h, "rt-synth-sr")
             with gr.Row():
                 go = gr.Button("Synthesise", variant="primary", elem_id="rt-synth")
                 stop = gr.Button("Stop", variant="stop")
@@ -780,7 +809,7 @@ def synth_tab(h: Handlers, s: StudioSettings) -> dict:
     quiet = dict(show_progress="hidden", **private)
     note = gr.State("")
     mode.change(h.model_choices, [mode, model], [model, note], **quiet)
-    go.click(h.synthesise, [mode, model, trees, count, seed, sampler, steps], [status, gallery, zip_dl],
+    go.click(h.synthesise, [mode, model, trees, count, seed, sampler, steps, super_res], [status, gallery, zip_dl],
              concurrency_id="synthesise", concurrency_limit=1, show_progress="minimal", **private)
     stop.click(h.stop_synthesis, None, None, concurrency_limit=None, **quiet)
     return dict(mode=mode, model=model, note=note)

@@ -73,12 +73,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     d = TrainConfig()
 
-    t = sub.add_parser("train", help="train a vessel, concat or spade model")
+    t = sub.add_parser("train", help="train a vessel, concat, spade, segment or sr model")
     t.add_argument("--mode", choices=ROLES, default=d.mode)
     t.add_argument("--data_root", nargs="+", default=None,
                    help="dataset folder(s); omitted: the embedded scikit-image fundus photograph")
     t.add_argument("--preset", choices=list(PRESETS), default=d.preset)
     t.add_argument("--image_size", type=whole_in(8, MAX_IMAGE_PX), default=d.image_size)
+    t.add_argument("--crop_px", type=whole_in(8, MAX_IMAGE_PX), default=None,
+                   help="segment and sr: train on random crops of this size (patch training)")
+    t.add_argument("--synthetic_root", nargs="+", default=None,
+                   help="folder(s) of synthetic pairs (generate --num / Synthesise) mixed into the training data")
+    t.add_argument("--synthetic_fraction", type=number_in(0, 1), default=d.synthetic_fraction,
+                   help="share of training items drawn from --synthetic_root (1: synthetic only)")
+    t.add_argument("--sr_scale", type=whole_in(1, 16), default=d.sr_scale, help="sr: upscaling factor")
+    t.add_argument("--ssim_weight", type=number_in(0, 100), default=d.ssim_weight, help="sr: weight of 1 - SSIM")
+    t.add_argument("--adversarial_weight", type=number_in(0, 100), default=d.adversarial_weight,
+                   help="sr: weight of the discriminator's BCE")
+    t.add_argument("--perceptual_weight", type=number_in(0, 100), default=d.perceptual_weight,
+                   help="sr: weight of the segmenter-feature L1")
+    t.add_argument("--perceptual_net", default=d.perceptual_net, metavar="NAME|PATH",
+                   help="sr: the segmenter whose features the perceptual term compares")
     t.add_argument("--batch_size", type=positive_int, default=d.batch_size, help="per process")
     t.add_argument("--grad_accum", type=positive_int, default=d.grad_accum)
     t.add_argument("--epochs", type=positive_int, default=d.epochs)
@@ -124,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=SEED, default=s.seed)
     g.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale (default: the model's recommended one, else 1)")
+    g.add_argument("--sr", default="auto", metavar="auto|none|NAME|PATH",
+                   help="super-resolve the results with this model, conditioned on the full-size mask "
+                        "(auto: the shipped sr model when it fits the generator's size)")
     g.add_argument("--batch_size", type=positive_int, default=4)
     g.add_argument("--output_dir", default="outputs/generated")
     g.add_argument("--device", type=device_name, default="cpu")
@@ -142,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--segmenter", default="classical", help="segmenter to score, or to find vessels "
                    "in generated images with --generator (classical: the ridge filter)")
     v.add_argument("--generator", default=None, help="evaluate generation instead: concat, spade or a weights path")
+    v.add_argument("--sr", default=None, metavar="NAME|PATH",
+                   help="evaluate a super-resolution model instead: PSNR/SSIM against bicubic")
     v.add_argument("--output_dir", default="outputs/evaluate", help="where metrics.csv and metrics.json go")
     v.add_argument("--num", type=positive_int, default=None, help="with --generator: masks used (default all)")
     v.add_argument("--sampler", choices=list(SAMPLERS), default=s.sampler)
@@ -180,6 +199,7 @@ def run_generate(args: argparse.Namespace) -> None:
     from .pipeline import check_options, dream_trees, generate
     from .checkpoint import CheckpointError
     from .plausibility import DEFAULT_THRESHOLD
+    from .superres import choose_sr, upscale
     from .synthesis import tree_masks
     from .weights import load_model
 
@@ -187,13 +207,17 @@ def run_generate(args: argparse.Namespace) -> None:
     args.guidance = model.guidance if args.guidance is None else args.guidance
     check_options(args.sampler, args.steps, args.guidance, model.diffusion_cfg.timesteps)
     size = model.net_cfg.image_size
-    if args.masks:
+    sr = choose_sr(args.sr, size, args.device)
+    out_px = sr.net_cfg.image_size if sr else size
+    if args.masks:  # full-size masks (the output's size) and the generator's, each from the file
         files = _mask_files(args.masks)
         names = [p.stem.removeprefix("seg_") for p in files]
-        masks = np.stack([prepare_mask(p, size) for p in files])  # all read before any sampling
+        full = np.stack([prepare_mask(p, out_px) for p in files])  # all read before any sampling
+        masks = full if out_px == size else np.stack([prepare_mask(p, size) for p in files])
     elif args.trees == "procedural":
         names = [f"{args.seed + i:05d}" for i in range(args.num)]
-        masks = tree_masks(None, [args.seed + i for i in range(args.num)], size, first_seed=args.seed)[0]
+        full = tree_masks(None, [args.seed + i for i in range(args.num)], out_px, first_seed=args.seed)[0]
+        masks = full if out_px == size else np.stack([prepare_mask(m, size) for m in full])
     else:
         try:
             vessel = load_model(args.vessel_weights, role="vessel", device=args.device)
@@ -201,7 +225,7 @@ def run_generate(args: argparse.Namespace) -> None:
             raise CheckpointError(f"{exc} (no stage-1 model: add --trees procedural to use the "
                                   "procedural vessel generator)") from None
         names = [f"{args.seed + i:05d}" for i in range(args.num)]
-        masks = None
+        masks = full = None
         min_plausibility = DEFAULT_THRESHOLD if args.min_plausibility is None else args.min_plausibility
     out = Path(args.output_dir)
     tic = time.perf_counter()
@@ -209,19 +233,22 @@ def run_generate(args: argparse.Namespace) -> None:
         chunk = names[start:start + args.batch_size]
         seeds = [args.seed + start + i for i in range(len(chunk))]
         if masks is None:
-            batch_masks, _ = dream_trees(vessel, seeds, min_plausibility=min_plausibility,
-                                         sampler=args.sampler, steps=args.steps)
-            if vessel.net_cfg.image_size != size:
-                batch_masks = np.stack([prepare_mask(m, size) for m in batch_masks])
+            trees, _ = dream_trees(vessel, seeds, min_plausibility=min_plausibility,
+                                   sampler=args.sampler, steps=args.steps)
+            batch_masks = trees if trees.shape[1] == size else np.stack([prepare_mask(m, size) for m in trees])
+            batch_full = trees if trees.shape[1] == out_px else np.stack([prepare_mask(m, out_px) for m in trees])
         else:
-            batch_masks = masks[start:start + len(chunk)]
+            batch_masks, batch_full = masks[start:start + len(chunk)], full[start:start + len(chunk)]
         images = to_uint8(generate(model, batch_masks, seeds, sampler=args.sampler, steps=args.steps,
                                    guidance=args.guidance))
-        for name, image, mask in zip(chunk, images, batch_masks):
+        if sr is not None:
+            images = upscale(sr, images, batch_full)
+        for name, image, mask in zip(chunk, images, batch_full):
             save_png(out / "images" / f"img_{name}.png", image)
             save_png(out / "masks" / f"seg_{name}.png", np.repeat(mask[..., None] * np.uint8(255), 3, -1))
         print(f"{start + len(chunk)}/{len(names)} images, {time.perf_counter() - tic:.1f} s")
-    print(f"wrote {len(names)} image + mask pairs to {out} (images/, masks/)")
+    scaled = f", super-resolved to {out_px} px by {sr.source}" if sr else ""
+    print(f"wrote {len(names)} image + mask pairs to {out} (images/, masks/){scaled}")
 
 
 def run_export(args: argparse.Namespace) -> None:
@@ -232,17 +259,23 @@ def run_export(args: argparse.Namespace) -> None:
     train_cfg = load_checkpoint(args.checkpoint)["config"]["train"]
     if train_cfg["mode"] == "segment":  # the segmenter's threshold: best F1 on its training images
         from .segmentation import choose_threshold
-        threshold = choose_threshold(load_model(args.checkpoint, role="segment"), train_cfg["data_root"])
+        synthetic_only = train_cfg.get("synthetic_root") and train_cfg.get("synthetic_fraction", 0) >= 1
+        roots = train_cfg["synthetic_root"] if synthetic_only else train_cfg["data_root"]
+        threshold = choose_threshold(load_model(args.checkpoint, role="segment"), roots)
         print(f"segmenter threshold {threshold:.2f} (best F1 on the run's training images)")
         extra["segment"] = {"threshold": threshold}
     print(f"wrote {export_weights(args.checkpoint, args.out, fp16=not args.fp32, extra_meta=extra)}")
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
-    from .evaluate import GenerationOptions, evaluate_generator, evaluate_segmenter, load_segmenter
+    from .evaluate import GenerationOptions, evaluate_generator, evaluate_segmenter, evaluate_sr, load_segmenter
 
+    if args.sr is not None and args.generator is not None:
+        raise ValueError("evaluate either --generator or --sr, not both")
     segmenter = load_segmenter(args.segmenter)
-    if args.generator is None:
+    if args.sr is not None:
+        report = evaluate_sr(args.sr, args.data_root, args.split, args.device)
+    elif args.generator is None:
         report = evaluate_segmenter(segmenter, args.data_root, args.split, progress=True)
     else:
         options = GenerationOptions(args.sampler, args.steps, args.seed, args.guidance, args.num,

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROLES = ("vessel", "concat", "spade", "segment")  # segment: the vessel segmenter (no diffusion)
+# segment: the vessel segmenter; sr: the mask-conditioned super-resolution model (neither is a diffusion model)
+ROLES = ("vessel", "concat", "spade", "segment", "sr")
 
 
 @dataclass
@@ -37,6 +38,7 @@ class NetConfig:
     # eps = c(t) x_t + net(x_t): the best linear estimate of the noise as a skip (see nets/unet.py), so the
     # network learns only the residual; off for files saved before it existed.
     input_skip: bool = False
+    sr_scale: int = 4  # role sr: image_size is the output size, the input is image_size / sr_scale
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
@@ -49,6 +51,8 @@ class NetConfig:
         if self.image_size % stride:
             raise ValueError(f"image_size {self.image_size} must be divisible by {stride} "
                              f"(patch_px x 2^(levels-1)) for this network")
+        if self.role == "sr" and (self.sr_scale < 1 or self.image_size % self.sr_scale):
+            raise ValueError(f"sr_scale {self.sr_scale} must be a whole divisor of image_size {self.image_size}")
 
     def level_px(self, level: int) -> int:
         """Width in pixels of the feature maps at a resolution level (0 = after the patch fold)."""
@@ -65,8 +69,9 @@ class NetConfig:
 
     @property
     def input_channels(self) -> int:
-        """Channels the network reads: the noisy image (plus the mask for concat), or the segmenter's photograph."""
-        return {"vessel": 1, "concat": 4, "spade": 3, "segment": 3}[self.role]
+        """Channels the network reads: the noisy image (plus the mask for concat), the segmenter's photograph,
+        or for sr the upsampled photograph plus the full-resolution mask."""
+        return {"vessel": 1, "concat": 4, "spade": 3, "segment": 3, "sr": 4}[self.role]
 
     @property
     def conditional(self) -> bool:
@@ -82,6 +87,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Sized for a 2-core CPU: 256 px images denoised at 128 px internally, attention only at 16 px.
     "lean": dict(patch_px=2, channels=(32, 64, 128, 192), bottleneck_channels=192,
                  attn_max_px=16, attn_heads=4, emb_dim=128, spade_hidden=32, input_skip=True),
+    # Full resolution and narrow (no patch fold, no attention at training sizes): for the vessel
+    # segmenter, whose one-pixel vessels a 2x fold would blur.
+    "fine": dict(patch_px=1, channels=(16, 32, 64, 128), bottleneck_channels=128,
+                 attn_max_px=16, attn_heads=4, emb_dim=64, groups=8, spade_hidden=16, input_skip=True),
+    # Light and folded 2x: for the super-resolution model, whose output is the bicubic image plus a residual.
+    "light": dict(patch_px=2, channels=(32, 64, 96), bottleneck_channels=96, attn_max_px=16, attn_heads=4,
+                  emb_dim=64, groups=8, spade_hidden=16, input_skip=True),
     # For tests: small enough to train in seconds.
     "tiny": dict(patch_px=1, channels=(16, 32), bottleneck_channels=32, attn_max_px=32,
                  attn_heads=2, emb_dim=32, groups=4, spade_hidden=16, input_skip=True),
@@ -92,7 +104,7 @@ def net_config(preset: str, role: str, image_size: int, **overrides: Any) -> Net
     """A NetConfig from a named preset, for one role and image size."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
-    if role == "segment":  # a segmenter is not a denoiser: no noise-estimate skip
+    if role in ("segment", "sr"):  # not denoisers: no noise-estimate skip
         overrides = {"input_skip": False, **overrides}
     return NetConfig(role=role, image_size=image_size, **{**PRESETS[preset], **overrides})
 
@@ -128,6 +140,15 @@ class TrainConfig:
     preset: str = "lean"
     data_root: list[str] | None = None
     image_size: int = 256
+    crop_px: int | None = None  # patch training: random crop_px squares of the image_size view
+    synthetic_root: list[str] | None = None  # synthetic pairs (generate / Synthesise output) mixed in
+    synthetic_fraction: float = 0.5  # share of training items drawn from synthetic_root (1: synthetic only)
+    # super-resolution (mode sr): input image_size / sr_scale; loss L1 + SSIM + adversarial (BCE) + perceptual
+    sr_scale: int = 4
+    ssim_weight: float = 1.0
+    adversarial_weight: float = 0.01
+    perceptual_weight: float = 0.1
+    perceptual_net: str | None = "segment"  # features of this segmenter (weights name/path); None: no term
     batch_size: int = 4  # per process
     grad_accum: int = 1
     epochs: int = 500
@@ -156,6 +177,8 @@ class TrainConfig:
 
     def net(self) -> NetConfig:
         extra = {} if self.emb_dim is None else {"emb_dim": self.emb_dim}
+        if self.mode == "sr":
+            extra["sr_scale"] = self.sr_scale
         return net_config(self.preset, self.mode if self.mode in ROLES else "concat",
                           self.image_size, **extra)
 

@@ -1,8 +1,9 @@
 """Mask fidelity: do the vessels in a generated fundus image follow the mask it was generated from?
 
-The vessels are found by the classical ridge filter (`data.segment_vessels_classical`: green channel,
-CLAHE, Sato filter), no learned segmenter, and compared with the conditioning mask by Dice inside the
-image's field of view (the evaluation protocol's "mask fidelity"). The overlay shows where they agree.
+The vessels are found by a learned segmenter when one is given (the shipped `segment` model), else by
+the classical ridge filter (`data.segment_vessels_classical`: green channel, CLAHE, Sato filter), and
+compared with the conditioning mask by Dice inside the image's field of view (the evaluation protocol's
+"mask fidelity"). The overlay shows where they agree.
 """
 from __future__ import annotations
 
@@ -30,11 +31,12 @@ class Fidelity:
     mask: np.ndarray  # bool: the conditioning mask
     fov: np.ndarray  # bool: field of view the score is computed in
     overlay: np.ndarray  # uint8 RGB picture of agreement
+    segmenter: str = SEGMENTER_NAME
 
     def summary(self) -> str:
         if self.dice is None:
             return "Mask fidelity: n/a (no field of view found in the image)"
-        return f"Mask fidelity (Dice in the field of view, {SEGMENTER_NAME}): {self.dice:.3f}"
+        return f"Mask fidelity (Dice in the field of view, {self.segmenter}): {self.dice:.3f}"
 
 
 def overlay_picture(image_rgb: np.ndarray, mask: np.ndarray, found: np.ndarray, fov: np.ndarray) -> np.ndarray:
@@ -48,8 +50,9 @@ def overlay_picture(image_rgb: np.ndarray, mask: np.ndarray, found: np.ndarray, 
     return out
 
 
-def measure_fidelity(image_rgb: np.ndarray, mask: np.ndarray) -> Fidelity:
-    """Segment `image_rgb` (uint8 HxWx3) and compare with `mask` (bool, any size) inside the FOV."""
+def measure_fidelity(image_rgb: np.ndarray, mask: np.ndarray, segmenter=None) -> Fidelity:
+    """Segment `image_rgb` (uint8 HxWx3) and compare with `mask` (bool, any size) inside the FOV.
+    `segmenter`: a learned one (segmentation.LearnedSegmenter), or None for the classical filter."""
     image_rgb = np.ascontiguousarray(image_rgb[..., :3])
     side_px = max(image_rgb.shape[0], MIN_ANALYSIS_PX)
     if image_rgb.shape[:2] != (side_px, side_px):
@@ -57,9 +60,15 @@ def measure_fidelity(image_rgb: np.ndarray, mask: np.ndarray) -> Fidelity:
     if mask.shape != (side_px, side_px):
         mask = cv2.resize(mask.astype(np.uint8), (side_px, side_px), interpolation=cv2.INTER_NEAREST).astype(bool)
     fov = estimate_fov(image_rgb)
-    found = segment_vessels_classical(image_rgb, fov) if fov.any() else np.zeros_like(mask)
+    if not fov.any():
+        found = np.zeros_like(mask)
+    elif segmenter is None:
+        found = segment_vessels_classical(image_rgb, fov)
+    else:
+        found = segmenter(image_rgb, fov) > segmenter.threshold
     score = dice(found, mask, fov) if fov.any() else None
-    return Fidelity(score, found, mask, fov, overlay_picture(image_rgb, mask, found, fov))
+    name = SEGMENTER_NAME if segmenter is None else segmenter.name
+    return Fidelity(score, found, mask, fov, overlay_picture(image_rgb, mask, found, fov), name)
 
 
 __all__ = ["Fidelity", "SEGMENTER_NAME", "dice", "overlay_picture", "measure_fidelity"]

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import compute
 from .weights import LoadedModel
 
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.01), 2)
@@ -34,6 +35,7 @@ def segment_logits(net: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     return net(images, torch.zeros(images.shape[0], dtype=torch.long, device=images.device))
 
 
+@compute.on_compute_thread
 @torch.no_grad()
 def predict_vessels(model: LoadedModel, image_rgb: np.ndarray, fov: np.ndarray) -> np.ndarray:
     """Vessel probability (H, W) float32 for a uint8 photograph of any size, zero outside `fov`.
@@ -88,17 +90,23 @@ def choose_threshold(model: LoadedModel, data_roots: Sequence[str] | None, split
     return best_threshold(probs, truths, fovs)
 
 
+def stored_threshold(path) -> float:
+    """The threshold exported with a segmenter's weights (0.5 for a checkpoint or a file without one)."""
+    from .catalog import read_model_info
+    from .weights import resolve
+
+    path = resolve(path)
+    info = read_model_info(path) if path.suffix == ".safetensors" else None
+    return float(((info or {}).get("segment") or {}).get("threshold", 0.5))
+
+
 def load_learned_segmenter(name_or_path: str, device: str = "cpu") -> "LearnedSegmenter":
     """A segmenter from weights (name or .safetensors/.ckpt path) with its stored threshold (0.5 if none)."""
-    from .catalog import read_model_info
-    from .checkpoint import load_checkpoint
     from .weights import load_model, resolve
 
     model = load_model(name_or_path, role="segment", device=device)
     path = resolve(name_or_path)
-    info = read_model_info(path) if path.suffix == ".safetensors" else load_checkpoint(path)["config"]
-    threshold = float(((info or {}).get("segment") or {}).get("threshold", 0.5))
-    return LearnedSegmenter(model, threshold, f"learned segmenter {path.stem}")
+    return LearnedSegmenter(model, stored_threshold(path), f"learned segmenter {path.stem}")
 
 
 @dataclass
@@ -113,4 +121,4 @@ class LearnedSegmenter:
         return predict_vessels(self.model, image_rgb, fov)
 
 
-__all__ = ["LearnedSegmenter", "best_threshold", "choose_threshold", "load_learned_segmenter", "predict_vessels", "segment_logits", "segmentation_loss"]
+__all__ = ["LearnedSegmenter", "best_threshold", "choose_threshold", "load_learned_segmenter", "predict_vessels", "stored_threshold", "segment_logits", "segmentation_loss"]

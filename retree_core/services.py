@@ -51,6 +51,27 @@ class Studio:
             except OSError:
                 pass
 
+    def segmenter(self):
+        """The shipped vessel segmenter (weights/segment) with its threshold, or None (the app then
+        measures mask fidelity with the classical ridge filter)."""
+        from .segmentation import LearnedSegmenter, stored_threshold
+
+        entry = self.catalog.default("segment")
+        if entry is None or entry.kind != "shipped":
+            return None
+        model = self.catalog.load(entry.path, "segment")
+        return LearnedSegmenter(model, stored_threshold(entry.path), f"learned segmenter {entry.path.stem}")
+
+    def super_resolution(self, image_px: int):
+        """The shipped super-resolution model if it takes `image_px` images, else None."""
+        from .superres import fits
+
+        entry = self.catalog.default("sr")
+        if entry is None or entry.kind != "shipped":
+            return None
+        model = self.catalog.load(entry.path, "sr")
+        return model if fits(model, image_px) else None
+
     def warm_up(self, background: bool = True) -> threading.Thread | None:
         """Load the default concat model and run one denoising step (first-call costs paid up front)."""
         def work() -> None:

@@ -19,6 +19,7 @@ from .data import prepare_mask
 from .data.procedural import TreeParams, procedural_tree
 from .pipeline import check_options, dream_trees, generate
 from .images import to_uint8
+from .superres import fits, upscale
 from .weights import LoadedModel
 
 TREE_SOURCES = ("vessel", "procedural")
@@ -102,25 +103,35 @@ def tree_masks(vessel_model: LoadedModel | None, seeds: list[int], size_px: int,
 
 def synthesise_pairs(image_model: LoadedModel, vessel_model: LoadedModel | None, cfg: SynthesisConfig,
                      zip_path: str | Path, max_count: int = 1000,
-                     should_stop: Callable[[], bool] | None = None) -> Iterator[SynthesisProgress]:
+                     should_stop: Callable[[], bool] | None = None,
+                     sr_model: LoadedModel | None = None) -> Iterator[SynthesisProgress]:
     """Make `cfg.count` pairs one at a time, yielding progress; the last item carries the zip. If
-    stopped, the zip holds the pairs finished so far. Nothing is written if anything fails."""
+    stopped, the zip holds the pairs finished so far. Nothing is written if anything fails. With an
+    `sr_model` that fits the image model, pairs are at its size: trees drawn there (or upsampled),
+    images super-resolved conditioned on them."""
     cfg.check(max_count)
     guidance = image_model.guidance if cfg.guidance is None else cfg.guidance
     check_options(cfg.sampler, cfg.steps, guidance, image_model.diffusion_cfg.timesteps)
     if image_model.net_cfg.role not in ("concat", "spade"):
         raise ValueError(f"stage 2 needs a concat or SPADE model, not a {image_model.net_cfg.role} model")
     size_px = image_model.net_cfg.image_size
+    if sr_model is not None and not fits(sr_model, size_px):
+        raise ValueError(f"the super-resolution model takes {sr_model.net_cfg.image_size // sr_model.net_cfg.sr_scale}"
+                         f" px images; the image model makes {size_px} px ones")
+    out_px = sr_model.net_cfg.image_size if sr_model is not None else size_px
     files: list[tuple[str, bytes]] = []
     stand_ins = 0
     for index in range(cfg.count):
         if should_stop and should_stop():
             break
-        masks, stood_in = tree_masks(vessel_model, [cfg.seed + index], size_px, trees=cfg.trees,
+        masks, stood_in = tree_masks(vessel_model, [cfg.seed + index], out_px, trees=cfg.trees,
                                      first_seed=cfg.seed, sampler=cfg.sampler, steps=cfg.steps)
         mask, stand_ins = masks[0], stand_ins + stood_in
-        image = to_uint8(generate(image_model, mask, [cfg.seed + index], sampler=cfg.sampler,
+        small = mask if out_px == size_px else prepare_mask(mask, size_px)
+        image = to_uint8(generate(image_model, small, [cfg.seed + index], sampler=cfg.sampler,
                                   steps=cfg.steps, guidance=guidance))[0]
+        if sr_model is not None:
+            image = upscale(sr_model, image, mask)
         files += [(f"images/img_{index:03d}.png", png_bytes(image)),
                   (f"masks/seg_{index:03d}.png", png_bytes(mask.astype(np.uint8) * 255))]
         yield SynthesisProgress(index + 1, cfg.count, image, mask)

@@ -27,7 +27,7 @@ from . import distributed
 from .checkpoint import (CHECKPOINT_NAME, atomic_write, load_checkpoint, remove_stale_temps, rng_state,
                          save_checkpoint, set_rng_state)
 from .config import TrainConfig, from_dict, to_dict
-from .data import AugmentConfig, make_dataset
+from .data import AugmentConfig, MixedDataset, make_dataset
 from .diffusion import NoiseSchedule, diffusion_loss
 from .images import grid, save_png, to_uint8
 from .nets import build_net, count_parameters
@@ -147,6 +147,14 @@ def sample_grid(ema: torch.nn.Module, cfg: TrainConfig, dataset, step: int, out_
             prob = torch.sigmoid(segment_logits(ema, images)) * 2 - 1
         return save_png(out_dir / "samples" / f"step_{step:07d}.png",
                         grid([to_uint8(images), to_uint8(masks), to_uint8(prob)]))
+    if role == "sr":  # rows: bicubic upsampling, super-resolved, the real photograph
+        from .superres import downsample, sr_forward
+
+        with torch.no_grad():
+            small = downsample(images, net_cfg.sr_scale)
+            base = torch.nn.functional.interpolate(small, size=images.shape[-2:], mode="bicubic").clamp(-1, 1)
+            rows = [to_uint8(base), to_uint8(sr_forward(ema, small, masks)), to_uint8(images)]
+        return save_png(out_dir / "samples" / f"step_{step:07d}.png", grid(rows))
     schedule = NoiseSchedule(cfg.diffusion())
     gens = make_generators([cfg.seed + i for i in range(n)])
     x = randn((n, net_cfg.image_channels, cfg.image_size, cfg.image_size), gens, dev)
@@ -175,6 +183,25 @@ def warm_start(net: torch.nn.Module, ema: torch.nn.Module, source: str, net_cfg,
     ema.load_state_dict(loaded.net.state_dict())
 
 
+def training_dataset(cfg: TrainConfig):
+    """The run's training items: real data (or the embedded example), optionally mixed with synthetic pairs."""
+    if cfg.crop_px is not None and cfg.mode not in ("segment", "sr"):
+        raise ValueError("--crop_px (patch training) is for the segmenter and sr; diffusion models train on "
+                         "whole images")
+    if cfg.mode == "sr" and cfg.crop_px is not None:
+        net = cfg.net()
+        multiple = cfg.sr_scale * net.patch_px * 2 ** (len(net.channels) - 1)
+        if cfg.crop_px % multiple:
+            raise ValueError(f"--crop_px {cfg.crop_px} must be a multiple of {multiple} (sr_scale x the network's "
+                             "stride), so that the input crop is whole and fits the network")
+    augment_cfg = AugmentConfig(enabled=cfg.augment)
+    real = lambda: make_dataset(cfg.data_root, cfg.image_size, augment_cfg, crop_px=cfg.crop_px)  # noqa: E731
+    if not cfg.synthetic_root:
+        return real()
+    synthetic = make_dataset(cfg.synthetic_root, cfg.image_size, augment_cfg, crop_px=cfg.crop_px)
+    return synthetic if cfg.synthetic_fraction >= 1 else MixedDataset(real(), synthetic, cfg.synthetic_fraction)
+
+
 def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
           should_stop: Callable[[], bool] | None = None) -> Path:
     """Train until the step budget is spent (or `should_stop()` turns true); return the checkpoint path.
@@ -185,7 +212,7 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
     role = net_cfg.role
     ckpt_path, log_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME
 
-    dataset = make_dataset(cfg.data_root, cfg.image_size, AugmentConfig(enabled=cfg.augment))  # DataError early
+    dataset = training_dataset(cfg)  # DataError early
     state = None
     if cfg.resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
@@ -210,6 +237,13 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
     elif cfg.init_weights:
         warm_start(net, ema, cfg.init_weights, net_cfg, diff_cfg)
     model = DistributedDataParallel(net) if info.world > 1 else net
+    objective = None
+    if role == "sr":  # the adversarial term's critic (and the perceptual network) live beside the model
+        from .superres import SRObjective
+
+        objective = SRObjective(cfg, dev)
+        if state is not None and "sr" in state:
+            objective.load_state_dict(state["sr"])
 
     plan = StepBatches(len(dataset), cfg.batch_size, cfg.grad_accum, info.world, info.rank, cfg.seed, start_step, 0)
     steps_per_epoch = max(1, math.ceil(len(dataset) / plan.global_batch))
@@ -225,7 +259,7 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
         if info.is_main:
             save_checkpoint(ckpt_path, {
                 "model": net.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-                "step": step, "rng": rng_state(),
+                "step": step, "rng": rng_state(), **({"sr": objective.state_dict()} if objective else {}),
                 "config": {"train": to_dict(cfg), "net": to_dict(net_cfg), "diffusion": to_dict(diff_cfg)}})
         distributed.barrier()
 
@@ -243,7 +277,7 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
     step, tic = start_step, time.perf_counter()
     net.train()
     while step < total_steps and not (should_stop and should_stop()):
-        loss_sum = 0.0
+        loss_sum, parts = 0.0, {}
         for micro in range(cfg.grad_accum):
             batch = next(batches)
             last = micro == cfg.grad_accum - 1
@@ -253,6 +287,8 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
                     if role == "segment":
                         logits = segment_logits(model, batch["image"].to(dev))
                         loss = segmentation_loss(logits, batch["mask"].to(dev), batch["fov"].to(dev))
+                    elif role == "sr":
+                        loss, parts = objective.generator_loss(model, batch, dev)
                     else:
                         loss = _denoising_loss(model, batch, plan.batch(step, micro), role, schedule, diff_cfg, dev)
                 (loss / cfg.grad_accum).backward()
@@ -264,6 +300,8 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
         opt.step()
         opt.zero_grad(set_to_none=True)
         update_ema(ema, net, cfg.ema_decay, step)
+        if objective is not None:
+            parts["discriminator"] = objective.discriminator_step()
         step += 1
         if deadline is not None and distributed.mean_across(float(time.monotonic() > deadline), dev) > 0:
             total_steps = step  # the budget is spent: checkpoint, sample, stop (every rank at the same step)
@@ -271,7 +309,8 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
         toc = time.perf_counter()
         row = {"step": step, "epoch": round(step / steps_per_epoch, 4),
                "loss": loss_mean, "lr": opt.param_groups[0]["lr"],
-               "images_per_s": round(plan.global_batch / (toc - tic), 3)}
+               "images_per_s": round(plan.global_batch / (toc - tic), 3),
+               **{k: round(v, 5) for k, v in parts.items() if v is not None}}
         tic = toc
         bar.update(1)
         bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=row["images_per_s"])

@@ -15,6 +15,7 @@ from PIL import Image
 from retree_core.data import (
     AugmentConfig,
     DataError,
+    MixedDataset,
     PairDataset,
     Sample,
     augment,
@@ -360,6 +361,39 @@ def test_pair_dataset_items(tmp_path):
     assert not torch.equal(ds[(1, 6)]["image"], item["image"])
     with pytest.raises(IndexError):
         ds[2]
+
+
+def test_crops_are_aligned_windows_of_the_full_view(tmp_path):
+    image, mask, fov = fundus(64, 64)
+    full = PairDataset([(image, mask, fov)], ["a"], 48, AugmentConfig(enabled=False))
+    crops = PairDataset([(image, mask, fov)], ["a"], 48, AugmentConfig(enabled=False), crop_px=16, length=20)
+    whole = full[(0, 0)]
+    windows = set()
+    for seed in range(20):
+        item = crops[(0, seed)]
+        assert item["image"].shape == (3, 16, 16) and item["mask"].shape == item["fov"].shape == (1, 16, 16)
+        hits = [(y, x) for y in range(33) for x in range(33)
+                if torch.equal(whole["image"][:, y:y + 16, x:x + 16], item["image"])
+                and torch.equal(whole["mask"][:, y:y + 16, x:x + 16], item["mask"])]
+        assert hits  # the same window of image and mask
+        windows.add(hits[0])
+    assert len(windows) > 5  # and the window moves with the seed
+    with pytest.raises(ValueError, match="crop_px 60"):
+        PairDataset([(image, mask, fov)], ["a"], 48, crop_px=60)
+
+
+def test_mixed_dataset_draws_the_requested_share_of_synthetic_items():
+    real = PairDataset([fundus(seed=0)], ["real"], 16, AugmentConfig(enabled=False), length=10)
+    synthetic = PairDataset([fundus(seed=1)], ["synthetic"], 16, AugmentConfig(enabled=False), length=30)
+    for fraction, low, high in ((0.0, 0, 0), (0.25, 0.15, 0.35), (1.0, 1, 1)):
+        mixed = MixedDataset(real, synthetic, fraction)
+        assert len(mixed) == 40
+        names = [mixed[(i % 40, i)]["name"] for i in range(400)]
+        share = np.mean([n == "synthetic" for n in names])
+        assert low <= share <= high
+    assert torch.equal(mixed[(5, 7)]["image"], mixed[(5, 7)]["image"])
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        MixedDataset(real, synthetic, 1.5)
 
 
 def test_make_dataset_splits_and_reports_bad_data(tmp_path):

@@ -360,7 +360,7 @@ cases(gr.Error, [(f"API {id}", words, options) for id, words, options in OPTIONS
 
 def run(ctx: Ctx, custom: str | None = None, **options):
     args = {"role": "concat", "label": None, "custom": custom, "sampler": "ddim", "steps": 2, "guidance": 1.0,
-            "seed": 0, **options}
+            "seed": 0, "super_res": True, **options}
     return next(ctx.handlers.run("loaded", None, tree_mask(), *args.values(), REQUEST))
 
 

@@ -70,3 +70,19 @@ def test_train_segment_learns_and_evaluates(tmp_path, seed_dataset):
     report = evaluate_segmenter(segmenter, [str(data)], "all")
     assert len(report.rows) == 2 and 0 <= report.mean()["f1"] <= 1
     assert report.settings["threshold"] == segmenter.threshold
+
+
+def test_patch_training_on_a_real_and_synthetic_mix(tmp_path, seed_dataset):
+    from retree_core.train import training_dataset
+
+    cfg = TrainConfig(mode="segment", preset="tiny", image_size=32, crop_px=16, batch_size=4, max_steps=4,
+                      data_root=None, synthetic_root=[str(seed_dataset)], synthetic_fraction=0.5,
+                      sample_interval=4, checkpoint_interval=4, output_dir=str(tmp_path / "run"), progress=False)
+    names = {training_dataset(cfg)[(i, i)]["name"] for i in range(30)}
+    assert names == {"skimage-retina", "synthetic/0", "synthetic/1"}  # the embedded example, both synthetic pairs
+    assert train(cfg).exists()
+    only = training_dataset(TrainConfig(mode="segment", image_size=32, synthetic_root=[str(seed_dataset)],
+                                        synthetic_fraction=1.0))
+    assert len(only) == 2 and only[(0, 0)]["image"].shape == (3, 32, 32)
+    with pytest.raises(ValueError, match="crop_px"):
+        training_dataset(TrainConfig(mode="concat", image_size=32, crop_px=16))

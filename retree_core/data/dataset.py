@@ -43,33 +43,36 @@ class PairDataset(Dataset):
 
     `image` float32 3xSxS in [-1, 1], `mask` float32 1xSxS (vessel +1, background -1), `fov` float32
     1xSxS in {0, 1}, `name` str. `length` larger than the number of triples cycles through them (a
-    virtual epoch: one image seen through many augmentations).
+    virtual epoch: one image seen through many augmentations). With `crop_px`, S is crop_px: a random
+    square of the size_px view (patch training).
     """
 
     def __init__(self, triples: Sequence[Triple], names: Sequence[str], size_px: int,
                  augment_cfg: AugmentConfig | None = None, length: int | None = None,
-                 preloaded: bool = False) -> None:
+                 preloaded: bool = False, crop_px: int | None = None) -> None:
         if len(triples) != len(names) or not triples:
             raise ValueError(f"need one name per triple and at least one triple "
                              f"({len(triples)} triples, {len(names)} names)")
-        self.size_px = size_px
+        if crop_px is not None and not 0 < crop_px <= size_px:
+            raise ValueError(f"crop_px {crop_px} must be between 1 and the image size {size_px}")
+        self.size_px, self.crop_px = size_px, crop_px
         self.augment_cfg = augment_cfg
         self.names = list(names)
         self.triples = list(triples) if preloaded else [preload(t, size_px) for t in triples]
         self.length = len(self.triples) if length is None else length
 
     @classmethod
-    def from_samples(cls, samples: Sequence[Sample], size_px: int,
-                     augment_cfg: AugmentConfig | None = None) -> PairDataset:
+    def from_samples(cls, samples: Sequence[Sample], size_px: int, augment_cfg: AugmentConfig | None = None,
+                     crop_px: int | None = None) -> PairDataset:
         """Read, check and preload dataset samples; one DataError lists every bad file."""
         triples = load_samples(list(samples), lambda triple: preload(triple, size_px))
-        return cls(triples, [s.name for s in samples], size_px, augment_cfg, preloaded=True)
+        return cls(triples, [s.name for s in samples], size_px, augment_cfg, preloaded=True, crop_px=crop_px)
 
     @classmethod
     def embedded(cls, size_px: int, augment_cfg: AugmentConfig | None = None,
-                 length: int = 64) -> PairDataset:
+                 length: int = 64, crop_px: int | None = None) -> PairDataset:
         """The built-in retina photograph seen through `length` augmentations per epoch."""
-        return cls([embedded_example()], ["skimage-retina"], size_px, augment_cfg, length)
+        return cls([embedded_example()], ["skimage-retina"], size_px, augment_cfg, length, crop_px=crop_px)
 
     def __len__(self) -> int:
         return self.length
@@ -83,6 +86,10 @@ class PairDataset(Dataset):
         image, mask, fov = self.triples[which]
         rng = np.random.default_rng([seed & (2**63 - 1), index])
         image, mask, fov = augment(image, mask, fov, self.size_px, rng, self.augment_cfg)
+        if self.crop_px is not None:
+            top, left = rng.integers(0, self.size_px - self.crop_px + 1, size=2)
+            window = np.s_[top:top + self.crop_px, left:left + self.crop_px]
+            image, mask, fov = image[window], mask[window], fov[window]
         return {
             "image": torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0),
             "mask": torch.from_numpy(np.where(mask, 1.0, -1.0).astype(np.float32)[None]),
@@ -91,8 +98,30 @@ class PairDataset(Dataset):
         }
 
 
+class MixedDataset(Dataset):
+    """Real and synthetic pairs in one dataset: item (index, seed) comes from `synthetic` with probability
+    `fraction` (a pure function of the pair, like the augmentation), else from `real`."""
+
+    def __init__(self, real: PairDataset, synthetic: PairDataset, fraction: float) -> None:
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"synthetic fraction {fraction} must be between 0 and 1")
+        self.real, self.synthetic, self.fraction = real, synthetic, fraction
+
+    def __len__(self) -> int:
+        return len(self.real) + len(self.synthetic)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor | str]:
+        index, seed = (key, key) if isinstance(key, (int, np.integer)) else key
+        if not 0 <= int(index) < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        rng = np.random.default_rng([int(seed) & (2**63 - 1), int(index), 1])
+        pool = self.synthetic if rng.random() < self.fraction else self.real
+        return pool[(int(rng.integers(len(pool))), int(seed))]
+
+
 def make_dataset(data_roots: Sequence[str | Path] | str | Path | None, size_px: int,
-                 augment_cfg: AugmentConfig | None = None, split: str = "train") -> PairDataset:
+                 augment_cfg: AugmentConfig | None = None, split: str = "train",
+                 crop_px: int | None = None) -> PairDataset:
     """The dataset a run trains or validates on: data folders if given, else the embedded example.
 
     `split` picks the fixed train or validation part (see `layouts.DEFAULT_VAL`) or all of it. Without
@@ -106,8 +135,8 @@ def make_dataset(data_roots: Sequence[str | Path] | str | Path | None, size_px: 
     if isinstance(data_roots, (str, Path)):
         data_roots = [data_roots]
     if not data_roots:
-        return PairDataset.embedded(size_px, augment_cfg, length=1 if split == "val" else 64)
-    return PairDataset.from_samples(split_sample_list(data_roots, split), size_px, augment_cfg)
+        return PairDataset.embedded(size_px, augment_cfg, length=1 if split == "val" else 64, crop_px=crop_px)
+    return PairDataset.from_samples(split_sample_list(data_roots, split), size_px, augment_cfg, crop_px)
 
 
 def split_sample_list(data_roots: Sequence[str | Path], split: str) -> list[Sample]:

@@ -67,7 +67,9 @@ class ReTreeUNet(nn.Module):
         self.ups, self.up_attn = nn.ModuleList(ups), nn.ModuleList(up_attn)
         self.outc = nn.Conv2d(width, cfg.image_channels * p * p, 1)
 
-    def forward(self, x: Tensor, t: Tensor, mask: Tensor | None = None) -> Tensor:
+    def encode(self, x: Tensor, t: Tensor, mask: Tensor | None = None
+               ) -> tuple[list[Tensor], Tensor, Tensor | None]:
+        """The encoder: feature maps per level (finest first), the timestep embedding and the SPADE condition."""
         cfg = self.cfg
         if cfg.conditional and mask is None:
             mask = torch.zeros_like(x[:, :1])
@@ -87,6 +89,14 @@ class ReTreeUNet(nn.Module):
         for down, attn in zip(self.downs, self.down_attn):
             h = attn(down(h, emb, cond))
             skips.append(h)
+        return skips, emb, cond
+
+    def forward(self, x: Tensor, t: Tensor, mask: Tensor | None = None) -> Tensor:
+        cfg = self.cfg
+        if t.ndim == 0:
+            t = t.expand(x.shape[0])
+        skips, emb, cond = self.encode(x, t, mask)
+        h = skips[-1]
         for block in self.bottleneck:
             h = block(h, cond)
         for up, attn, skip in zip(self.ups, self.up_attn, reversed(skips[:-1])):

@@ -1,0 +1,207 @@
+"""Mask-conditioned super-resolution (role `sr`): a generated fundus image up by `sr_scale` (128 -> 512),
+with the full-resolution vessel mask as a second input, so that fine vessels follow the mask instead of
+being invented.
+
+The network is a ReTree UNet reading the bicubic-upsampled image and the mask and predicting the
+residual to add to the bicubic image. It trains in the shared loop (`train --mode sr`) on real
+photographs (the input is the target area-downsampled) with the paper's losses: L1, SSIM, an adversarial
+term (the BCE of a mask-conditioned patch discriminator) and a perceptual term on the features of the
+project's own vessel segmenter (ImageNet networks cannot be downloaded here).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import compute
+from .config import TrainConfig
+from .images import mask_to_tensor, to_uint8
+from .weights import LoadedModel
+
+
+def downsample(hr: torch.Tensor, scale: int) -> torch.Tensor:
+    """The training input: the target area-averaged by `scale` (what a smaller photograph would hold)."""
+    return F.avg_pool2d(hr, scale) if scale > 1 else hr
+
+
+def sr_forward(net: nn.Module, lr: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, 3, h, w) image and (B, 1, H, W) mask, both in [-1, 1] -> (B, 3, H, W): bicubic + residual."""
+    base = F.interpolate(lr, size=mask.shape[-2:], mode="bicubic", align_corners=False).clamp(-1, 1)
+    t = torch.zeros(lr.shape[0], dtype=torch.long, device=lr.device)
+    return (base + net(torch.cat([base, mask.to(base.dtype)], dim=1), t)).clamp(-1, 1)
+
+
+@compute.on_compute_thread
+@torch.inference_mode()
+def upscale(model: LoadedModel, images: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """uint8 (B, h, w, 3) or (h, w, 3) images and bool masks at the output size -> uint8 images there.
+    The output size is the masks' size (a multiple of the network's stride; the model's own is best)."""
+    cfg = model.net_cfg
+    if cfg.role != "sr":
+        raise ValueError(f"upscaling needs an sr model, not a {cfg.role!r} one")
+    single = np.asarray(images).ndim == 3
+    images, masks = (np.asarray(images)[None], np.asarray(masks)[None]) if single else (images, masks)
+    stride = cfg.patch_px * 2 ** (len(cfg.channels) - 1)
+    height, width = masks.shape[1:3]
+    if height % stride or width % stride:
+        raise ValueError(f"masks are {width}x{height} px; this sr model needs multiples of {stride}")
+    device = next(model.net.parameters()).device
+    lr = torch.from_numpy(images[..., :3].transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1).to(device)
+    out = to_uint8(sr_forward(model.net, lr, mask_to_tensor(masks).to(device)))
+    return out[0] if single else out
+
+
+def fits(sr: LoadedModel | None, image_px: int) -> bool:
+    """Whether `sr` takes images of `image_px` (its output size divided by its factor)."""
+    return sr is not None and sr.net_cfg.image_size == image_px * sr.net_cfg.sr_scale
+
+
+def choose_sr(choice: str | None, image_px: int, device: str = "cpu") -> LoadedModel | None:
+    """The super-resolution model for a generator's output size: "none" or None for none, "auto" for the
+    shipped `sr` model if there is one that fits, or a weights name/path (which must fit)."""
+    from .weights import WEIGHTS_DIR, load_model
+
+    if choice in (None, "none"):
+        return None
+    if choice == "auto":
+        if not (WEIGHTS_DIR / "sr.safetensors").exists():
+            return None
+        model = load_model("sr", role="sr", device=device)
+        return model if fits(model, image_px) else None
+    model = load_model(choice, role="sr", device=device)
+    if not fits(model, image_px):
+        raise ValueError(f"--sr {choice}: it upscales {model.net_cfg.image_size // model.net_cfg.sr_scale} px "
+                         f"images, but the generator makes {image_px} px ones")
+    return model
+
+
+# ---- losses
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    g = torch.exp(-x ** 2 / (2 * sigma ** 2))
+    return (g / g.sum())[:, None] * (g / g.sum())[None, :]
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
+    """Mean structural similarity (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5), per channel, of
+    images in a range of width `data_range` ([-1, 1] by default)."""
+    channels = a.shape[1]
+    window = _gaussian_window().to(a)[None, None].expand(channels, 1, -1, -1)
+    blur = lambda x: F.conv2d(x, window, groups=channels)  # noqa: E731 (valid part only)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mu_a, mu_b = blur(a), blur(b)
+    var_a, var_b = blur(a * a) - mu_a ** 2, blur(b * b) - mu_b ** 2
+    cov = blur(a * b) - mu_a * mu_b
+    score = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    return score.mean()
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB of two uint8 images."""
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
+
+
+class PatchDiscriminator(nn.Module):
+    """A small PatchGAN critic of (image, mask) pairs: a logit per patch for "a real photograph of this
+    vessel tree", so the adversarial term also rewards vessels that sit where the mask has them."""
+
+    def __init__(self, width: int = 32, depth: int = 3):
+        super().__init__()
+        layers, c_in = [], 4
+        for i in range(depth):
+            c_out = width * 2 ** i
+            layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1),
+                       nn.GroupNorm(min(8, c_out), c_out) if i else nn.Identity(), nn.LeakyReLU(0.2)]
+            c_in = c_out
+        layers.append(nn.Conv2d(c_in, 1, 3, padding=1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([image, mask.to(image.dtype)], dim=1))
+
+
+class SegmenterFeatures(nn.Module):
+    """Frozen encoder activations of a vessel segmenter (the perceptual network), one map per level."""
+
+    def __init__(self, segmenter: nn.Module):
+        super().__init__()
+        self.segmenter = segmenter.eval().requires_grad_(False)
+
+    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+        t = torch.zeros(image.shape[0], dtype=torch.long, device=image.device)
+        return self.segmenter.encode(image, t)[0]
+
+
+class SRObjective:
+    """The super-resolution losses and the discriminator that the adversarial term needs.
+
+    `generator_loss` is the loss the training loop backpropagates into the SR network; `discriminator_step`
+    then updates the critic on the same batch. Its weights and optimiser travel in the checkpoint.
+    """
+
+    def __init__(self, cfg: TrainConfig, device: torch.device):
+        self.cfg, self.scale = cfg, cfg.sr_scale
+        self.disc = PatchDiscriminator().to(device).requires_grad_(False)  # trained in discriminator_step only
+        self.opt = torch.optim.AdamW(list(self.disc.parameters()), lr=cfg.lr, betas=(0.5, 0.999))
+        self.features = None
+        if cfg.perceptual_weight > 0 and cfg.perceptual_net:
+            from .weights import load_model
+
+            try:
+                segmenter = load_model(cfg.perceptual_net, role="segment", device=device).net
+            except ValueError as exc:
+                raise ValueError(f"--perceptual_net {cfg.perceptual_net}: {exc} (train a segmenter first, or "
+                                 f"pass --perceptual_weight 0)") from None
+            self.features = SegmenterFeatures(segmenter).to(device)
+        self._pair: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def generator_loss(self, net: nn.Module, batch: dict, device: torch.device) -> tuple[torch.Tensor, dict]:
+        """L1 + w_ssim (1 - SSIM) + w_adv BCE(D(sr), real) + w_perc L1 of segmenter features; and the parts."""
+        cfg = self.cfg
+        hr, mask = batch["image"].to(device), batch["mask"].to(device)
+        sr = sr_forward(net, downsample(hr, self.scale), mask)
+        parts = {"l1": F.l1_loss(sr, hr)}
+        if cfg.ssim_weight > 0:
+            parts["ssim"] = 1 - ssim(sr, hr)
+        if cfg.adversarial_weight > 0:
+            logits = self.disc(sr, mask)
+            parts["adversarial"] = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        if self.features is not None:
+            parts["perceptual"] = sum(F.l1_loss(a, b) for a, b in zip(self.features(sr), self.features(hr)))
+        weights = {"l1": 1.0, "ssim": cfg.ssim_weight, "adversarial": cfg.adversarial_weight,
+                   "perceptual": cfg.perceptual_weight}
+        self._pair = (hr, sr.detach(), mask)
+        return sum(weights[k] * v for k, v in parts.items()), {k: float(v.detach()) for k, v in parts.items()}
+
+    def discriminator_step(self) -> float | None:
+        """One critic update on the last batch (real vs. the SR output); its BCE, or None without the term."""
+        if self.cfg.adversarial_weight <= 0 or self._pair is None:
+            return None
+        hr, sr, mask = self._pair
+        self.disc.requires_grad_(True)
+        real, fake = self.disc(hr, mask), self.disc(sr, mask)
+        loss = (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+                + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))) / 2
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.disc.requires_grad_(False)  # the generator's adversarial term must not train the critic
+        self._pair = None
+        return float(loss.detach())
+
+    def state_dict(self) -> dict:
+        return {"disc": self.disc.state_dict(), "disc_optimizer": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.disc.load_state_dict(state["disc"])
+        self.opt.load_state_dict(state["disc_optimizer"])
+
+
+__all__ = ["choose_sr", "fits", "PatchDiscriminator", "SRObjective", "SegmenterFeatures", "downsample", "psnr", "sr_forward",
+           "ssim", "upscale"]

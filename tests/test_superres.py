@@ -1,0 +1,125 @@
+"""Mask-conditioned super-resolution: SSIM/PSNR, the network's shapes, its losses and critic in the shared
+training loop (with resume), evaluation against bicubic, and its use by generate and synthesis."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from retree_core.checkpoint import load_checkpoint
+from retree_core.cli import main
+from retree_core.config import TrainConfig, net_config
+from retree_core.evaluate import evaluate_sr
+from retree_core.nets import build_net
+from retree_core.superres import SRObjective, choose_sr, fits, psnr, sr_forward, ssim, upscale
+from retree_core.train import train
+from retree_core.weights import LoadedModel, export_weights, load_model
+from test_evaluate import seed_dataset  # noqa: F401  (fixture: a two-image dataset in the seed layout)
+
+torch.set_num_threads(1)
+
+
+def test_ssim_and_psnr():
+    rng = torch.Generator().manual_seed(0)
+    a = torch.rand(1, 3, 32, 32, generator=rng) * 2 - 1
+    assert float(ssim(a, a)) == pytest.approx(1.0, abs=1e-5)
+    noisy = (a + 0.3 * torch.randn(a.shape, generator=rng)).clamp(-1, 1)
+    assert float(ssim(a, noisy)) < float(ssim(a, (a + 0.05 * torch.randn(a.shape, generator=rng)).clamp(-1, 1))) < 1
+    x = np.zeros((4, 4, 3), np.uint8)
+    y = x.copy()
+    y[0, 0, 0] = 255  # MSE = 255^2 / 48
+    assert psnr(x, y) == pytest.approx(10 * np.log10(48), abs=1e-9)
+    assert psnr(x, x) == float("inf")
+
+
+def tiny_sr(size=32, scale=4) -> LoadedModel:
+    torch.manual_seed(0)
+    cfg = net_config("tiny", "sr", size, sr_scale=scale)
+    return LoadedModel(build_net(cfg).eval(), cfg, None, "test")
+
+
+def test_sr_network_reads_image_and_full_size_mask():
+    model = tiny_sr()
+    assert model.net_cfg.input_channels == 4 and model.net_cfg.image_channels == 3 and not model.net_cfg.input_skip
+    lr = torch.rand(2, 3, 8, 8) * 2 - 1
+    mask = torch.where(torch.rand(2, 1, 32, 32) > 0.8, 1.0, -1.0)
+    out = sr_forward(model.net, lr, mask)
+    assert out.shape == (2, 3, 32, 32) and out.abs().max() <= 1
+    other = sr_forward(model.net, lr, -mask)
+    assert not torch.allclose(out, other)  # the mask is an input
+    images = np.random.default_rng(0).integers(0, 255, (8, 8, 3), dtype=np.uint8)
+    big = upscale(model, images, mask[0, 0].numpy() > 0)
+    assert big.shape == (32, 32, 3) and big.dtype == np.uint8
+    with pytest.raises(ValueError, match="multiples of 2"):
+        upscale(model, images, np.ones((33, 33), bool))
+    with pytest.raises(ValueError, match="sr_scale 3"):
+        net_config("tiny", "sr", 32, sr_scale=3)
+    assert fits(model, 8) and not fits(model, 16) and not fits(None, 8)
+
+
+def test_critic_learns_and_the_generator_loss_has_every_term(tmp_path, seed_dataset):
+    seg_cfg = TrainConfig(mode="segment", preset="tiny", image_size=32, batch_size=2, max_steps=2,
+                          data_root=[str(seed_dataset)], output_dir=str(tmp_path / "seg"), progress=False,
+                          sample_interval=100, checkpoint_interval=100)
+    segmenter = export_weights(train(seg_cfg), tmp_path / "segment")
+    cfg = TrainConfig(mode="sr", preset="tiny", image_size=32, sr_scale=4, lr=1e-3, perceptual_net=str(segmenter))
+    objective = SRObjective(cfg, torch.device("cpu"))
+    net = build_net(cfg.net())
+    batch = {"image": torch.rand(2, 3, 32, 32) * 2 - 1, "mask": torch.where(torch.rand(2, 1, 32, 32) > 0.8, 1.0, -1.0)}
+    loss, parts = objective.generator_loss(net, batch, torch.device("cpu"))
+    assert set(parts) == {"l1", "ssim", "adversarial", "perceptual"} and loss.requires_grad
+    loss.backward()
+    assert all(p.grad is None for p in objective.disc.parameters())  # the generator step leaves the critic alone
+    first = objective.discriminator_step()
+    for _ in range(15):
+        objective.generator_loss(net, batch, torch.device("cpu"))
+        last = objective.discriminator_step()
+    assert last < first  # with the generator fixed, the critic learns to tell real from upscaled
+    with pytest.raises(ValueError, match="perceptual_weight 0"):
+        SRObjective(TrainConfig(mode="sr", perceptual_net=str(tmp_path / "missing.safetensors")), torch.device("cpu"))
+
+
+def test_train_sr_learns_and_resumes_with_its_critic(tmp_path, seed_dataset):
+    common = dict(mode="sr", preset="tiny", image_size=32, crop_px=None, sr_scale=4, batch_size=2, lr=2e-3,
+                  data_root=[str(seed_dataset)], perceptual_weight=0.0, sample_interval=4, checkpoint_interval=4,
+                  output_dir=str(tmp_path / "run"), progress=False)
+    ckpt = train(TrainConfig(max_steps=4, **common))
+    state = load_checkpoint(ckpt)
+    assert set(state["sr"]) == {"disc", "disc_optimizer"}
+    assert (tmp_path / "run" / "samples" / "step_0000004.png").exists()
+    train(TrainConfig(max_steps=30, resume=True, **common))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 31))
+    assert {"l1", "ssim", "adversarial", "discriminator"} <= set(rows[-1])
+    assert np.mean([r["l1"] for r in rows[-5:]]) < np.mean([r["l1"] for r in rows[:5]])
+    weights = export_weights(ckpt.parent / "last.ckpt", tmp_path / "w" / "sr")
+    report = evaluate_sr(str(weights), [str(seed_dataset)], "all")
+    assert len(report.rows) == 2 and report.picture is not None
+    assert all(np.isfinite(row["psnr_bicubic"]) and 0 < row["ssim_sr"] <= 1 for row in report.rows)
+    assert main(["evaluate", "--sr", str(weights), "--data_root", str(seed_dataset), "--split", "all",
+                 "--output_dir", str(tmp_path / "ev")]) == 0
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["kind"] == "sr"
+    with pytest.raises(ValueError, match="crop_px 20 must be a multiple of 8"):
+        train(TrainConfig(max_steps=1, **{**common, "crop_px": 20}))
+
+
+def test_generate_and_synthesis_use_a_fitting_sr_model(tmp_path, tiny_weights):
+    from retree_core.synthesis import SynthesisConfig, synthesise_pairs
+
+    generator = load_model(tiny_weights)  # 16 px concat
+    common = dict(mode="sr", preset="tiny", image_size=64, sr_scale=4, batch_size=2, max_steps=1,
+                  perceptual_weight=0.0, sample_interval=10, checkpoint_interval=10, progress=False)
+    sr_path = export_weights(train(TrainConfig(output_dir=str(tmp_path / "sr"), **common)), tmp_path / "sr64")
+    assert choose_sr(str(sr_path), 16) is not None and choose_sr("none", 16) is None
+    with pytest.raises(ValueError, match="upscales 16 px images, but the generator makes 32"):
+        choose_sr(str(sr_path), 32)
+    out = tmp_path / "gen"
+    assert main(["generate", "--weights", str(tiny_weights), "--mode", "concat", "--num", "2", "--trees",
+                 "procedural", "--steps", "2", "--sr", str(sr_path), "--output_dir", str(out)]) == 0
+    from PIL import Image
+    for name in ("images/img_00000.png", "masks/seg_00000.png"):
+        assert Image.open(out / name).size == (64, 64)
+    sr = load_model(sr_path)
+    items = list(synthesise_pairs(generator, None, SynthesisConfig(count=1, trees="procedural", steps=2),
+                                  tmp_path / "pairs.zip", sr_model=sr))
+    assert items[0].image.shape == (64, 64, 3) and items[0].mask.shape == (64, 64)
