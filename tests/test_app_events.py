@@ -430,3 +430,42 @@ def test_choosing_a_model_sets_its_recommended_guidance(tmp_path, tiny_checkpoin
     export_weights(tiny_checkpoint, tmp_path / "w" / "concat", extra_meta={"sample": {"guidance": 3.0}})
     h = app.Handlers(Studio(settings(tmp_path, tmp_path / "w")))
     assert h.model_guidance("concat", "concat", REQUEST) == 3.0
+
+
+@pytest.fixture(scope="module")
+def full_weights(tmp_path_factory, tiny_weights):
+    """A weights folder like the shipped one: the tiny concat model, a segmenter and a 16 -> 64 px sr model."""
+    import shutil
+
+    from retree_core.config import TrainConfig
+    from retree_core.train import train
+    from retree_core.weights import export_weights
+
+    folder = tmp_path_factory.mktemp("full_weights")
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(tiny_weights.with_suffix(suffix), folder / f"concat{suffix}")
+    common = dict(preset="tiny", batch_size=2, max_steps=2, sample_interval=10, checkpoint_interval=10, progress=False)
+    runs = tmp_path_factory.mktemp("full_runs")
+    export_weights(train(TrainConfig(mode="segment", image_size=32, output_dir=str(runs / "seg"), **common)),
+                   folder / "segment", extra_meta={"segment": {"threshold": 0.4}})
+    export_weights(train(TrainConfig(mode="sr", image_size=64, sr_scale=4, perceptual_weight=0.0,
+                                     output_dir=str(runs / "sr"), **common)), folder / "sr")
+    return folder
+
+
+def test_results_are_super_resolved_and_scored_by_the_shipped_segmenter(tmp_path, full_weights):
+    handlers = app.Handlers(Studio(settings(tmp_path, full_weights)))
+    outputs = list(handlers.run(*mask_in(), "concat", "concat", None, "ddim", 2, 1.0, 0, True, REQUEST))
+    final = next(o for o in outputs if isinstance(o[3], np.ndarray))
+    assert "64 px (super-resolved)" in final[2]
+    assert Image.open(final[6]["value"]).size == (64, 64)
+    with zipfile.ZipFile(final[7]["value"]) as z:
+        assert Image.open(io.BytesIO(z.read("masks/seg_000.png"))).size == (64, 64)
+    assert "learned segmenter segment" in outputs[-1][5]
+    plain = list(handlers.run(*mask_in(), "concat", "concat", None, "ddim", 2, 1.0, 0, False, REQUEST))
+    assert Image.open(next(o for o in plain if isinstance(o[3], np.ndarray))[6]["value"]).size == (16, 16)
+    api_image = handlers.api_generate(save(tmp_path, "m.png", tree_image(64)), "concat", "ddim", 2, 1.0, 0, REQUEST)
+    assert api_image.shape == (64, 64, 3)
+    pairs = list(handlers.synthesise("concat", "concat", "procedural", 1, 0, "ddim", 2, True, REQUEST))
+    with zipfile.ZipFile(pairs[-1][2]["value"]) as z:
+        assert Image.open(io.BytesIO(z.read("images/img_000.png"))).size == (64, 64)
