@@ -1,13 +1,14 @@
 """Figures and picture for weights/README.md: each fundus model on the validation split, with the fast
 default sampler and with the paper's 1000-step DDPM, on the same masks and seeds.
 
-Prints one Markdown row per (model, sampler): mask fidelity (Dice between the mask and the classical
-ridge-filter vessels of the generated image, inside the FOV), the same Dice on the real photograph (the
+Prints one Markdown row per (model, sampler): mask fidelity (Dice between the mask and the vessels the
+--segmenter finds in the generated image, inside the FOV), the same Dice on the real photograph (the
 ceiling that segmenter allows at this size), KID against the real validation images, and wall time.
 Writes a grid (rows: validation masks; columns: mask, one generated image per model, the real image).
 
     python bench/model_card.py --data_root ../shared/data/DRIVE ../shared/data/CHASE_DB1 \\
-        [--models concat spade] [--settings dpmpp:20 dpmpp:20:3 ddpm:1000] [--out outputs/model_card]
+        [--models concat spade] [--settings dpmpp:20 dpmpp:20:3 ddpm:1000] [--out outputs/model_card] \\
+        [--segmenter classical|segment] [--sr none|auto]
 
 A setting is sampler:steps[:guidance] (guidance 1, plain conditional, when left out).
 """
@@ -34,18 +35,21 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=["concat", "spade"], help="weights names or paths")
     p.add_argument("--settings", nargs="+", default=["dpmpp:20", "ddpm:1000"], help="sampler:steps[:guidance]")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--segmenter", default="classical", help="finds the vessels: classical, segment or a path")
+    p.add_argument("--sr", default="none", help="super-resolve before scoring: none, auto or a model")
     p.add_argument("--out", default="outputs/model_card", help="per-run metrics.csv/json go here")
     p.add_argument("--grid", default="assets/validation_grid.png", help="picture of the first setting")
     args = p.parse_args()
 
-    segmenter = load_segmenter("classical")
+    segmenter = load_segmenter(args.segmenter)
     print("| model | sampler | steps | guidance | mask fidelity (Dice) | Dice on the real image | KID | time (s) |")
     print("|---|---|---|---|---|---|---|---|")
     columns: dict[str, np.ndarray] = {}
     for model in args.models:
         for setting in args.settings:
             sampler, steps, guidance = (setting.split(":") + ["1"])[:3]
-            options = GenerationOptions(sampler=sampler, steps=int(steps), seed=args.seed, guidance=float(guidance))
+            options = GenerationOptions(sampler=sampler, steps=int(steps), seed=args.seed, guidance=float(guidance),
+                                        sr=args.sr)
             tic = time.perf_counter()
             report = evaluate_generator(model, args.data_root, segmenter, "val", options)
             seconds = time.perf_counter() - tic

@@ -168,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=SEED, default=s.seed, help="image i uses seed + i")
     v.add_argument("--guidance", type=float, default=s.guidance)
     v.add_argument("--batch_size", type=positive_int, default=4)
+    v.add_argument("--sr_output", default="auto", metavar="auto|none|NAME|PATH",
+                   help="with --generator: super-resolve the generated images first (as generate does)")
     v.add_argument("--min_fid_images", type=positive_int, default=100,
                    help="FID is reported only with at least this many images per set")
     v.add_argument("--device", type=device_name, default="cpu")
@@ -279,7 +281,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
         report = evaluate_segmenter(segmenter, args.data_root, args.split, progress=True)
     else:
         options = GenerationOptions(args.sampler, args.steps, args.seed, args.guidance, args.num,
-                                    args.batch_size, args.device, args.min_fid_images)
+                                    args.batch_size, args.device, args.min_fid_images, args.sr_output)
         report = evaluate_generator(args.generator, args.data_root, segmenter, args.split, options,
                                     progress=True)
     print(report.render())

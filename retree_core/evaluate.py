@@ -189,6 +189,7 @@ class GenerationOptions:
     batch_size: int = 4
     device: str = "cpu"
     min_fid_images: int = DEFAULT_MIN_FID_IMAGES
+    sr: str = "auto"  # super-resolution of the results (superres.choose_sr): auto | none | NAME | PATH
 
 
 def mask_fidelity(segmenter: Segmenter, image_rgb: np.ndarray, mask: np.ndarray, fov: np.ndarray) -> float:
@@ -224,7 +225,9 @@ def evaluate_generator(generator: str, data_roots: Sequence[str | Path], segment
 
     from .images import grid, to_uint8
     from .pipeline import check_options, generate
+    from .data import prepare_mask
     from .realism import fid, inception_features, inception_path, kid
+    from .superres import choose_sr, upscale
     from .weights import load_model
 
     options = options or GenerationOptions()
@@ -236,7 +239,9 @@ def evaluate_generator(generator: str, data_roots: Sequence[str | Path], segment
                          "evaluation needs a concat or spade model")
     check_options(options.sampler, options.steps, options.guidance, model.diffusion_cfg.timesteps)
     size_px = model.net_cfg.image_size
-    dataset = make_dataset(data_roots, size_px, AugmentConfig(enabled=False), split=split)
+    sr = choose_sr(options.sr, size_px, options.device)
+    out_px = sr.net_cfg.image_size if sr else size_px  # masks, real images and scores at the output's size
+    dataset = make_dataset(data_roots, out_px, AugmentConfig(enabled=False), split=split)
     items = [dataset[i] for i in range(len(dataset))]
     real = to_uint8(torch.stack([item["image"] for item in items]))
     masks = np.stack([item["mask"][0].numpy() > 0 for item in items])
@@ -247,16 +252,19 @@ def evaluate_generator(generator: str, data_roots: Sequence[str | Path], segment
     for start in range(0, count, options.batch_size):
         stop = min(start + options.batch_size, count)
         seeds = [options.seed + i for i in range(start, stop)]
-        generated.append(to_uint8(generate(model, masks[start:stop], seeds, sampler=options.sampler,
-                                           steps=options.steps, guidance=options.guidance)))
+        small = masks[start:stop] if sr is None else np.stack([prepare_mask(m, size_px) for m in masks[start:stop]])
+        images = to_uint8(generate(model, small, seeds, sampler=options.sampler, steps=options.steps,
+                                   guidance=options.guidance))
+        generated.append(images if sr is None else upscale(sr, images, masks[start:stop]))
         if progress:
             print(f"  generated {stop}/{count}", flush=True)
     generated = np.concatenate(generated)
 
     settings = {"generator": generator, "source": model.source, "role": model.net_cfg.role,
-                "image_size_px": size_px, "split": split, "data_roots": [str(r) for r in data_roots],
+                "image_size_px": size_px, "output_px": out_px, "sr_source": sr.source if sr else None, "split": split, "data_roots": [str(r) for r in data_roots],
                 "segmenter": segmenter.name, **asdict(options)}
-    title = (f"{generator} ({model.net_cfg.role}, {size_px} px, {options.sampler} {options.steps} steps): "
+    scaled = f" super-resolved to {out_px} px" if sr else ""
+    title = (f"{generator} ({model.net_cfg.role}, {size_px} px{scaled}, {options.sampler} {options.steps} steps): "
              f"mask fidelity = Dice in the FOV by {segmenter.name}, {split} split:")
     # real_image_dice: the same score on the real photograph, the ceiling the segmenter allows at this size
     report = Report("generator", title, settings, ["name", "seed", "fidelity_dice", "real_image_dice"])

@@ -23,6 +23,24 @@ def test_shipped_model_loads_and_generates(path: Path):
     model = load_model(path)
     cfg = model.net_cfg
     assert path.stem in (WEIGHTS_DIR / "README.md").read_text(), "the model card does not describe this file"
+    if cfg.role == "segment":  # vessels of the embedded photograph: darker than the background, mostly found
+        from retree_core.data import embedded_example
+        from retree_core.segmentation import load_learned_segmenter
+
+        image, truth, fov = embedded_example()
+        segmenter = load_learned_segmenter(str(path))
+        found = segmenter(image, fov) > segmenter.threshold
+        assert 0.3 < (found & truth).sum() / truth.sum() and found[truth].mean() > found[fov & ~truth].mean() + 0.2
+        return
+    if cfg.role == "sr":  # a photograph up by its factor, following the mask, better than nothing at all
+        from retree_core.superres import upscale
+
+        mask = procedural_tree(cfg.image_size, seed=0)
+        small = np.full((cfg.image_size // cfg.sr_scale,) * 2 + (3,), (180, 80, 30), np.uint8)
+        big = upscale(model, small, mask)
+        assert big.shape == (cfg.image_size, cfg.image_size, 3)
+        assert big[mask].mean() != pytest.approx(big[~mask].mean(), abs=1.0)  # the mask shows in the result
+        return
     mask = procedural_tree(cfg.image_size, seed=0) if cfg.conditional else None
     out = generate(model, mask, [0], steps=2, guidance=model.guidance)
     assert out.shape == (1, cfg.image_channels, cfg.image_size, cfg.image_size)

@@ -103,7 +103,7 @@ def test_train_sr_learns_and_resumes_with_its_critic(tmp_path, seed_dataset):
         train(TrainConfig(max_steps=1, **{**common, "crop_px": 20}))
 
 
-def test_generate_and_synthesis_use_a_fitting_sr_model(tmp_path, tiny_weights):
+def test_generate_evaluation_and_synthesis_use_a_fitting_sr_model(tmp_path, tiny_weights, seed_dataset):
     from retree_core.synthesis import SynthesisConfig, synthesise_pairs
 
     generator = load_model(tiny_weights)  # 16 px concat
@@ -123,3 +123,9 @@ def test_generate_and_synthesis_use_a_fitting_sr_model(tmp_path, tiny_weights):
     items = list(synthesise_pairs(generator, None, SynthesisConfig(count=1, trees="procedural", steps=2),
                                   tmp_path / "pairs.zip", sr_model=sr))
     assert items[0].image.shape == (64, 64, 3) and items[0].mask.shape == (64, 64)
+    from retree_core.evaluate import ClassicalSegmenter, GenerationOptions, evaluate_generator
+
+    report = evaluate_generator(str(tiny_weights), [str(seed_dataset)], ClassicalSegmenter(), "all",
+                                GenerationOptions(steps=2, sr=str(sr_path)))
+    assert report.settings["output_px"] == 64 and report.arrays["generated"].shape == (2, 64, 64, 3)
+    assert report.arrays["real"].shape == (2, 64, 64, 3) and "super-resolved to 64 px" in report.title
