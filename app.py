@@ -21,7 +21,9 @@ from retree_core.app_settings import StudioSettings, settings_from_args
 from retree_core.archives import ZipLimits
 from retree_core.catalog import read_model_info
 from retree_core.config import PRESETS, SampleConfig, TrainConfig
+from retree_core import compute
 from retree_core.data import DataError
+from retree_core.evaluate import ClassicalSegmenter, GenerationOptions, evaluate_generator, evaluate_segmenter
 from retree_core.fidelity import AGREE_RGB, EXTRA_RGB, MISSED_RGB, measure_fidelity
 from retree_core.generation import live_frames
 from retree_core.jobs import TrainingBusy, format_duration, loss_curve
@@ -33,7 +35,7 @@ from retree_core.options import bounded_number, whole_number
 from retree_core.services import Studio
 from retree_core.superres import upscale
 from retree_core.synthesis import SynthesisConfig, synthesise_pairs, write_single_pair
-from retree_core.training_data import training_data
+from retree_core.training_data import embedded_folder, training_data
 
 log = logging.getLogger("retree_studio")
 ROOT = Path(__file__).resolve().parent
@@ -488,6 +490,50 @@ class Handlers:
             else:
                 yield progress_html(0, p.total, p.note), gallery, gr.skip()
 
+    # --- evaluation ----------------------------------------------------------------------------
+    def _eval_roots(self, source, zip_path, folder, split) -> tuple[list[str], str, str]:
+        """(data roots, split, note) of an evaluation dataset; the embedded example becomes a one-pair folder."""
+        st = self.settings
+        if source == "embedded":
+            root = embedded_folder(st.dataset_dir / "embedded_example")
+            return [str(root)], "all", "the embedded example (its mask is the classical filter's, not an annotation)"
+        data = training_data(source, zip_path, folder, st.dataset_dir,
+                             ZipLimits(st.max_zip_members, st.max_zip_unpacked_mb * 2**20), st.hosted)
+        return data.roots, split, data.note
+
+    @ui_errors
+    def evaluate(self, kind, segmenter_choice, role, source, zip_path, folder, split, num, steps,
+                 request: gr.Request | None = None):
+        """Score a segmenter (vessel metrics) or a fundus model (mask fidelity, KID) on a dataset.
+        Outputs: summary, per-image table, picture, files (CSV, JSON, picture)."""
+        if kind not in ("segmenter", "generator"):
+            raise ValueError(f"evaluate a segmenter or a generator, not {kind!r}")
+        if split not in ("val", "all"):
+            raise ValueError(f"split must be val or all, got {split!r}")
+        session = session_of(request)
+        segmenter = self.studio.segmenter() if segmenter_choice == "learned" else ClassicalSegmenter()
+        if segmenter is None:
+            raise ValueError("no learned segmenter is shipped (weights/segment.safetensors); use the classical filter")
+        roots, split, note = self._eval_roots(source, zip_path, folder, split)
+        yield f"Evaluating on {note}…", None, None, None
+        if kind == "segmenter":
+            report = evaluate_segmenter(segmenter, roots, split)
+        else:
+            model = self._model(role, None, None, session)
+            sr = self.studio.super_resolution(model.net_cfg.image_size)  # scored as the app shows it
+            options = GenerationOptions(steps=whole_number(steps, "steps", 1, self.settings.max_sample_steps),
+                                        guidance=model.guidance,
+                                        num=whole_number(num, "number of images", 1, self.settings.max_synth_pairs),
+                                        sr=sr.source if sr else "none")
+            report = compute.run(evaluate_generator, model.source, roots, segmenter, split, options)
+        folder_out = self.studio.session_dir(session) / f"evaluate_{kind}_{time.strftime('%H%M%S')}"
+        files = [str(p) for p in report.save(folder_out)]
+        mean = report.mean()
+        lines = [f"**{report.title}**", "", " · ".join(f"{k} **{v:.3f}**" for k, v in mean.items()
+                                                        if k not in ("seed",)), *[f"<br>{n}" for n in report.notes]]
+        table = pd.DataFrame(report.rows + [{report.columns[0]: "mean", **mean}], columns=report.columns)
+        yield "\n".join(lines), table.round(4), report.picture, files
+
     def stop_synthesis(self, request: gr.Request | None = None) -> None:
         self.studio.stops.stop(f"{session_of(request)}:synth")
         gr.Info("Stopping after the current pair…", duration=2)
@@ -718,11 +764,20 @@ def generate_tab(h: Handlers, s: StudioSettings) -> dict:
     return dict(mask_in=mask_in, mode=mode, model=model, model_note=model_note, seen=seen, seen_note=seen_note)
 
 
+def dataset_sources(s: StudioSettings) -> list[tuple[str, str]]:
+    """Where a dataset can come from: the embedded example, a zip, or (not when hosted) a local folder."""
+    sources = [("Embedded example (CC0)", "embedded"), ("Upload a zip", "zip")]
+    return sources if s.hosted else sources + [("Folder on this machine", "folder")]
+
+
+def show_dataset_inputs(source: str):
+    """The zip upload and folder box of a dataset choice, each visible when chosen."""
+    return gr.update(visible=source == "zip"), gr.update(visible=source == "folder")
+
+
 def train_tab(h: Handlers, s: StudioSettings) -> dict:
     d = TrainConfig()
-    sources = [("Embedded example (CC0)", "embedded"), ("Upload a zip", "zip")]
-    if not s.hosted:
-        sources.append(("Folder on this machine", "folder"))
+    sources = dataset_sources(s)
     with gr.Row(equal_height=False):
         with gr.Column(scale=4):
             role = gr.Radio([("Vessel trees (stage 1)", "vessel"), ("Concat", "concat"), ("SPADE", "spade")],
@@ -769,8 +824,7 @@ def train_tab(h: Handlers, s: StudioSettings) -> dict:
 
     private = dict(api_visibility="private")
     quiet = dict(show_progress="hidden", **private)
-    source.change(lambda v: (gr.update(visible=v == "zip"), gr.update(visible=v == "folder")), source,
-                  [data_zip, folder], **quiet)
+    source.change(show_dataset_inputs, source, [data_zip, folder], **quiet)
     poll_out = [status, plot, grid, shown, model_dl, runs, timer]
     start.click(h.train_start, [role, source, data_zip, folder, preset, size, batch, steps, lr, sample_every, name],
                 poll_out, concurrency_id="train-control", **private)
@@ -815,6 +869,43 @@ def synth_tab(h: Handlers, s: StudioSettings) -> dict:
     return dict(mode=mode, model=model, note=note)
 
 
+def evaluate_tab(h: Handlers, s: StudioSettings) -> None:
+    sources = dataset_sources(s)
+    learned = h.studio.catalog.default("segment") is not None
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=4):
+            gr.Markdown("Score a **vessel segmenter** against annotations (F1/Dice, Jaccard, kappa, MCC, precision, "
+                        "recall, specificity, accuracy, AUC inside the field of view, at the annotation's size), or "
+                        "a **fundus model** on a dataset's masks (mask fidelity and KID against its real images).")
+            kind = gr.Radio([("Segmenter", "segmenter"), ("Fundus model", "generator")], value="segmenter",
+                            label="Evaluate", elem_id="rt-eval-kind")
+            segmenter = gr.Radio([("Learned segmenter (shipped)", "learned"), ("Classical ridge filter", "classical")],
+                                 value="learned" if learned else "classical", label="Segmenter",
+                                 info="for fundus models: the one that finds the vessels in generated images")
+            role = gr.Radio(MODES, value="concat", label="Fundus model (its default weights and guidance)")
+            source = gr.Radio(sources, value="embedded", label="Dataset")
+            data_zip = gr.File(label="Dataset zip (images + masks in any supported layout)", file_types=[".zip"],
+                               visible=False, height=90)
+            folder = gr.Textbox(label="Dataset folder(s) on this machine (separate several with ;)", visible=False,
+                                placeholder="../shared/data/DRIVE")
+            split = gr.Radio([("Validation split (DRIVE 37–40, CHASE_DB1 12–14)", "val"), ("All images", "all")],
+                             value="val", label="Images", info="datasets without those images: use all")
+            with gr.Row():
+                num = gr.Number(10, precision=0, label="Fundus model: masks used", minimum=1)
+                steps = gr.Number(20, precision=0, label="Fundus model: DPM-Solver++ steps", minimum=1)
+            go = gr.Button("Evaluate", variant="primary", elem_id="rt-eval")
+        with gr.Column(scale=6):
+            summary = gr.Markdown(elem_id="rt-eval-summary")
+            table = gr.Dataframe(label="Per image", interactive=False, wrap=True)
+            picture = gr.Image(label="Picture (generator: mask | generated | real)", interactive=False, height=300)
+            files = gr.File(label="metrics.csv, metrics.json", file_count="multiple", interactive=False)
+    private = dict(api_visibility="private")
+    source.change(show_dataset_inputs, source, [data_zip, folder], show_progress="hidden", **private)
+    go.click(h.evaluate, [kind, segmenter, role, source, data_zip, folder, split, num, steps],
+             [summary, table, picture, files], concurrency_id="evaluate", concurrency_limit=1,
+             show_progress="full", **private)
+
+
 def build_app(settings: StudioSettings | None = None, studio: Studio | None = None) -> gr.Blocks:
     """The Blocks app (queue not yet configured; see `launch`)."""
     studio = studio or Studio(settings or StudioSettings())
@@ -832,6 +923,8 @@ def build_app(settings: StudioSettings | None = None, studio: Studio | None = No
                 t = train_tab(h, s)
             with gr.Tab("Synthesise", id="synthesise") as syn_tab:
                 y = synth_tab(h, s)
+            with gr.Tab("Evaluate", id="evaluate"):
+                evaluate_tab(h, s)
             with gr.Tab("About", id="about"):
                 gr.Markdown(ABOUT)
         quiet = dict(show_progress="hidden", api_visibility="private")

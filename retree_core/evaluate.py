@@ -273,14 +273,19 @@ def evaluate_generator(generator: str, data_roots: Sequence[str | Path], segment
                             "fidelity_dice": mask_fidelity(segmenter, generated[i], masks[i], fovs[i]),
                             "real_image_dice": mask_fidelity(segmenter, real[i], masks[i], fovs[i])})
 
-    generated_features = inception_features(generated, device=options.device)
-    real_features = inception_features(real, device=options.device)
-    kid_result = kid(generated_features, real_features)
-    fid_result = (fid(generated_features, real_features)
-                  if min(count, len(real)) >= options.min_fid_images else None)
-    report.summary["kid"] = asdict(kid_result)
+    if min(count, len(real)) >= 2:
+        generated_features = inception_features(generated, device=options.device)
+        real_features = inception_features(real, device=options.device)
+        kid_result = kid(generated_features, real_features)
+        fid_result = (fid(generated_features, real_features)
+                      if min(count, len(real)) >= options.min_fid_images else None)
+        kid_note = str(kid_result)
+    else:  # one image per set: nothing to compare distributions with
+        kid_result = fid_result = None
+        kid_note = f"KID not reported: {count} generated and {len(real)} real image(s), fewer than 2 per set"
+    report.summary["kid"] = None if kid_result is None else asdict(kid_result)
     report.summary["fid"] = None if fid_result is None else asdict(fid_result)
-    report.notes = [str(kid_result), str(fid_result) if fid_result is not None else
+    report.notes = [kid_note, str(fid_result) if fid_result is not None else
                     f"FID not reported: {count} generated and {len(real)} real images, "
                     f"fewer than {options.min_fid_images} per set"]
     rows = [np.stack([_as_rgb(masks[i]), generated[i], real[i]]) for i in range(min(count, GRID_MAX_ROWS))]

@@ -54,4 +54,19 @@ def training_data(source: str, zip_path: str | None, folders: str | None, unpack
     raise DataError(f"unknown dataset source {source!r}; expected one of {', '.join(DATA_SOURCES)}")
 
 
-__all__ = ["DATA_SOURCES", "TrainingData", "training_data"]
+def embedded_folder(root: Path) -> Path:
+    """The embedded example as a one-pair dataset folder in the seed layout (written once), for the
+    commands that read folders (evaluation)."""
+    import numpy as np
+    from PIL import Image
+
+    from .data import embedded_example
+
+    if not (root / "images" / "img_0.png").exists():
+        for folder, name, arr in zip(("images", "masks", "fov"), ("img_0", "seg_0", "fov_0"), embedded_example()):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr if arr.dtype == np.uint8 else arr.astype(np.uint8) * 255).save(root / folder / f"{name}.png")
+    return root
+
+
+__all__ = ["DATA_SOURCES", "TrainingData", "embedded_folder", "training_data"]

@@ -469,3 +469,22 @@ def test_results_are_super_resolved_and_scored_by_the_shipped_segmenter(tmp_path
     pairs = list(handlers.synthesise("concat", "concat", "procedural", 1, 0, "ddim", 2, True, REQUEST))
     with zipfile.ZipFile(pairs[-1][2]["value"]) as z:
         assert Image.open(io.BytesIO(z.read("images/img_000.png"))).size == (64, 64)
+
+
+def test_evaluate_tab_scores_segmenters_and_fundus_models(tmp_path, handlers, full_weights):
+    summary, table, picture, files = list(handlers.evaluate("segmenter", "classical", "concat", "embedded", None,
+                                                            None, "val", 2, 2, REQUEST))[-1]
+    assert "classical ridge filter" in summary and "f1" in summary
+    assert list(table["name"]) == ["embedded_example/0", "mean"] and 0.99 < table["f1"].iloc[0] <= 1  # its mask is this filter's
+    assert sorted(Path(f).name for f in files) == ["metrics.csv", "metrics.json"]
+    with pytest.raises(gr.Error, match="no learned segmenter"):
+        list(handlers.evaluate("segmenter", "learned", "concat", "embedded", None, None, "all", 2, 2, REQUEST))
+    with pytest.raises(gr.Error, match="upload a dataset zip"):
+        list(handlers.evaluate("segmenter", "classical", "concat", "zip", None, None, "all", 2, 2, REQUEST))
+    full = app.Handlers(Studio(settings(tmp_path / "full", full_weights)))
+    summary, table, picture, files = list(full.evaluate("generator", "learned", "concat", "embedded", None, None,
+                                                        "all", 1, 2, REQUEST))[-1]
+    assert "learned segmenter segment" in summary and "super-resolved to 64 px" in summary
+    assert "KID not reported" in summary  # one image
+    assert {"fidelity_dice", "real_image_dice"} <= set(table.columns) and picture is not None
+    assert "grid.png" in {Path(f).name for f in files}
