@@ -293,7 +293,8 @@ class Handlers:
             if not frame.final:
                 first_s = first_s or frame.elapsed_s
                 text = f"step {frame.step} / {frame.total} · {frame.elapsed_s:.1f} s"
-                yield (for_display(frame.x_t), for_display(frame.x0), progress_html(frame.step, frame.total, text),
+                # live frames go out at the model's size (CSS scales them up): a quarter of the pixels to encode
+                yield (frame.x_t, frame.x0, progress_html(frame.step, frame.total, text),
                        gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
                 continue
             if frame.stopped:
@@ -304,7 +305,7 @@ class Handlers:
                                       bool(super_res))
             size = f" · {image.shape[0]} px" + (" (super-resolved)" if image.shape[0] != frame.x0.shape[0] else "")
             png, pair = self._downloads(session, role, seed, image, mask)
-            yield (gr.skip(), for_display(frame.x0), progress_html(frame.step, frame.total, text + size),
+            yield (gr.skip(), frame.x0, progress_html(frame.step, frame.total, text + size),
                    for_display(image), None, "measuring mask fidelity…", gr.update(value=png, visible=True),
                    gr.update(value=pair, visible=True))
             fid = measure_fidelity(image, mask, self.studio.segmenter())
@@ -551,6 +552,7 @@ CSS = """
 #rt-header h1 {margin-bottom: 0;}
 #rt-refresh, #rt-seed-random {align-self: stretch;}
 .rt-note {font-size: 0.9em; color: var(--body-text-color-subdued);}
+.rt-live img {object-fit: contain !important;}
 """
 
 ABOUT = """
@@ -690,9 +692,9 @@ def generate_tab(h: Handlers, s: StudioSettings) -> dict:
     with gr.Row(equal_height=True):
         # live frames as JPEG: ~30x faster to encode than PNG or WebP, which matters at every step
         x_t = gr.Image(label="Noisy sample x_t", height=256, interactive=False, buttons=[], format="jpeg",
-                       elem_id="rt-xt")
+                       elem_id="rt-xt", elem_classes="rt-live")
         x0 = gr.Image(label="Predicted clean image x̂₀", height=256, interactive=False, buttons=[], format="jpeg",
-                      elem_id="rt-x0")
+                      elem_id="rt-x0", elem_classes="rt-live")
         result = gr.Image(label="Result", height=256, interactive=False, format="png",
                           buttons=["download", "fullscreen"], elem_id="rt-result")
         overlay = gr.Image(label="Mask fidelity overlay", height=256, interactive=False, format="png",

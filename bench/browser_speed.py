@@ -4,7 +4,7 @@
 Prints the time from the click on Run to the first streamed frame on screen and to the final image on
 screen (medians over --repeats runs after one warm-up run), for the models in --weights-dir.
 
-    python bench/browser_speed.py [--weights-dir weights] [--repeats 5]
+    python bench/browser_speed.py [--weights-dir weights] [--repeats 5] [--screenshot page.png]
 """
 from __future__ import annotations
 
@@ -63,6 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights-dir", default=str(ROOT / "weights"))
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--screenshot", default=None, help="save the page after the last run to this PNG")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -86,6 +87,8 @@ def main() -> None:
             values = [r[i] for r in runs]
             print(f"{label}: median {statistics.median(values):.2f} s "
                   f"(min {min(values):.2f}, max {max(values):.2f}, n={len(values)})")
+        if args.screenshot:
+            page.screenshot(path=args.screenshot, full_page=True)
         browser.close()
 
 
