@@ -241,6 +241,9 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
     if role == "sr":  # the adversarial term's critic (and the perceptual network) live beside the model
         from .superres import SRObjective
 
+        if info.world > 1:
+            raise ValueError("mode sr trains in one process: its discriminator is not distributed")
+
         objective = SRObjective(cfg, dev)
         if state is not None and "sr" in state:
             objective.load_state_dict(state["sr"])
