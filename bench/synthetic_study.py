@@ -85,6 +85,7 @@ def main() -> None:
     p.add_argument("--trees", choices=("vessel", "procedural"), default="vessel")
     p.add_argument("--sr", default="auto", help="super-resolution for the synthetic images (auto|none|NAME)")
     p.add_argument("--mix_fraction", type=float, default=0.5, help="synthetic share of the real + synthetic arms")
+    p.add_argument("--mix_sources", nargs="*", default=None, help="sources with a real + synthetic arm (default: all)")
     p.add_argument("--steps", type=int, default=600, help="training steps of every arm")
     p.add_argument("--preset", default="fine", help="the segmenter's network")
     p.add_argument("--batch_size", type=int, default=8)
@@ -100,7 +101,8 @@ def main() -> None:
         synthetic = dict(zip(args.sources, pool.map(lambda s: synthesise(args, s), args.sources)))
         arms = [("real", None, 0.0)]
         arms += [(f"synthetic_{s}", synthetic[s], 1.0) for s in args.sources]
-        arms += [(f"real+synthetic_{s}", synthetic[s], args.mix_fraction) for s in args.sources]
+        mixed = args.sources if args.mix_sources is None else args.mix_sources
+        arms += [(f"real+synthetic_{s}", synthetic[s], args.mix_fraction) for s in mixed]
         rows = list(pool.map(lambda a: arm(args, *a), arms))
 
     lines = [f"Segmenter `{args.preset}` preset, {args.image_size} px view, {args.crop_px} px crops, batch {args.batch_size}, "
