@@ -96,6 +96,8 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=2, help="stages run side by side")
     p.add_argument("--out", default="outputs/study")
     args = p.parse_args()
+    if args.mix_sources and set(args.mix_sources) - set(args.sources):
+        p.error(f"--mix_sources must be among --sources {args.sources}")
 
     with ThreadPoolExecutor(args.jobs) as pool:
         synthetic = dict(zip(args.sources, pool.map(lambda s: synthesise(args, s), args.sources)))
