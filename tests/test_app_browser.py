@@ -1,5 +1,5 @@
 """End to end in headless Chromium (Debian's /usr/bin/chromium driven by playwright): draw, run, stream,
-upload, a corrupt upload, and a short training started and stopped from the Train tab."""
+upload, a corrupt upload, a short training started and stopped from the Train tab, and an evaluation."""
 import os
 import re
 
@@ -150,3 +150,12 @@ def test_start_and_stop_a_short_training(page):
     page.get_by_role("tab", name="Generate").click()  # the stopped run is now a model to choose
     page.locator("#rt-model input").click()
     page.get_by_role("option", name=re.compile("run: browser_run")).wait_for()
+
+
+def test_evaluate_a_segmenter_on_the_embedded_example(page):
+    page.get_by_role("tab", name="Evaluate").click()
+    page.locator("#rt-eval").click()
+    page.wait_for_function("() => /f1 \\d/.test(document.querySelector('#rt-eval-summary').innerText)",
+                           timeout=WAIT_MS)
+    summary = page.locator("#rt-eval-summary").inner_text()
+    assert "classical ridge filter" in summary and "auc" in summary
