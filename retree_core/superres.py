@@ -173,7 +173,9 @@ class SRObjective:
             logits = self.disc(sr, mask)
             parts["adversarial"] = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
         if self.features is not None:
-            parts["perceptual"] = sum(F.l1_loss(a, b) for a, b in zip(self.features(sr), self.features(hr)))
+            with torch.no_grad():
+                target = self.features(hr)
+            parts["perceptual"] = sum(F.l1_loss(a, b) for a, b in zip(self.features(sr), target))
         weights = {"l1": 1.0, "ssim": cfg.ssim_weight, "adversarial": cfg.adversarial_weight,
                    "perceptual": cfg.perceptual_weight}
         self._pair = (hr, sr.detach(), mask)
