@@ -4,6 +4,7 @@
 #   PRESET (lean)  SIZE (256)  STEPS (training steps, 2000)  BATCH (4)  DEVICE (cpu)
 #   MASKS (assets/masks)  SAMPLE_STEPS (20)  SAMPLER (dpmpp)  MINUTES (wall-time budget per training, unset: none)
 #   GUIDANCE (3: the guidance scale `release` stores with the concat and SPADE models, as the model card says)
+#   train_segment / train_sr: BATCH_CROPS (8 crops of 128 px from 512 px views), LR (1e-3)
 set -euo pipefail
 cd "$(dirname "$0")"
 PRESET=${PRESET:-lean}; SIZE=${SIZE:-256}; STEPS=${STEPS:-2000}; BATCH=${BATCH:-4}; DEVICE=${DEVICE:-cpu}
@@ -16,6 +17,11 @@ if [ -n "${DATA_ROOT:-}" ]; then read -r -a roots <<<"$DATA_ROOT"; data_args=(--
 train() {  # train MODE: continues runs/MODE if it was interrupted
   python -m retree_core train --mode "$1" "${data_args[@]}" --preset "$PRESET" --image_size "$SIZE" \
     --batch_size "$BATCH" --max_steps "$STEPS" --device "$DEVICE" --output_dir "runs/$1" --resume "${budget_args[@]}"
+}
+train_helper() {  # train_helper MODE PRESET: the segmenter or the sr model, 512 px views, 128 px crops
+  python -m retree_core train --mode "$1" --preset "$2" --image_size 512 --crop_px 128 "${data_args[@]}" \
+    --batch_size "${BATCH_CROPS:-8}" --max_steps "$STEPS" --lr "${LR:-1e-3}" --device "$DEVICE" \
+    --output_dir "runs/$1" --resume "${budget_args[@]}"
 }
 release() {  # vessel, concat and spade side by side (one device), then exported to weights/
   local pids=()
@@ -38,9 +44,11 @@ case "${1:-}" in
   train_concat) train concat ;;
   train_spade) train spade ;;
   train_all) train vessel; train concat; train spade ;;
+  train_segment) train_helper segment fine ;;
+  train_sr) train_helper sr light ;;  # its perceptual term uses the shipped segmenter (weights/segment)
   sample_concat) sample concat ;;
   sample_spade) sample spade ;;
   all) train concat; train spade; sample concat; sample spade ;;
   release) mkdir -p runs; release ;;
-  *) echo "usage: ./run.sh train_vessel|train_concat|train_spade|train_all|sample_concat|sample_spade|all|release" >&2; exit 2 ;;
+  *) echo "usage: ./run.sh train_vessel|train_concat|train_spade|train_all|train_segment|train_sr|sample_concat|sample_spade|all|release" >&2; exit 2 ;;
 esac
