@@ -250,7 +250,10 @@ class Handlers:
             raise gr.Error(no_model_message("vessel"), print_exception=False)
         model = self.studio.catalog.load(entry.path, "vessel")
         seed = whole_number(seed, "seed", 0, 2**31 - 1)
-        tree, note = dream_tree(model, seed)
+        tree, note, passed = dream_tree(model, seed)
+        if not passed:
+            gr.Warning(f"This tree is below the plausibility threshold ({note}). The stage-1 model is not "
+                       "trained enough yet: try another seed, or use a random tree.")
         return LoadedMask.from_mask(tree, f"dreamt tree ({note})")
 
     # --- generation ----------------------------------------------------------------------------

@@ -187,20 +187,25 @@ def random_tree(seed: int, knobs: TreeKnobs = TreeKnobs(), size_px: int = CANVAS
     return procedural_tree(size_px, knobs.params(), int(seed))
 
 
-def dream_tree(model: LoadedModel, seed: int, sampler: str = "dpmpp", steps: int = 20) -> tuple[np.ndarray, str]:
+def dream_tree(model: LoadedModel, seed: int, sampler: str = "dpmpp", steps: int = 20
+               ) -> tuple[np.ndarray, str, bool]:
     """A vessel tree from a stage-1 (vessel) model, bool at the model's size, redrawn (new seeds) while
-    it scores below the plausibility threshold; with a note on the seed and score."""
-    from .pipeline import dream_trees
+    it scores below the plausibility threshold; with a note on the seed and score, and whether it passed.
+    When no try passes, the seed's own tree comes back (passed False), so a user sees what the model draws."""
+    from .pipeline import dream_trees, generate, vessel_masks
     from .plausibility import DEFAULT_THRESHOLD, plausibility
 
     try:
         trees, seeds = dream_trees(model, [int(seed)], min_plausibility=DEFAULT_THRESHOLD, sampler=sampler,
                                    steps=steps)
     except ValueError:
-        raise DataError(f"the vessel model drew no plausible tree from seed {seed} in a few tries "
-                        f"(plausibility below {DEFAULT_THRESHOLD}); try another seed") from None
+        tree = vessel_masks(generate(model, None, [int(seed)], sampler=sampler, steps=steps))[0]
+        if not tree.any():
+            raise DataError(f"the vessel model drew an empty tree from seed {seed}; try another seed") from None
+        return tree, (f"seed {seed}, plausibility {plausibility(tree).value:.2f}: no try reached the "
+                      f"threshold {DEFAULT_THRESHOLD}, the filter would reject it"), False
     redrawn = f", redrawn as seed {seeds[0]}" if seeds[0] != seed else ""
-    return trees[0], f"seed {seed}{redrawn}, plausibility {plausibility(trees[0]).value:.2f}"
+    return trees[0], f"seed {seed}{redrawn}, plausibility {plausibility(trees[0]).value:.2f}", True
 
 
 __all__ = ["CANVAS_PX", "UploadLimits", "check_upload", "mask_from_upload", "editor_image", "mask_for_model",
