@@ -23,7 +23,7 @@ def to_uint8(x: Tensor) -> np.ndarray:
 
 def mask_to_tensor(mask: np.ndarray) -> Tensor:
     """bool (H, W) or (B, H, W) -> float (B, 1, H, W), vessel +1, background -1."""
-    m = torch.from_numpy(np.asarray(mask, dtype=bool))
+    m = torch.from_numpy(np.array(mask, dtype=bool))  # a copy: read-only arrays are fine
     m = m[None] if m.ndim == 2 else m
     return m[:, None].float() * 2 - 1
 
