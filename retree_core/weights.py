@@ -163,7 +163,7 @@ def load_model(name_or_path: str | Path, role: str | None = None,
 
 
 def weights_size_mb(directory: Path = WEIGHTS_DIR) -> float:
-    return sum(p.stat().st_size for p in directory.glob("*.safetensors")) / 2 ** 20
+    return sum(p.stat().st_size for p in directory.rglob("*.safetensors")) / 2 ** 20  # in_training/ too
 
 
 __all__ = ["LoadedModel", "export_weights", "load_model", "recommended_guidance", "resolve", "weights_size_mb",
