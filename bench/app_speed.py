@@ -1,11 +1,12 @@
 """Speed of the app's Generate tab, measured through its own event function (`app.Handlers.run`).
 
-Time to the first streamed frame and to the final 256x256 image at the default settings (DPM-Solver++,
+Time to the first streamed frame and to the final image (super-resolved when the shipped sr model is
+beside the concat one, as in the app) at the default settings (DPM-Solver++,
 20 steps, the model's recommended guidance as the app's slider starts from it), from pressing Run (the call) to the yield that carries the picture; medians
 over --repeats runs after one warm-up run. Uses weights/concat.safetensors when it is there, else a
 randomly initialised `lean` concat model (same network, same speed; says which).
 
-    python bench/app_speed.py [--repeats 5] [--weights weights/concat.safetensors] [--threads N]
+    python bench/app_speed.py [--repeats 5] [--weights weights/concat.safetensors] [--threads N] [--no-helpers]
 """
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def one_run(handlers: app.Handlers, loaded: LoadedMask, seed: int, guidance: flo
         if "first_frame_s" not in times and isinstance(out[0], np.ndarray):
             times["first_frame_s"] = now
         if "final_image_s" not in times and isinstance(out[3], np.ndarray):
-            times["final_image_s"] = now
+            times["final_image_s"], times["result_px"] = now, out[3].shape[0]
         if isinstance(out[4], np.ndarray):
             times["with_fidelity_s"] = now
     return times
@@ -66,6 +67,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--weights", default=str(ROOT / "weights" / "concat.safetensors"))
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--no-helpers", action="store_true",
+                        help="without the shipped sr and segment models beside the concat one")
     args = parser.parse_args()
     compute.use_one_thread()  # as in the app (Studio turns it on): the main thread computes nothing
     if args.threads:
@@ -79,6 +82,10 @@ def main() -> None:
         (weights_dir / "concat.safetensors").symlink_to(weights.resolve())
         if weights.with_suffix(".json").exists():
             (weights_dir / "concat.json").symlink_to(weights.with_suffix(".json").resolve())
+        for helper in ("sr", "segment"):  # the shipped super-resolution and segmenter, as the app uses them
+            for suffix in (".safetensors", ".json"):
+                if (weights.parent / f"{helper}{suffix}").exists() and not args.no_helpers:
+                    (weights_dir / f"{helper}{suffix}").symlink_to((weights.parent / f"{helper}{suffix}").resolve())
     else:
         weights_dir = tmp / "weights"
         weights_dir.mkdir()
@@ -96,7 +103,9 @@ def main() -> None:
           f"torch threads {torch.get_num_threads()}")
     cold = one_run(handlers, loaded, seed=0, guidance=model.guidance)
     print(f"warm-up run (model already loaded): first frame {cold['first_frame_s']:.2f} s, "
-          f"final image {cold['final_image_s']:.2f} s")
+          f"final image {cold['final_image_s']:.2f} s ({cold['result_px']} px result; super-resolution "
+          f"{'on' if studio.super_resolution(size) else 'off'}, mask fidelity by "
+          f"{'the learned segmenter' if studio.segmenter() else 'the classical filter'})")
     runs = [one_run(handlers, loaded, seed=i + 1, guidance=model.guidance) for i in range(args.repeats)]
     for key, label in (("first_frame_s", "time to first frame"), ("final_image_s", "time to final image"),
                        ("with_fidelity_s", "time to fidelity overlay")):
