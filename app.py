@@ -610,6 +610,7 @@ image_path = client.predict(handle_file("assets/masks/left_eye_seed1.png"), "con
 def super_res_box(h: Handlers, elem_id: str) -> gr.Checkbox:
     """Whether results go through the shipped super-resolution model (disabled when none is shipped)."""
     entry = h.studio.catalog.default("sr")
+    entry = entry if entry is not None and entry.kind == "shipped" else None  # as Studio.super_resolution
     scale = int((read_model_info(entry.path) or {}).get("net", {}).get("sr_scale", 4)) if entry else 4
     info = (f"the shipped sr model takes the {entry.image_size // scale} px result to {entry.image_size} px, "
             "following the mask at full size" if entry else
