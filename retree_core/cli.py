@@ -196,7 +196,7 @@ def _mask_files(folder: str) -> list[Path]:
 def run_generate(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from .data import prepare_mask
+    from .data import mask_at, prepare_mask
     from .images import save_png, to_uint8
     from .pipeline import check_options, dream_trees, generate
     from .checkpoint import CheckpointError
@@ -219,7 +219,7 @@ def run_generate(args: argparse.Namespace) -> None:
     elif args.trees == "procedural":
         names = [f"{args.seed + i:05d}" for i in range(args.num)]
         full = tree_masks(None, [args.seed + i for i in range(args.num)], out_px, first_seed=args.seed)[0]
-        masks = full if out_px == size else np.stack([prepare_mask(m, size) for m in full])
+        masks = np.stack([mask_at(m, size) for m in full])
     else:
         try:
             vessel = load_model(args.vessel_weights, role="vessel", device=args.device)
@@ -237,8 +237,8 @@ def run_generate(args: argparse.Namespace) -> None:
         if masks is None:
             trees, _ = dream_trees(vessel, seeds, min_plausibility=min_plausibility,
                                    sampler=args.sampler, steps=args.steps)
-            batch_masks = trees if trees.shape[1] == size else np.stack([prepare_mask(m, size) for m in trees])
-            batch_full = trees if trees.shape[1] == out_px else np.stack([prepare_mask(m, out_px) for m in trees])
+            batch_masks = np.stack([mask_at(m, size) for m in trees])
+            batch_full = np.stack([mask_at(m, out_px) for m in trees])
         else:
             batch_masks, batch_full = masks[start:start + len(chunk)], full[start:start + len(chunk)]
         images = to_uint8(generate(model, batch_masks, seeds, sampler=args.sampler, steps=args.steps,

@@ -47,12 +47,21 @@ class NetConfig:
         levels = len(self.channels)
         if levels < 2:
             raise ValueError("channels needs at least two levels")
-        stride = self.patch_px * 2 ** (levels - 1)
-        if self.image_size % stride:
-            raise ValueError(f"image_size {self.image_size} must be divisible by {stride} "
+        if self.image_size % self.stride:
+            raise ValueError(f"image_size {self.image_size} must be divisible by {self.stride} "
                              f"(patch_px x 2^(levels-1)) for this network")
         if self.role == "sr" and (self.sr_scale < 1 or self.image_size % self.sr_scale):
             raise ValueError(f"sr_scale {self.sr_scale} must be a whole divisor of image_size {self.image_size}")
+
+    @property
+    def stride(self) -> int:
+        """Pixels per feature at the coarsest level: input sizes must be multiples of it."""
+        return self.patch_px * 2 ** (len(self.channels) - 1)
+
+    @property
+    def sr_input_px(self) -> int:
+        """Role sr: the size of the images it upscales (image_size / sr_scale)."""
+        return self.image_size // self.sr_scale
 
     def level_px(self, level: int) -> int:
         """Width in pixels of the feature maps at a resolution level (0 = after the patch fold)."""

@@ -225,7 +225,7 @@ def evaluate_generator(generator: str, data_roots: Sequence[str | Path], segment
 
     from .images import grid, to_uint8
     from .pipeline import check_options, generate
-    from .data import prepare_mask
+    from .data import mask_at
     from .realism import fid, inception_features, inception_path, kid
     from .superres import choose_sr, upscale
     from .weights import load_model
@@ -252,7 +252,7 @@ def evaluate_generator(generator: str, data_roots: Sequence[str | Path], segment
     for start in range(0, count, options.batch_size):
         stop = min(start + options.batch_size, count)
         seeds = [options.seed + i for i in range(start, stop)]
-        small = masks[start:stop] if sr is None else np.stack([prepare_mask(m, size_px) for m in masks[start:stop]])
+        small = np.stack([mask_at(m, size_px) for m in masks[start:stop]])
         images = to_uint8(generate(model, small, seeds, sampler=options.sampler, steps=options.steps,
                                    guidance=options.guidance))
         generated.append(images if sr is None else upscale(sr, images, masks[start:stop]))
@@ -305,10 +305,9 @@ def evaluate_sr(name_or_path: str, data_roots: Sequence[str | Path], split: str 
     input is that image area-downsampled by the model's factor, the target the image itself.
     """
     import torch
-    import torch.nn.functional as F
 
     from .images import grid, to_uint8
-    from .superres import downsample, psnr, sr_forward, ssim
+    from .superres import bicubic, downsample, psnr, sr_forward, ssim
     from .weights import load_model
 
     model = load_model(name_or_path, role="sr", device=device)
@@ -324,7 +323,7 @@ def evaluate_sr(name_or_path: str, data_roots: Sequence[str | Path], split: str 
         hr, mask = item["image"][None].to(device), item["mask"][None].to(device)
         with torch.inference_mode():
             small = downsample(hr, scale)
-            base = F.interpolate(small, size=hr.shape[-2:], mode="bicubic", align_corners=False).clamp(-1, 1)
+            base = bicubic(small, hr.shape[-2:])
             sr = sr_forward(model.net, small, mask)
             ssims = float(ssim(sr, hr)), float(ssim(base, hr))
         truth, up, out = to_uint8(hr)[0], to_uint8(base)[0], to_uint8(sr)[0]

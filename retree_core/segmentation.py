@@ -5,6 +5,7 @@ view, and used like the classical filter: `segmenter(image_rgb, fov) -> probabil
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import cv2
@@ -51,7 +52,7 @@ def predict_vessels(model: LoadedModel, image_rgb: np.ndarray, fov: np.ndarray) 
     scale = cfg.image_size / max(rows.max() - rows.min() + 1, cols.max() - cols.min() + 1)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     small = cv2.resize(image_rgb[..., :3], size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
-    stride = cfg.patch_px * 2 ** (len(cfg.channels) - 1)
+    stride = cfg.stride
     pad_y, pad_x = -size[1] % stride, -size[0] % stride
     small = np.pad(small, ((0, pad_y), (0, pad_x), (0, 0)))
     device = next(model.net.parameters()).device
@@ -104,9 +105,7 @@ def load_learned_segmenter(name_or_path: str, device: str = "cpu") -> "LearnedSe
     """A segmenter from weights (name or .safetensors/.ckpt path) with its stored threshold (0.5 if none)."""
     from .weights import load_model, resolve
 
-    model = load_model(name_or_path, role="segment", device=device)
-    path = resolve(name_or_path)
-    return LearnedSegmenter(model, stored_threshold(path), f"learned segmenter {path.stem}")
+    return LearnedSegmenter.from_file(load_model(name_or_path, role="segment", device=device), resolve(name_or_path))
 
 
 @dataclass
@@ -116,6 +115,11 @@ class LearnedSegmenter:
     model: LoadedModel
     threshold: float = 0.5
     name: str = "learned segmenter"
+
+    @classmethod
+    def from_file(cls, model: LoadedModel, path) -> "LearnedSegmenter":
+        """The loaded model of weights file `path`, with the threshold stored there, named after the file."""
+        return cls(model, stored_threshold(path), f"learned segmenter {Path(path).stem}")
 
     def __call__(self, image_rgb: np.ndarray, fov: np.ndarray) -> np.ndarray:
         return predict_vessels(self.model, image_rgb, fov)

@@ -54,13 +54,12 @@ class Studio:
     def segmenter(self):
         """The shipped vessel segmenter (weights/segment) with its threshold, or None (the app then
         measures mask fidelity with the classical ridge filter)."""
-        from .segmentation import LearnedSegmenter, stored_threshold
+        from .segmentation import LearnedSegmenter
 
         entry = self.catalog.default("segment")
         if entry is None or entry.kind != "shipped":
             return None
-        model = self.catalog.load(entry.path, "segment")
-        return LearnedSegmenter(model, stored_threshold(entry.path), f"learned segmenter {entry.path.stem}")
+        return LearnedSegmenter.from_file(self.catalog.load(entry.path, "segment"), entry.path)
 
     def super_resolution(self, image_px: int):
         """The shipped super-resolution model if it takes `image_px` images, else None."""

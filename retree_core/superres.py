@@ -28,9 +28,14 @@ def downsample(hr: torch.Tensor, scale: int) -> torch.Tensor:
     return F.avg_pool2d(hr, scale) if scale > 1 else hr
 
 
+def bicubic(lr: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Bicubic upsampling of images in [-1, 1] to `size` (H, W): the baseline and the network's base."""
+    return F.interpolate(lr, size=tuple(size), mode="bicubic", align_corners=False).clamp(-1, 1)
+
+
 def sr_forward(net: nn.Module, lr: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B, 3, h, w) image and (B, 1, H, W) mask, both in [-1, 1] -> (B, 3, H, W): bicubic + residual."""
-    base = F.interpolate(lr, size=mask.shape[-2:], mode="bicubic", align_corners=False).clamp(-1, 1)
+    base = bicubic(lr, mask.shape[-2:])
     t = torch.zeros(lr.shape[0], dtype=torch.long, device=lr.device)
     return (base + net(torch.cat([base, mask.to(base.dtype)], dim=1), t)).clamp(-1, 1)
 
@@ -45,10 +50,9 @@ def upscale(model: LoadedModel, images: np.ndarray, masks: np.ndarray) -> np.nda
         raise ValueError(f"upscaling needs an sr model, not a {cfg.role!r} one")
     single = np.asarray(images).ndim == 3
     images, masks = (np.asarray(images)[None], np.asarray(masks)[None]) if single else (images, masks)
-    stride = cfg.patch_px * 2 ** (len(cfg.channels) - 1)
     height, width = masks.shape[1:3]
-    if height % stride or width % stride:
-        raise ValueError(f"masks are {width}x{height} px; this sr model needs multiples of {stride}")
+    if height % cfg.stride or width % cfg.stride:
+        raise ValueError(f"masks are {width}x{height} px; this sr model needs multiples of {cfg.stride}")
     device = next(model.net.parameters()).device
     lr = torch.from_numpy(images[..., :3].transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1).to(device)
     out = to_uint8(sr_forward(model.net, lr, mask_to_tensor(masks).to(device)))
@@ -57,7 +61,7 @@ def upscale(model: LoadedModel, images: np.ndarray, masks: np.ndarray) -> np.nda
 
 def fits(sr: LoadedModel | None, image_px: int) -> bool:
     """Whether `sr` takes images of `image_px` (its output size divided by its factor)."""
-    return sr is not None and sr.net_cfg.image_size == image_px * sr.net_cfg.sr_scale
+    return sr is not None and sr.net_cfg.sr_input_px == image_px
 
 
 def choose_sr(choice: str | None, image_px: int, device: str = "cpu") -> LoadedModel | None:
@@ -74,7 +78,7 @@ def choose_sr(choice: str | None, image_px: int, device: str = "cpu") -> LoadedM
         return model if fits(model, image_px) else None
     model = load_model(choice, role="sr", device=device)
     if not fits(model, image_px):
-        raise ValueError(f"--sr {choice}: it upscales {model.net_cfg.image_size // model.net_cfg.sr_scale} px "
+        raise ValueError(f"--sr {choice}: it upscales {model.net_cfg.sr_input_px} px "
                          f"images, but the generator makes {image_px} px ones")
     return model
 
@@ -205,5 +209,5 @@ class SRObjective:
         self.opt.load_state_dict(state["disc_optimizer"])
 
 
-__all__ = ["choose_sr", "fits", "PatchDiscriminator", "SRObjective", "SegmenterFeatures", "downsample", "psnr", "sr_forward",
+__all__ = ["bicubic", "choose_sr", "fits", "PatchDiscriminator", "SRObjective", "SegmenterFeatures", "downsample", "psnr", "sr_forward",
            "ssim", "upscale"]

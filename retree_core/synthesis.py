@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from .archives import write_pairs_zip
-from .data import prepare_mask
+from .data import mask_at
 from .data.procedural import TreeParams, procedural_tree
 from .pipeline import check_options, dream_trees, generate
 from .images import to_uint8
@@ -94,7 +94,7 @@ def tree_masks(vessel_model: LoadedModel | None, seeds: list[int], size_px: int,
     for seed in seeds:
         try:
             tree = dream_trees(vessel_model, [seed], min_plausibility=DEFAULT_THRESHOLD, **options)[0][0]
-            masks.append(tree if tree.shape == (size_px, size_px) else prepare_mask(tree, size_px))
+            masks.append(mask_at(tree, size_px))
         except ValueError:  # no plausible tree in a few tries
             masks.append(procedural(seed))
             stand_ins += 1
@@ -116,8 +116,8 @@ def synthesise_pairs(image_model: LoadedModel, vessel_model: LoadedModel | None,
         raise ValueError(f"stage 2 needs a concat or SPADE model, not a {image_model.net_cfg.role} model")
     size_px = image_model.net_cfg.image_size
     if sr_model is not None and not fits(sr_model, size_px):
-        raise ValueError(f"the super-resolution model takes {sr_model.net_cfg.image_size // sr_model.net_cfg.sr_scale}"
-                         f" px images; the image model makes {size_px} px ones")
+        raise ValueError(f"the super-resolution model takes {sr_model.net_cfg.sr_input_px} px images; "
+                         f"the image model makes {size_px} px ones")
     out_px = sr_model.net_cfg.image_size if sr_model is not None else size_px
     files: list[tuple[str, bytes]] = []
     stand_ins = 0
@@ -127,7 +127,7 @@ def synthesise_pairs(image_model: LoadedModel, vessel_model: LoadedModel | None,
         masks, stood_in = tree_masks(vessel_model, [cfg.seed + index], out_px, trees=cfg.trees,
                                      first_seed=cfg.seed, sampler=cfg.sampler, steps=cfg.steps)
         mask, stand_ins = masks[0], stand_ins + stood_in
-        small = mask if out_px == size_px else prepare_mask(mask, size_px)
+        small = mask_at(mask, size_px)
         image = to_uint8(generate(image_model, small, [cfg.seed + index], sampler=cfg.sampler,
                                   steps=cfg.steps, guidance=guidance))[0]
         if sr_model is not None:

@@ -148,12 +148,12 @@ def sample_grid(ema: torch.nn.Module, cfg: TrainConfig, dataset, step: int, out_
         return save_png(out_dir / "samples" / f"step_{step:07d}.png",
                         grid([to_uint8(images), to_uint8(masks), to_uint8(prob)]))
     if role == "sr":  # rows: bicubic upsampling, super-resolved, the real photograph
-        from .superres import downsample, sr_forward
+        from .superres import bicubic, downsample, sr_forward
 
         with torch.no_grad():
             small = downsample(images, net_cfg.sr_scale)
-            base = torch.nn.functional.interpolate(small, size=images.shape[-2:], mode="bicubic").clamp(-1, 1)
-            rows = [to_uint8(base), to_uint8(sr_forward(ema, small, masks)), to_uint8(images)]
+            rows = [to_uint8(bicubic(small, images.shape[-2:])), to_uint8(sr_forward(ema, small, masks)),
+                    to_uint8(images)]
         return save_png(out_dir / "samples" / f"step_{step:07d}.png", grid(rows))
     schedule = NoiseSchedule(cfg.diffusion())
     gens = make_generators([cfg.seed + i for i in range(n)])
@@ -189,8 +189,7 @@ def training_dataset(cfg: TrainConfig):
         raise ValueError("--crop_px (patch training) is for the segmenter and sr; diffusion models train on "
                          "whole images")
     if cfg.mode == "sr" and cfg.crop_px is not None:
-        net = cfg.net()
-        multiple = cfg.sr_scale * net.patch_px * 2 ** (len(net.channels) - 1)
+        multiple = cfg.sr_scale * cfg.net().stride
         if cfg.crop_px % multiple:
             raise ValueError(f"--crop_px {cfg.crop_px} must be a multiple of {multiple} (sr_scale x the network's "
                              "stride), so that the input crop is whole and fits the network")

@@ -186,6 +186,11 @@ def pad_to_square(arr: np.ndarray) -> np.ndarray:
     return out
 
 
+def mask_at(mask: np.ndarray, size_px: int) -> np.ndarray:
+    """A square bool mask at size_px: itself when it is that size already, else resized by prepare_mask."""
+    return mask if mask.shape == (size_px, size_px) else prepare_mask(mask, size_px)
+
+
 def prepare_mask(img: np.ndarray | Image.Image | str | Path, size_px: int, label: str | None = None) -> np.ndarray:
     """A user-supplied vessel mask as bool size_px x size_px, ready to condition a generator.
 
