@@ -1,10 +1,12 @@
 """Plausibility of a binary vessel mask: does its morphology match real annotated vessel trees?
 
 ReTree kept only the generated vessel trees that a discriminator scored above 0.8. This is a
-learning-free stand-in for filtering stage-1 output: a mask is put on the reference's scale (cropped
-to the square around its field of view and area-resampled to 512 px, exactly as the reference was),
-summarised by statistics that survive resizing, and each statistic is compared with the range of
-real annotations (DRIVE training 21-36 and CHASE_DB1 subjects 01-11, `vessel_reference.json`).
+learning-free stand-in for filtering stage-1 output: a mask is put on a reference scale (cropped to
+the square around its field of view and area-resampled to 128, 256 or 512 px, the largest its own
+resolution reaches, cut at the coverage the models' masks are cut at, exactly as the reference was), summarised by statistics, and each statistic is
+compared with the range of real annotations at that scale (DRIVE training 21-36 and CHASE_DB1 subjects
+01-11, `vessel_reference.json`). Comparing at the mask's own resolution matters: a 128 px view of a real
+annotation has lost its thinnest vessels and has wider ones, so it would fail against 512 px figures.
 Inside the real range a statistic agrees fully; outside, agreement falls off as a Gaussian of the
 distance in reference standard deviations. The score is the product of the agreements, so one
 clearly implausible statistic fails a mask and several borderline ones add up.
@@ -23,19 +25,22 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
+import cv2
 import numpy as np
 from scipy import ndimage
 from skimage.morphology import skeletonize
 
-from .data.imageio import DataError, pad_to_square, read_mask
-from .data.layouts import find_samples_many, load_sample, split_samples
+from .data.imageio import MASK_COVERAGE, DataError, pad_to_square, read_mask
+from .data import AugmentConfig, make_dataset
+from .data.layouts import find_samples_many, split_samples
 from .data.procedural import TreeParams, fov_disc
-from .vessel_stats import STATS_SIZE_PX, to_fov_square, vessel_stats
+from .vessel_stats import to_fov_square, vessel_stats
 
 REFERENCE_PATH = Path(__file__).with_name("vessel_reference.json")
 REFERENCE_DATASETS = ("DRIVE", "CHASE_DB1")  # folders under the data root; training split only
+REFERENCE_SIZES_PX = (128, 256, 512)  # the scales real annotations are summarised at
 DEFAULT_THRESHOLD = 0.5  # masks scoring above this are kept
-TOLERANCE_STD = 2.5  # agreement is exp(-1/2) this many reference stds outside the real range
+TOLERANCE_STD = 2.0  # agreement is exp(-1/2) this many reference stds outside the real range
 REASON_BELOW = 0.95  # statistics agreeing less give a reason (0.95 ** 9 > 0.5: every rejection has one)
 DEFAULT_FOV_MARGIN = TreeParams().fov_margin  # FOV assumed when none is given: the generator's disc
 GAP_PERCENTILE = 95  # coverage: this percentile of the distance from a FOV pixel to the nearest vessel
@@ -63,7 +68,6 @@ class Statistic:
         return self.value_format.format(value)
 
 
-_AT_SIZE = f" px at {STATS_SIZE_PX} px"
 STATISTICS: tuple[Statistic, ...] = (
     Statistic("area_fraction", "vessel area", "{:.0%}", " of the FOV", "too sparse", "too dense"),
     Statistic("skeleton_length_rel", "centre-line length", "{:.1f}", " FOV diameters",
@@ -74,11 +78,11 @@ STATISTICS: tuple[Statistic, ...] = (
               "too few vessel ends for a branching tree", "too many loose ends"),
     Statistic("largest_component_fraction", "largest connected piece", "{:.0%}", " of the vessels",
               "fragmented", None, log_scale=False),
-    Statistic("width_mean_px", "mean vessel width", "{:.1f}", _AT_SIZE, "vessels too thin", "vessels too wide"),
+    Statistic("width_mean_px", "mean vessel width", "{:.1f}", " px", "vessels too thin", "vessels too wide"),
     Statistic("width_spread", "vessel width spread (std / mean)", "{:.2f}", "",
               "vessels all of one width", "widths too uneven"),
     Statistic("width_trunk_px", f"trunk width (widest {TRUNK_SHARE:.0%} of the centre line)", "{:.1f}",
-              _AT_SIZE, "no wide trunk vessels", "trunks too wide"),
+              " px", "no wide trunk vessels", "trunks too wide"),
     Statistic("fov_gap_fraction", f"vessel-free gaps ({GAP_PERCENTILE}th percentile distance to a vessel)",
               "{:.0%}", " of the FOV diameter", "no vessel-free areas", "vessels do not spread over the FOV"),
 )
@@ -88,25 +92,37 @@ STATISTICS: tuple[Statistic, ...] = (
 class Score:
     """Plausibility of one mask: value in [0, 1], reasons (worst first), the measured statistics.
 
-    `agreement`: each scored statistic's agreement with real trees (1 inside the real range).
+    `agreement`: each scored statistic's agreement with real trees (1 inside the real range);
+    `size_px`: the scale it was compared at (widths are in pixels at that scale).
     """
 
     value: float
     reasons: list[str]
     stats: dict
     agreement: dict[str, float] = field(default_factory=dict)
+    size_px: int = REFERENCE_SIZES_PX[-1]
 
 
-def canonical(mask: np.ndarray, fov: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Mask and FOV on the reference's scale: the square around the FOV, STATS_SIZE_PX wide.
+def reference_size(side_px: int) -> int:
+    """The largest reference scale a square of side_px reaches (the smallest for tiny masks)."""
+    return max([s for s in REFERENCE_SIZES_PX if s <= side_px], default=REFERENCE_SIZES_PX[0])
 
-    Without a FOV the mask is centred on a square and the FOV taken as the procedural generator's
-    disc (the framing stage-1 models produce).
+
+def canonical(mask: np.ndarray, fov: np.ndarray | None = None, size_px: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Mask and FOV on a reference scale, `size_px` wide (None: the largest `reference_size` a square
+    mask, or else the square around its FOV, reaches), made as the training views are: the square around
+    the FOV, area-resampled and cut at MASK_COVERAGE. A square mask already at that size is measured as
+    it is.
+
+    Without a FOV the mask is taken as framed like a training view (stage-1 models draw them so):
+    centred on a square, with the procedural generator's disc as its FOV.
     """
     mask = np.asarray(mask).astype(bool)
     if mask.ndim != 2:
         raise ValueError(f"mask must be 2-D, got shape {mask.shape}")
-    if fov is None:
+    framed = fov is None
+    if framed:
         mask = pad_to_square(mask)
         fov = fov_disc(mask.shape[0], DEFAULT_FOV_MARGIN)
     fov = np.asarray(fov).astype(bool)
@@ -114,7 +130,17 @@ def canonical(mask: np.ndarray, fov: np.ndarray | None = None) -> tuple[np.ndarr
         raise ValueError(f"fov shape {fov.shape} differs from mask shape {mask.shape}")
     if not fov.any():
         raise ValueError("fov is empty")
-    return to_fov_square(mask, fov, STATS_SIZE_PX)
+    rows, cols = np.nonzero(fov)
+    square = mask.shape[0] == mask.shape[1]
+    side_px = mask.shape[0] if square else max(rows.max() - rows.min(), cols.max() - cols.min()) + 1
+    size_px = size_px or reference_size(side_px)
+    if mask.shape == (size_px, size_px):
+        return mask & fov, fov
+    if framed:
+        mask = cv2.resize(mask.astype(np.float32), (size_px, size_px), interpolation=cv2.INTER_AREA) >= MASK_COVERAGE
+        fov = fov_disc(size_px, DEFAULT_FOV_MARGIN)
+        return mask & fov, fov
+    return to_fov_square(mask, fov, size_px, MASK_COVERAGE)
 
 
 def measure(mask: np.ndarray, fov: np.ndarray) -> dict[str, float]:
@@ -156,9 +182,9 @@ def agreement(stat: Statistic, value: float, ref: dict) -> float:
     return math.exp(-0.5 * distance * distance)
 
 
-def _reason(stat: Statistic, value: float, ref: dict) -> str:
+def _reason(stat: Statistic, value: float, ref: dict, size_px: int) -> str:
     hint = stat.low if value < ref["min"] else stat.high
-    return (f"{stat.label} {stat.show(value)}{stat.unit}, real trees "
+    return (f"{stat.label} {stat.show(value)}{stat.unit}, real trees at {size_px} px "
             f"{stat.show(ref['min'])} to {stat.show(ref['max'])}: {hint}")
 
 
@@ -174,16 +200,18 @@ def plausibility(mask: np.ndarray, fov: np.ndarray | None = None) -> Score:
     `fov`: field of view of the same shape; None assumes the procedural generator's centred disc.
     Each statistic clearly outside the range of real trees gives a reason, worst first.
     """
-    refs = load_reference()["statistics"]
     mask, fov = canonical(mask, fov)
+    size_px = mask.shape[0]
+    refs = load_reference()["statistics"][str(size_px)]
     if not mask.any():
-        return Score(0.0, ["no vessels"], dict(vessel_stats(mask, fov)), {s.key: 0.0 for s in STATISTICS})
+        return Score(0.0, ["no vessels"], dict(vessel_stats(mask, fov)), {s.key: 0.0 for s in STATISTICS}, size_px)
     stats = measure(mask, fov)
     agreements = {s.key: agreement(s, stats[s.key], refs[s.key]) for s in STATISTICS}
     worst_first = sorted(STATISTICS, key=lambda s: agreements[s.key])
-    reasons = [_reason(s, stats[s.key], refs[s.key]) for s in worst_first if agreements[s.key] < REASON_BELOW]
+    reasons = [_reason(s, stats[s.key], refs[s.key], size_px) for s in worst_first
+               if agreements[s.key] < REASON_BELOW]
     value = float(np.clip(np.prod(list(agreements.values())), 0.0, 1.0))
-    return Score(value, reasons, stats, agreements)
+    return Score(value, reasons, stats, agreements, size_px)
 
 
 def filter_trees(masks: Iterable[np.ndarray], threshold: float = DEFAULT_THRESHOLD
@@ -204,37 +232,40 @@ def _summary(values: np.ndarray, log_scale: bool) -> dict:
 def build_reference(data_root: str | Path) -> dict:
     """Statistics of real annotations, training split only (the fixed validation split is never read).
 
-    DRIVE and CHASE_DB1 (first observer) under `data_root`, whichever are there; each annotation
-    is put on the canonical scale with its own FOV mask, then summarised per statistic.
+    DRIVE and CHASE_DB1 (first observer) under `data_root`, whichever are there; at each reference
+    scale the annotations are measured as the models see them and as a generated tree is scored: the
+    unaugmented training views, with no FOV given (see `canonical`), summarised per scale and statistic.
     """
     roots = [Path(data_root) / name for name in REFERENCE_DATASETS if (Path(data_root) / name).is_dir()]
     train, _ = split_samples(find_samples_many(roots))
     if len(train) < 2:
         raise DataError(f"{data_root}: fewer than 2 training annotations in {' / '.join(REFERENCE_DATASETS)}")
-    measured = []
-    for sample in train:
-        _, mask, fov = load_sample(sample)
-        measured.append(measure(*canonical(mask, fov)))
+    measured: dict[int, list[dict]] = {}
+    for size in REFERENCE_SIZES_PX:
+        views = make_dataset(roots, size, AugmentConfig(enabled=False), split="train")
+        items = (views[i] for i in range(len(views)))
+        measured[size] = [measure(*canonical(item["mask"][0].numpy() > 0)) for item in items]
     images: dict[str, list[str]] = {}
     for sample in train:
         dataset, name = sample.name.split("/", 1)
         images.setdefault(dataset, []).append(name)
     return {
         "what": "statistics of real expert vessel annotations, for retree_core.plausibility",
-        "size_px": STATS_SIZE_PX,
-        "resizing": "cropped to the square around the FOV, area-resampled to size_px, kept where >= 50% covered",
+        "sizes_px": list(REFERENCE_SIZES_PX),
+        "resizing": f"the training views at each size (square around the FOV, area-resampled, a vessel pixel "
+                    f"kept where >= {MASK_COVERAGE:.0%} covered), scored as framed (no FOV given)",
         "annotations": "DRIVE 1st_manual, CHASE_DB1 1st_label (first human observer)",
         "split": "training only; the validation split (DRIVE 37-40, CHASE_DB1 12-14) is not used",
         "count": len(train),
         "images": images,
-        "statistics": {s.key: _summary(np.array([m[s.key] for m in measured]), s.log_scale)
-                       for s in STATISTICS},
+        "statistics": {str(size): {s.key: _summary(np.array([m[s.key] for m in rows]), s.log_scale)
+                                   for s in STATISTICS} for size, rows in measured.items()},
     }
 
 
 def _print_score(name: str, score: Score, threshold: float) -> None:
     verdict = "kept" if score.value > threshold else "rejected"
-    print(f"{name}: {score.value:.3f} ({verdict})")
+    print(f"{name}: {score.value:.3f} ({verdict}, compared with real trees at {score.size_px} px)")
     for reason in score.reasons or ["all statistics within the range of real trees"]:
         print(f"  - {reason}")
 
@@ -254,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         reference = build_reference(args.build)
         args.out.write_text(json.dumps(reference, indent=1) + "\n")
         load_reference.cache_clear()
-        print(f"{args.out}: {reference['count']} training annotations at {reference['size_px']} px")
+        print(f"{args.out}: {reference['count']} training annotations at {reference['sizes_px']} px")
     failed = 0
     for path in args.masks:
         try:

@@ -15,12 +15,12 @@ _EIGHT = np.ones((3, 3), dtype=bool)
 STATS_SIZE_PX = 512  # masks are compared at this size, FOV-squared (see `to_fov_square`)
 
 
-def to_fov_square(mask: np.ndarray, fov: np.ndarray, size_px: int = STATS_SIZE_PX
+def to_fov_square(mask: np.ndarray, fov: np.ndarray, size_px: int = STATS_SIZE_PX, coverage: float = 0.5
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Crop the square around the FOV (padding where the FOV is clipped) and resize both to size_px.
 
     Puts masks of any resolution and framing on one scale, so pixel widths and counts compare:
-    area-resampled, a pixel is kept when at least half covered.
+    area-resampled, a vessel pixel is kept when at least `coverage` covered (FOV pixels: half).
     """
     rows, cols = np.nonzero(fov)
     centre_y, centre_x = (rows.min() + rows.max()) / 2, (cols.min() + cols.max()) / 2
@@ -33,10 +33,10 @@ def to_fov_square(mask: np.ndarray, fov: np.ndarray, size_px: int = STATS_SIZE_P
         y0, x0 = max(top, 0), max(left, 0)
         y1, x1 = min(top + side, image.shape[0]), min(left + side, image.shape[1])
         canvas[y0 - top:y1 - top, x0 - left:x1 - left] = image[y0:y1, x0:x1]
-        return cv2.resize(canvas, (size_px, size_px), interpolation=cv2.INTER_AREA) >= 0.5
+        return cv2.resize(canvas, (size_px, size_px), interpolation=cv2.INTER_AREA)
 
-    fov_out = crop(fov.astype(np.float32))
-    return crop(mask.astype(np.float32)) & fov_out, fov_out
+    fov_out = crop(fov.astype(np.float32)) >= 0.5
+    return (crop(mask.astype(np.float32)) >= coverage) & fov_out, fov_out
 
 
 def neighbour_count(skeleton: np.ndarray) -> np.ndarray:
