@@ -27,7 +27,7 @@ from . import distributed
 from .checkpoint import (CHECKPOINT_NAME, atomic_write, load_checkpoint, remove_stale_temps, rng_state,
                          save_checkpoint, set_rng_state)
 from .config import TrainConfig, from_dict, to_dict
-from .data import AugmentConfig, MixedDataset, make_dataset
+from .data import AugmentConfig, MixedDataset, ProceduralTrees, make_dataset
 from .diffusion import NoiseSchedule, diffusion_loss
 from .images import grid, save_png, to_uint8
 from .nets import build_net, count_parameters
@@ -193,8 +193,14 @@ def training_dataset(cfg: TrainConfig):
         if cfg.crop_px % multiple:
             raise ValueError(f"--crop_px {cfg.crop_px} must be a multiple of {multiple} (sr_scale x the network's "
                              "stride), so that the input crop is whole and fits the network")
+    if cfg.procedural_fraction and (cfg.mode != "vessel" or cfg.synthetic_root):
+        raise ValueError("--procedural_fraction mixes procedural trees into a vessel run's real trees; "
+                         "it is for --mode vessel without --synthetic_root")
     augment_cfg = AugmentConfig(enabled=cfg.augment)
     real = lambda: make_dataset(cfg.data_root, cfg.image_size, augment_cfg, crop_px=cfg.crop_px)  # noqa: E731
+    if cfg.procedural_fraction:
+        procedural = ProceduralTrees(cfg.image_size)
+        return procedural if cfg.procedural_fraction >= 1 else MixedDataset(real(), procedural, cfg.procedural_fraction)
     if not cfg.synthetic_root:
         return real()
     synthetic = make_dataset(cfg.synthetic_root, cfg.image_size, augment_cfg, crop_px=cfg.crop_px)

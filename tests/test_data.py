@@ -16,6 +16,7 @@ from retree_core.data import (
     AugmentConfig,
     DataError,
     MixedDataset,
+    ProceduralTrees,
     PairDataset,
     Sample,
     augment,
@@ -394,6 +395,24 @@ def test_mixed_dataset_draws_the_requested_share_of_synthetic_items():
     assert torch.equal(mixed[(5, 7)]["image"], mixed[(5, 7)]["image"])
     with pytest.raises(ValueError, match="between 0 and 1"):
         MixedDataset(real, synthetic, 1.5)
+
+
+def test_procedural_trees_are_seeded_varied_trees_inside_the_fov():
+    from retree_core.plausibility import plausibility
+
+    trees = ProceduralTrees(64, length=20)
+    item = trees[(3, 11)]
+    assert len(trees) == 20 and item["image"].shape == (3, 64, 64) and item["name"] == "procedural/3"
+    assert torch.equal(item["mask"], trees[(3, 11)]["mask"])  # a pure function of (index, seed)
+    assert not torch.equal(item["mask"], trees[(3, 12)]["mask"]) and not torch.equal(item["mask"], trees[(4, 11)]["mask"])
+    assert set(item["mask"].unique().tolist()) == {-1.0, 1.0} and (item["image"] == -1).all()
+    assert ((item["mask"] > 0) <= (item["fov"] > 0.5)).all()  # vessels only inside the field of view
+    eyes = {trees.params(np.random.default_rng(seed)).eye for seed in range(20)}
+    assert eyes == {"left", "right"}
+    scores = [plausibility(ProceduralTrees(128)[(i, 0)]["mask"][0].numpy() > 0).value for i in range(6)]
+    assert sum(score > 0.5 for score in scores) >= 4, scores
+    with pytest.raises(IndexError):
+        trees[(20, 0)]
 
 
 def test_make_dataset_splits_and_reports_bad_data(tmp_path):

@@ -38,6 +38,18 @@ def test_train_writes_checkpoint_log_and_samples(tmp_path, mode):
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["step_0000002.png", "step_0000004.png"]
 
 
+def test_vessel_run_mixes_procedural_trees(tmp_path):
+    from retree_core.train import training_dataset
+
+    cfg = tiny_cfg(tmp_path, mode="vessel", max_steps=2, procedural_fraction=0.5)
+    names = [training_dataset(cfg)[(i, i)]["name"] for i in range(40)]
+    assert "skimage-retina" in names and any(n.startswith("procedural/") for n in names)
+    assert train(cfg).exists()
+    assert training_dataset(tiny_cfg(tmp_path, mode="vessel", procedural_fraction=1.0))[(0, 0)]["name"] == "procedural/0"
+    with pytest.raises(ValueError, match="procedural_fraction"):
+        training_dataset(tiny_cfg(tmp_path, mode="concat", procedural_fraction=0.5))
+
+
 def test_loss_decreases_on_the_embedded_default(tmp_path):
     train(tiny_cfg(tmp_path, max_steps=60, lr=2e-3, checkpoint_interval=100))
     losses = [json.loads(r)["loss"] for r in (tmp_path / "log.jsonl").read_text().splitlines()]

@@ -15,8 +15,9 @@ from torch.utils.data import Dataset
 
 from .augment import AugmentConfig, augment
 from .embedded import embedded_example, estimate_fov
-from .imageio import DataError
+from .imageio import DataError, mask_at
 from .layouts import Sample, Triple, find_samples_many, load_samples, split_samples
+from .procedural import TreeParams, fov_disc, procedural_tree
 
 PRELOAD_MARGIN = 1.25  # preloaded shorter side / output size: room for zoom and rotation, little memory
 SPLITS = ("train", "val", "all")
@@ -117,6 +118,47 @@ class MixedDataset(Dataset):
         rng = np.random.default_rng([int(seed) & (2**63 - 1), int(index), 1])
         pool = self.synthetic if rng.random() < self.fraction else self.real
         return pool[(int(rng.integers(len(pool))), int(seed))]
+
+
+class ProceduralTrees(Dataset):
+    """Procedural vessel trees as training items for the vessel model, drawn on the fly.
+
+    Item (index, seed) is a tree with randomised anatomy (eye, disc position, trunk and branch counts,
+    tortuosity, width), a pure function of the pair, rendered at RENDER_PX and reduced to size_px as a
+    real annotation is (area-resampled, cut at MASK_COVERAGE). Its FOV is the generator's disc and its
+    image black: the vessel model learns the masks only.
+    """
+
+    RENDER_PX = 512
+
+    def __init__(self, size_px: int, length: int = 1000) -> None:
+        self.size_px, self.length = size_px, length
+        self.fov = fov_disc(size_px, TreeParams().fov_margin)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def params(self, rng: np.random.Generator) -> TreeParams:
+        eye = str(rng.choice(["left", "right"]))
+        x = (0.25 if eye == "left" else 0.75) + rng.uniform(-0.05, 0.05)
+        return TreeParams(main_vessels=int(rng.integers(3, 6)), nasal_vessels=int(rng.integers(1, 4)),
+                          macular_vessels=int(rng.integers(1, 4)), depth=int(rng.integers(4, 7)),
+                          tortuosity=float(rng.uniform(0.2, 0.8)), width_px=float(rng.uniform(7.0, 11.0)),
+                          disc_xy=(x, 0.5 + rng.uniform(-0.06, 0.06)), eye=eye)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor | str]:
+        index, seed = (key, key) if isinstance(key, (int, np.integer)) else key
+        if not 0 <= int(index) < self.length:
+            raise IndexError(f"index {index} out of range for {self.length} items")
+        rng = np.random.default_rng([int(seed) & (2**63 - 1), int(index), 2])
+        tree = procedural_tree(self.RENDER_PX, self.params(rng), seed=int(rng.integers(2**31)))
+        mask = mask_at(tree, self.size_px) & self.fov
+        return {
+            "image": torch.full((3, self.size_px, self.size_px), -1.0),
+            "mask": torch.from_numpy(np.where(mask, 1.0, -1.0).astype(np.float32)[None]),
+            "fov": torch.from_numpy(self.fov.astype(np.float32)[None]),
+            "name": f"procedural/{int(index)}",
+        }
 
 
 def make_dataset(data_roots: Sequence[str | Path] | str | Path | None, size_px: int,
