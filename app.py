@@ -33,6 +33,7 @@ from retree_core.mask_sources import (
 )
 from retree_core.options import bounded_number, whole_number
 from retree_core.services import Studio
+from retree_core.aperture import apply_aperture
 from retree_core.superres import upscale
 from retree_core.synthesis import SynthesisConfig, synthesise_pairs, write_single_pair
 from retree_core.training_data import embedded_folder, training_data
@@ -268,18 +269,20 @@ class Handlers:
         png, pair = write_single_pair(self.studio.session_dir(session), stem, image, mask)
         return str(png), str(pair)
 
-    def _final(self, model, image: np.ndarray, mask: np.ndarray, full_mask, wanted: bool = True):
+    def _final(self, model, image: np.ndarray, mask: np.ndarray, full_mask, wanted: bool = True,
+               aperture: bool = True):
         """The output (image, mask): super-resolved, conditioned on the mask at full size (`full_mask(px)`),
-        when wanted and a shipped sr model fits the model's size; else as generated."""
+        when wanted and a shipped sr model fits the model's size; then, if asked, finished with the round
+        aperture (the mask cut to it)."""
         sr = self.studio.super_resolution(model.net_cfg.image_size) if wanted else None
-        if sr is None:
-            return image, mask
-        big = full_mask(sr.net_cfg.image_size)
-        return upscale(sr, image, big), big
+        if sr is not None:
+            mask = full_mask(sr.net_cfg.image_size)
+            image = upscale(sr, image, mask)
+        return apply_aperture(image, mask) if aperture else (image, mask)
 
     @ui_errors
     def run(self, source, drawn, loaded, role, label, custom, sampler, steps, guidance, seed, super_res=True,
-            request: gr.Request | None = None):
+            aperture=True, request: gr.Request | None = None):
         """Stream x_t and x0 at every step, then the result (super-resolved if asked and possible), its
         fidelity overlay and downloads.
         Outputs: x_t, x0, counter, result, overlay, fidelity note, PNG download, pair download."""
@@ -305,7 +308,7 @@ class Handlers:
             else:
                 text = f"done: {frame.total} steps in {frame.elapsed_s:.1f} s (first frame after {first_s or 0:.2f} s)"
             image, mask = self._final(model, frame.x0, mask, lambda px: current_mask(source, drawn, loaded, px),
-                                      bool(super_res))
+                                      bool(super_res), bool(aperture))
             size = f" · {image.shape[0]} px" + (" (super-resolved)" if image.shape[0] != frame.x0.shape[0] else "")
             png, pair = self._downloads(session, role, seed, image, mask)
             yield (gr.skip(), frame.x0, progress_html(frame.step, frame.total, text + size),
@@ -320,7 +323,7 @@ class Handlers:
         gr.Info("Stopping at the next step…", duration=2)
 
     @ui_errors
-    def compare(self, source, drawn, loaded, sampler, steps, guidance, seed, super_res=True,
+    def compare(self, source, drawn, loaded, sampler, steps, guidance, seed, super_res=True, aperture=True,
                 request: gr.Request | None = None):
         """concat and SPADE on the same mask and seed, side by side (streamed one after the other)."""
         session = session_of(request)
@@ -347,7 +350,8 @@ class Handlers:
                 status = f"{role}: step {frame.step} / {frame.total}"
                 if frame.final:
                     image, full = self._final(model, frame.x0, mask,
-                                              lambda px: current_mask(source, drawn, loaded, px), bool(super_res))
+                                              lambda px: current_mask(source, drawn, loaded, px), bool(super_res),
+                                              bool(aperture))
                     images[role] = for_display(image)
                     fid = measure_fidelity(image, full, self.studio.segmenter())
                     notes.append(f"{role} ({entry.label}): {frame.elapsed_s:.1f} s, Dice {fid.dice:.3f}"
@@ -455,7 +459,7 @@ class Handlers:
 
     # --- synthesis -----------------------------------------------------------------------------
     @ui_errors
-    def synthesise(self, role, label, trees, count, seed, sampler, steps, super_res=True,
+    def synthesise(self, role, label, trees, count, seed, sampler, steps, super_res=True, aperture=True,
                    request: gr.Request | None = None, progress=gr.Progress()):
         """Outputs: status, gallery of pairs, zip download."""
         session = session_of(request)
@@ -470,7 +474,7 @@ class Handlers:
                 trees = "procedural"
             else:
                 vessel_model = self.studio.catalog.load(vessel_entry.path, "vessel")
-        cfg = SynthesisConfig(count=count, seed=seed, trees=trees, sampler=sampler, steps=steps)
+        cfg = SynthesisConfig(count=count, seed=seed, trees=trees, sampler=sampler, steps=steps, aperture=bool(aperture))
         stop = self.studio.stops.arm(f"{session}:synth")
         zip_path = self.studio.session_dir(session) / f"retree_synthetic_{count}pairs_seed{seed}.zip"
         gallery: list[tuple[np.ndarray, str]] = []
@@ -619,6 +623,13 @@ def super_res_box(h: Handlers, elem_id: str) -> gr.Checkbox:
                        interactive=entry is not None, elem_id=elem_id)
 
 
+def aperture_box(elem_id: str) -> gr.Checkbox:
+    """Whether results are finished with the camera's round aperture (retree_core.aperture)."""
+    return gr.Checkbox(True, label="Round aperture", elem_id=elem_id,
+                       info="black out beyond the round field of view the model drew, as a camera's aperture "
+                            "does (the young models draw a ragged rim)")
+
+
 def generate_tab(h: Handlers, s: StudioSettings) -> dict:
     """The Generate tab; returns the components other tabs and app events need."""
     d = SampleConfig()
@@ -694,7 +705,9 @@ def generate_tab(h: Handlers, s: StudioSettings) -> dict:
             with gr.Row(equal_height=False):
                 seed = gr.Number(d.seed, precision=0, label="Seed", minimum=0, scale=3, elem_id="rt-seed")
                 seed_dice = gr.Button("Random seed", scale=1, elem_id="rt-seed-random")
-            super_res = super_res_box(h, "rt-sr")
+            with gr.Row():
+                super_res = super_res_box(h, "rt-sr")
+                aperture = aperture_box("rt-aperture")
             with gr.Row():
                 run = gr.Button("Run", variant="primary", scale=3, elem_id="rt-run")
                 stop = gr.Button("Stop", variant="stop", scale=1, elem_id="rt-stop")
@@ -753,11 +766,12 @@ def generate_tab(h: Handlers, s: StudioSettings) -> dict:
     model.change(h.model_note, [mode, model, custom], model_note, **quiet).then(**show)
     model.change(h.model_guidance, [mode, model], guidance, **quiet)
     custom.change(h.model_note, [mode, model, custom], model_note, **quiet)
-    run.click(h.run, [*mask_in, mode, model, custom, sampler, steps, guidance, seed, super_res],
+    run.click(h.run, [*mask_in, mode, model, custom, sampler, steps, guidance, seed, super_res, aperture],
               [x_t, x0, counter, result, overlay, fidelity, png_dl, pair_dl], show_progress="hidden",
               **gen, **private)
     stop.click(h.stop, None, None, concurrency_limit=None, **quiet)
-    compare.click(h.compare, [*mask_in, sampler, steps, guidance, seed, super_res], [cmp_concat, cmp_spade, cmp_note],
+    compare.click(h.compare, [*mask_in, sampler, steps, guidance, seed, super_res, aperture],
+                  [cmp_concat, cmp_spade, cmp_note],
                   show_progress="minimal", **gen, **private)
 
     # the documented API endpoint: a mask file in, the generated image out
@@ -863,7 +877,9 @@ def synth_tab(h: Handlers, s: StudioSettings) -> dict:
             with gr.Row():
                 sampler = gr.Radio(SAMPLERS, value=d.sampler, label="Sampler")
                 steps = gr.Slider(1, min(200, s.max_sample_steps), d.steps, step=1, label="Steps")
-            super_res = super_res_box(h, "rt-synth-sr")
+            with gr.Row():
+                super_res = super_res_box(h, "rt-synth-sr")
+                aperture = aperture_box("rt-synth-aperture")
             with gr.Row():
                 go = gr.Button("Synthesise", variant="primary", elem_id="rt-synth")
                 stop = gr.Button("Stop", variant="stop")
@@ -875,7 +891,8 @@ def synth_tab(h: Handlers, s: StudioSettings) -> dict:
     quiet = dict(show_progress="hidden", **private)
     note = gr.State("")
     mode.change(h.model_choices, [mode, model], [model, note], **quiet)
-    go.click(h.synthesise, [mode, model, trees, count, seed, sampler, steps, super_res], [status, gallery, zip_dl],
+    go.click(h.synthesise, [mode, model, trees, count, seed, sampler, steps, super_res, aperture],
+             [status, gallery, zip_dl],
              concurrency_id="synthesise", concurrency_limit=1, show_progress="minimal", **private)
     stop.click(h.stop_synthesis, None, None, concurrency_limit=None, **quiet)
     return dict(mode=mode, model=model, note=note)

@@ -8,7 +8,7 @@ Writes a grid (rows: validation masks; columns: mask, one generated image per mo
 
     python bench/model_card.py --data_root ../shared/data/DRIVE ../shared/data/CHASE_DB1 \\
         [--models concat spade] [--settings dpmpp:20 dpmpp:20:3 ddpm:1000] [--out outputs/model_card] \\
-        [--segmenter classical|segment] [--sr none|auto]
+        [--segmenter classical|segment] [--sr none|auto] [--no_aperture]
 
 A setting is sampler:steps[:guidance] (guidance 1, plain conditional, when left out).
 """
@@ -37,6 +37,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--segmenter", default="classical", help="finds the vessels: classical, segment or a path")
     p.add_argument("--sr", default="none", help="super-resolve before scoring: none, auto or a model")
+    p.add_argument("--no_aperture", dest="aperture", action="store_false",
+                   help="score the images as generated, without the round aperture")
     p.add_argument("--out", default="outputs/model_card", help="per-run metrics.csv/json go here")
     p.add_argument("--grid", default="assets/validation_grid.png", help="picture of the first setting")
     args = p.parse_args()
@@ -49,7 +51,7 @@ def main() -> None:
         for setting in args.settings:
             sampler, steps, guidance = (setting.split(":") + ["1"])[:3]
             options = GenerationOptions(sampler=sampler, steps=int(steps), seed=args.seed, guidance=float(guidance),
-                                        sr=args.sr)
+                                        sr=args.sr, aperture=args.aperture)
             tic = time.perf_counter()
             report = evaluate_generator(model, args.data_root, segmenter, "val", options)
             seconds = time.perf_counter() - tic

@@ -143,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sr", default="auto", metavar="auto|none|NAME|PATH",
                    help="super-resolve the results with this model, conditioned on the full-size mask "
                         "(auto: the shipped sr model when it fits the generator's size)")
+    g.add_argument("--no_aperture", dest="aperture", action="store_false",
+                   help="keep the rim as generated (default: the camera's round aperture, cutting masks to it)")
     g.add_argument("--batch_size", type=positive_int, default=4)
     g.add_argument("--output_dir", default="outputs/generated")
     g.add_argument("--device", type=device_name, default="cpu")
@@ -172,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--batch_size", type=positive_int, default=4)
     v.add_argument("--sr_output", default="auto", metavar="auto|none|NAME|PATH",
                    help="with --generator: super-resolve the generated images first (as generate does)")
+    v.add_argument("--no_aperture", dest="aperture", action="store_false",
+                   help="with --generator: score the images without the round aperture generate finishes them with")
     v.add_argument("--min_fid_images", type=positive_int, default=100,
                    help="FID is reported only with at least this many images per set")
     v.add_argument("--device", type=device_name, default="cpu")
@@ -203,6 +207,7 @@ def run_generate(args: argparse.Namespace) -> None:
     from .pipeline import check_options, dream_trees, generate
     from .checkpoint import CheckpointError
     from .plausibility import DEFAULT_THRESHOLD
+    from .aperture import apply_aperture
     from .superres import choose_sr, upscale
     from .synthesis import tree_masks
     from .weights import load_model
@@ -247,6 +252,8 @@ def run_generate(args: argparse.Namespace) -> None:
                                    guidance=args.guidance))
         if sr is not None:
             images = upscale(sr, images, batch_full)
+        if args.aperture:
+            images, batch_full = apply_aperture(images, batch_full)
         for name, image, mask in zip(chunk, images, batch_full):
             save_png(out / "images" / f"img_{name}.png", image)
             save_png(out / "masks" / f"seg_{name}.png", np.repeat(mask[..., None] * np.uint8(255), 3, -1))
@@ -283,7 +290,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
         report = evaluate_segmenter(segmenter, args.data_root, args.split, progress=True)
     else:
         options = GenerationOptions(args.sampler, args.steps, args.seed, args.guidance, args.num,
-                                    args.batch_size, args.device, args.min_fid_images, args.sr_output)
+                                    args.batch_size, args.device, args.min_fid_images, args.sr_output, args.aperture)
         report = evaluate_generator(args.generator, args.data_root, segmenter, args.split, options,
                                     progress=True)
     print(report.render())

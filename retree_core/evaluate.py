@@ -190,6 +190,7 @@ class GenerationOptions:
     device: str = "cpu"
     min_fid_images: int = DEFAULT_MIN_FID_IMAGES
     sr: str = "auto"  # super-resolution of the results (superres.choose_sr): auto | none | NAME | PATH
+    aperture: bool = True  # finish the results with the camera's round aperture (aperture.py)
 
 
 def mask_fidelity(segmenter: Segmenter, image_rgb: np.ndarray, mask: np.ndarray, fov: np.ndarray) -> float:
@@ -227,6 +228,7 @@ def evaluate_generator(generator: str, data_roots: Sequence[str | Path], segment
     from .pipeline import check_options, generate
     from .data import mask_at
     from .realism import fid, inception_features, inception_path, kid
+    from .aperture import apply_aperture
     from .superres import choose_sr, upscale
     from .weights import load_model
 
@@ -255,7 +257,8 @@ def evaluate_generator(generator: str, data_roots: Sequence[str | Path], segment
         small = np.stack([mask_at(m, size_px) for m in masks[start:stop]])
         images = to_uint8(generate(model, small, seeds, sampler=options.sampler, steps=options.steps,
                                    guidance=options.guidance))
-        generated.append(images if sr is None else upscale(sr, images, masks[start:stop]))
+        images = images if sr is None else upscale(sr, images, masks[start:stop])
+        generated.append(apply_aperture(images)[0] if options.aperture else images)
         if progress:
             print(f"  generated {stop}/{count}", flush=True)
     generated = np.concatenate(generated)

@@ -14,6 +14,7 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image
 
+from .aperture import apply_aperture
 from .archives import write_pairs_zip
 from .data import mask_at
 from .data.procedural import TreeParams, procedural_tree
@@ -33,6 +34,7 @@ class SynthesisConfig:
     sampler: str = "dpmpp"
     steps: int = 20
     guidance: float | None = None  # None: the image model's recommended scale
+    aperture: bool = True  # finish each image (and cut its mask) with the round aperture (aperture.py)
 
     def check(self, max_count: int) -> None:
         if not isinstance(self.count, (int, np.integer)) or not 1 <= self.count <= max_count:
@@ -132,6 +134,8 @@ def synthesise_pairs(image_model: LoadedModel, vessel_model: LoadedModel | None,
                                   steps=cfg.steps, guidance=guidance))[0]
         if sr_model is not None:
             image = upscale(sr_model, image, mask)
+        if cfg.aperture:
+            image, mask = apply_aperture(image, mask)
         files += [(f"images/img_{index:03d}.png", png_bytes(image)),
                   (f"masks/seg_{index:03d}.png", png_bytes(mask.astype(np.uint8) * 255))]
         yield SynthesisProgress(index + 1, cfg.count, image, mask)

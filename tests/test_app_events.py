@@ -160,7 +160,7 @@ def mask_in():
 
 
 def test_run_streams_frames_then_result_fidelity_and_downloads(handlers):
-    outputs = list(handlers.run(*mask_in(), "concat", "concat", None, "dpmpp", 5, 1.0, 7, True, REQUEST))
+    outputs = list(handlers.run(*mask_in(), "concat", "concat", None, "dpmpp", 5, 1.0, 7, True, request=REQUEST))
     frames = [o for o in outputs if isinstance(o[0], np.ndarray)]
     steps = [int(re.search(r"step (\d) / 5", o[2]).group(1)) for o in frames]
     assert steps and steps == sorted(set(steps))  # newest frames, in order (a slow consumer skips some)
@@ -174,8 +174,28 @@ def test_run_streams_frames_then_result_fidelity_and_downloads(handlers):
     assert isinstance(last[4], np.ndarray) and "Dice" in last[5]
 
 
+def test_the_round_aperture_finishes_results_and_cuts_their_masks(handlers):
+    from retree_core.aperture import apply_aperture, fit_aperture
+
+    def final(aperture):
+        outputs = list(handlers.run(*mask_in(), "concat", "concat", None, "ddim", 2, 1.0, 3, False, aperture,
+                                    request=REQUEST))
+        last_x0 = [o[1] for o in outputs if isinstance(o[1], np.ndarray)][-1]
+        done = next(o for o in outputs if isinstance(o[3], np.ndarray))
+        with zipfile.ZipFile(done[7]["value"]) as z:
+            mask = np.array(Image.open(io.BytesIO(z.read("masks/seg_000.png")))) > 127
+        return last_x0, np.array(Image.open(done[6]["value"]).convert("RGB")), mask
+
+    raw_x0, raw, raw_mask = final(False)
+    x0, finished, cut = final(True)
+    assert np.array_equal(raw, raw_x0)  # without the aperture the result is the model's image
+    expected_image, expected_mask = apply_aperture(x0, raw_mask)
+    assert np.array_equal(finished, expected_image) and np.array_equal(cut, expected_mask)
+    assert not cut[fit_aperture(x0) < 0.5].any()  # no vessel labelled where the photograph is black
+
+
 def test_stop_ends_a_run_within_a_step(handlers):
-    run = handlers.run(*mask_in(), "concat", "concat", None, "ddpm", 400, 1.0, 0, True, REQUEST)
+    run = handlers.run(*mask_in(), "concat", "concat", None, "ddpm", 400, 1.0, 0, True, request=REQUEST)
     next(run)  # "starting"
     next(run)  # first frame
     handlers.stop(OTHER)  # another session's Stop does not touch this run
@@ -189,35 +209,35 @@ def test_stop_ends_a_run_within_a_step(handlers):
 
 def test_run_rejects_bad_options_and_empty_canvas(handlers):
     with pytest.raises(gr.Error, match="steps"):
-        next(handlers.run(*mask_in(), "concat", "concat", None, "dpmpp", 0, 1.0, 0, True, REQUEST))
+        next(handlers.run(*mask_in(), "concat", "concat", None, "dpmpp", 0, 1.0, 0, True, request=REQUEST))
     with pytest.raises(gr.Error, match="unknown sampler"):
-        next(handlers.run(*mask_in(), "concat", "concat", None, "euler", 5, 1.0, 0, True, REQUEST))
+        next(handlers.run(*mask_in(), "concat", "concat", None, "euler", 5, 1.0, 0, True, request=REQUEST))
     with pytest.raises(gr.Error, match="guidance"):
-        next(handlers.run(*mask_in(), "concat", "concat", None, "dpmpp", 5, -1, 0, True, REQUEST))
+        next(handlers.run(*mask_in(), "concat", "concat", None, "dpmpp", 5, -1, 0, True, request=REQUEST))
     blank = {"background": np.zeros((512, 512, 3), np.uint8), "layers": [], "composite": None}
     with pytest.raises(gr.Error, match="canvas is empty"):
-        next(handlers.run("draw", canvas_mask(blank), None, "concat", "concat", None, "dpmpp", 5, 1.0, 0, True, REQUEST))
+        next(handlers.run("draw", canvas_mask(blank), None, "concat", "concat", None, "dpmpp", 5, 1.0, 0, True, request=REQUEST))
 
 
 def test_no_model_yet_is_a_clear_message(empty_handlers):
     choices, note = empty_handlers.model_choices("concat", None, REQUEST)
     assert choices["choices"] == [] and "No concat model yet" in note
     with pytest.raises(gr.Error, match="No concat model yet: train one in the Train tab"):
-        next(empty_handlers.run(*mask_in(), "concat", None, None, "dpmpp", 5, 1.0, 0, True, REQUEST))
+        next(empty_handlers.run(*mask_in(), "concat", None, None, "dpmpp", 5, 1.0, 0, True, request=REQUEST))
     picture, text = empty_handlers.preview(*mask_in(), "concat", None, REQUEST)
     assert picture is not None and "no model yet" in text
 
 
 def test_uploaded_model_file_is_used_and_wrong_files_are_refused(empty_handlers, tiny_weights, tmp_path):
     outputs = list(empty_handlers.run(*mask_in(), "concat", None, str(tiny_weights), "ddim", 3, 1.0, 0,
-                                      True, REQUEST))
+                                      True, request=REQUEST))
     assert any(isinstance(o[3], np.ndarray) for o in outputs)
     with pytest.raises(gr.Error, match="spade"):
-        next(empty_handlers.run(*mask_in(), "spade", None, str(tiny_weights), "ddim", 3, 1.0, 0, True, REQUEST))
+        next(empty_handlers.run(*mask_in(), "spade", None, str(tiny_weights), "ddim", 3, 1.0, 0, True, request=REQUEST))
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"\x00" * 100)
     with pytest.raises(gr.Error, match="safetensors"):
-        next(empty_handlers.run(*mask_in(), "concat", None, str(junk), "ddim", 3, 1.0, 0, True, REQUEST))
+        next(empty_handlers.run(*mask_in(), "concat", None, str(junk), "ddim", 3, 1.0, 0, True, request=REQUEST))
 
 
 def test_api_generate_refuses_other_modes(handlers, tmp_path):
@@ -236,12 +256,12 @@ def test_api_generate_returns_the_image(handlers, tmp_path):
 
 
 def test_compare_shows_the_available_model(handlers):
-    outputs = list(handlers.compare(*mask_in(), "dpmpp", 3, 1.0, 0, True, REQUEST))
+    outputs = list(handlers.compare(*mask_in(), "dpmpp", 3, 1.0, 0, True, request=REQUEST))
     assert isinstance(outputs[-1][0], np.ndarray) and outputs[-1][1] is None and "concat" in outputs[-1][2]
 
 
 def test_synthesise_writes_a_dataset_zip(handlers):
-    outputs = list(handlers.synthesise("concat", "concat", "vessel", 2, 5, "dpmpp", 3, True, REQUEST))
+    outputs = list(handlers.synthesise("concat", "concat", "vessel", 2, 5, "dpmpp", 3, True, request=REQUEST))
     zip_path = outputs[-1][2]["value"]
     with zipfile.ZipFile(zip_path) as z:
         assert sorted(z.namelist()) == ["images/img_000.png", "images/img_001.png",
@@ -288,7 +308,7 @@ def test_training_start_busy_stop_resume_and_use_in_generate(handlers):
     choices, _ = handlers.model_choices("concat", None, REQUEST)
     assert any(label.startswith("run: tiny_run") for label in choices["choices"])
     run_label = next(label for label in choices["choices"] if label.startswith("run: tiny_run"))
-    outputs = list(handlers.run(*mask_in(), "concat", run_label, None, "ddim", 2, 1.0, 0, True, REQUEST))
+    outputs = list(handlers.run(*mask_in(), "concat", run_label, None, "ddim", 2, 1.0, 0, True, request=REQUEST))
     assert any(isinstance(o[3], np.ndarray) for o in outputs)
 
     assert handlers.train_runs(REQUEST)["choices"] == ["tiny_run"]
@@ -369,7 +389,7 @@ def test_dream_and_synthesis_use_a_vessel_model(tmp_path, tiny_weights, monkeypa
     loaded = handlers.dream(4, REQUEST)
     assert "dreamt tree (seed 4, plausibility" in loaded.origin
     assert current_mask("loaded", None, loaded, 16).shape == (16, 16)
-    outputs = list(handlers.synthesise("concat", "concat", "vessel", 2, 0, "ddim", 2, True, REQUEST))
+    outputs = list(handlers.synthesise("concat", "concat", "vessel", 2, 0, "ddim", 2, True, request=REQUEST))
     assert outputs[-1][2]["value"].endswith(".zip")
 
 
@@ -378,17 +398,17 @@ def test_hosted_mode_reads_uploaded_checkpoints_without_unpickling(tmp_path, tin
     hosted = app.Handlers(Studio(settings(tmp_path, tiny_weights.parent).make_hosted()))
     evil = pickled_checkpoint(tmp_path / "evil.ckpt", tmp_path / "PWNED")
     with pytest.raises(gr.Error, match="posix.mkdir, refused") as err:
-        next(hosted.run(*mask_in(), "concat", None, str(evil), "ddim", 2, 1.0, 0, True, REQUEST))
+        next(hosted.run(*mask_in(), "concat", None, str(evil), "ddim", 2, 1.0, 0, True, request=REQUEST))
     assert not (tmp_path / "PWNED").exists() and str(tmp_path) not in err.value.message
-    outputs = list(hosted.run(*mask_in(), "concat", None, str(tiny_checkpoint), "ddim", 2, 1.0, 0, True, REQUEST))
+    outputs = list(hosted.run(*mask_in(), "concat", None, str(tiny_checkpoint), "ddim", 2, 1.0, 0, True, request=REQUEST))
     assert any(isinstance(o[3], np.ndarray) for o in outputs)  # a genuine checkpoint loads (weights only)
 
 
 def test_hosted_mode_keeps_each_sessions_downloads_apart(tmp_path, tiny_weights):
     hosted = app.Handlers(Studio(settings(tmp_path, tiny_weights.parent).make_hosted()))
-    outputs = list(hosted.run(*mask_in(), "concat", None, None, "ddim", 2, 1.0, 0, True, REQUEST))
+    outputs = list(hosted.run(*mask_in(), "concat", None, None, "ddim", 2, 1.0, 0, True, request=REQUEST))
     png = next(Path(o[6]["value"]) for o in outputs if isinstance(o[6], dict) and o[6].get("value"))
-    theirs = list(hosted.synthesise("concat", None, "procedural", 1, 0, "ddim", 2, True, OTHER))[-1][2]["value"]
+    theirs = list(hosted.synthesise("concat", None, "procedural", 1, 0, "ddim", 2, True, request=OTHER))[-1][2]["value"]
     outputs = hosted.settings.output_dir
     assert png.parent == outputs / "sessiona" and Path(theirs).parent == outputs / "sessionb"
     assert png.name not in {p.name for p in (outputs / "sessionb").iterdir()}
@@ -457,18 +477,18 @@ def full_weights(tmp_path_factory, tiny_weights):
 
 def test_results_are_super_resolved_and_scored_by_the_shipped_segmenter(tmp_path, full_weights):
     handlers = app.Handlers(Studio(settings(tmp_path, full_weights)))
-    outputs = list(handlers.run(*mask_in(), "concat", "concat", None, "ddim", 2, 1.0, 0, True, REQUEST))
+    outputs = list(handlers.run(*mask_in(), "concat", "concat", None, "ddim", 2, 1.0, 0, True, request=REQUEST))
     final = next(o for o in outputs if isinstance(o[3], np.ndarray))
     assert "64 px (super-resolved)" in final[2]
     assert Image.open(final[6]["value"]).size == (64, 64)
     with zipfile.ZipFile(final[7]["value"]) as z:
         assert Image.open(io.BytesIO(z.read("masks/seg_000.png"))).size == (64, 64)
     assert "learned segmenter segment" in outputs[-1][5]
-    plain = list(handlers.run(*mask_in(), "concat", "concat", None, "ddim", 2, 1.0, 0, False, REQUEST))
+    plain = list(handlers.run(*mask_in(), "concat", "concat", None, "ddim", 2, 1.0, 0, False, request=REQUEST))
     assert Image.open(next(o for o in plain if isinstance(o[3], np.ndarray))[6]["value"]).size == (16, 16)
     api_image = handlers.api_generate(save(tmp_path, "m.png", tree_image(64)), "concat", "ddim", 2, 1.0, 0, REQUEST)
     assert api_image.shape == (64, 64, 3)
-    pairs = list(handlers.synthesise("concat", "concat", "procedural", 1, 0, "ddim", 2, True, REQUEST))
+    pairs = list(handlers.synthesise("concat", "concat", "procedural", 1, 0, "ddim", 2, True, request=REQUEST))
     with zipfile.ZipFile(pairs[-1][2]["value"]) as z:
         assert Image.open(io.BytesIO(z.read("images/img_000.png"))).size == (64, 64)
 

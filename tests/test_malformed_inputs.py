@@ -361,7 +361,7 @@ cases(gr.Error, [(f"API {id}", words, options) for id, words, options in OPTIONS
 def run(ctx: Ctx, custom: str | None = None, **options):
     args = {"role": "concat", "label": None, "custom": custom, "sampler": "ddim", "steps": 2, "guidance": 1.0,
             "seed": 0, "super_res": True, **options}
-    return next(ctx.handlers.run("loaded", None, tree_mask(), *args.values(), REQUEST))
+    return next(ctx.handlers.run("loaded", None, tree_mask(), *args.values(), request=REQUEST))
 
 
 RUN_OPTIONS = [("steps 0", "steps must be", {"steps": 0}), ("steps 1e9", "steps must be", {"steps": 10**9}),
@@ -924,7 +924,7 @@ def test_the_handlers_still_serve_after_a_series_of_bad_requests(ctx, capsys):
     assert image.shape == (16, 16, 3) and image.dtype == np.uint8
     loaded, note = h.load_upload(mask_path)
     assert "good.png" in note
-    outputs = list(h.run("loaded", loaded, loaded, "concat", None, None, "ddim", 2, 1.0, 0, REQUEST))
+    outputs = list(h.run("loaded", loaded, loaded, "concat", None, None, "ddim", 2, 1.0, 0, request=REQUEST))
     assert any(isinstance(o[3], np.ndarray) for o in outputs)
     rgba = np.zeros((64, 64, 4), np.uint8)
     rgba[..., 3] = 255

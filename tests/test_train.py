@@ -122,6 +122,12 @@ def test_cli_train_export_generate(tmp_path, capsys):
     assert sorted(p.name for p in (out / "images").iterdir()) == ["img_a.png", "img_b.png"]
     assert sorted(p.name for p in (out / "masks").iterdir()) == ["seg_a.png", "seg_b.png"]
     assert Image.open(out / "images" / "img_a.png").size == (16, 16)
+    raw = tmp_path / "raw"  # the same images without the round aperture generate finishes them with
+    assert main(["generate", "--weights", str(weights), "--masks", str(masks), "--steps", "3", "--no_aperture",
+                 "--output_dir", str(raw)]) == 0
+    from retree_core.aperture import apply_aperture
+    unfinished = np.array(Image.open(raw / "images" / "img_a.png"))
+    assert np.array_equal(np.array(Image.open(out / "images" / "img_a.png")), apply_aperture(unfinished)[0])
     # a wrong role is refused with a message, not a crash
     assert main(["generate", "--mode", "spade", "--weights", str(weights), "--masks", str(masks),
                  "--output_dir", str(out)]) == 2
