@@ -379,7 +379,8 @@ class Handlers:
         return self._final(model, result, mask, lambda px: mask_for_model(uploaded, px, source=Path(mask_file).name))[0]
 
     # --- training ------------------------------------------------------------------------------
-    def _train_cfg(self, role, preset, size, batch, steps, lr, sample_every, data_root) -> TrainConfig:
+    def _train_cfg(self, role, preset, size, batch, steps, lr, sample_every, data_root,
+                   procedural=0.0) -> TrainConfig:
         if role not in ("vessel", "concat", "spade"):
             raise ValueError(f"role must be vessel, concat or spade, got {role!r}")
         if preset not in PRESETS:
@@ -390,17 +391,19 @@ class Handlers:
                            image_size=whole_number(size, "image size", 8, 1024),
                            batch_size=whole_number(batch, "batch size", 1, 256),
                            max_steps=steps, lr=bounded_number(lr, "learning rate", 1e-7, 1e-1),
-                           sample_interval=every, checkpoint_interval=max(1, min(every, 250)))
+                           sample_interval=every, checkpoint_interval=max(1, min(every, 250)),
+                           procedural_fraction=bounded_number(procedural, "procedural share", 0, 1) if role == "vessel"
+                           else 0.0)
 
     @ui_errors
     def train_start(self, role, source, zip_path, folder, preset, size, batch, steps, lr, sample_every, name,
-                    request: gr.Request | None = None):
+                    procedural=0.0, request: gr.Request | None = None):
         session = session_of(request)
         jobs = self.studio.jobs
         if jobs.snapshot().busy:
             raise TrainingBusy(jobs.busy_message(session))
         name = (name or "").strip() or f"{role}_{preset}_{size}px_{time.strftime('%Y%m%d-%H%M%S')}"
-        cfg = self._train_cfg(role, preset, size, batch, steps, lr, sample_every, None)
+        cfg = self._train_cfg(role, preset, size, batch, steps, lr, sample_every, None, procedural)
         cfg.net()  # a preset that does not fit the size fails before data is unpacked
         st = self.settings
         data = training_data(source, zip_path, folder, st.dataset_dir,
@@ -825,6 +828,10 @@ def train_tab(h: Handlers, s: StudioSettings) -> dict:
                 lr = gr.Number(d.lr, label="Learning rate", elem_id="rt-train-lr")
                 sample_every = gr.Number(200, precision=0, label="Sample grid every (steps)", minimum=1,
                                          elem_id="rt-train-every")
+            procedural = gr.Slider(0, 1, d.procedural_fraction, step=0.05, label="Procedural trees (share)",
+                                   visible=False, elem_id="rt-train-procedural",
+                                   info="vessel trees: this share of the training trees comes from the procedural "
+                                        "generator, drawn on the fly, the rest from the dataset")
             name = gr.Textbox(label="Run name (optional)", placeholder="e.g. concat_drive_256", elem_id="rt-train-name")
             with gr.Row():
                 start = gr.Button("Start", variant="primary", elem_id="rt-train-start")
@@ -852,7 +859,9 @@ def train_tab(h: Handlers, s: StudioSettings) -> dict:
     quiet = dict(show_progress="hidden", **private)
     source.change(show_dataset_inputs, source, [data_zip, folder], **quiet)
     poll_out = [status, plot, grid, shown, model_dl, runs, timer]
-    start.click(h.train_start, [role, source, data_zip, folder, preset, size, batch, steps, lr, sample_every, name],
+    role.change(lambda r: gr.update(visible=r == "vessel"), role, procedural, **quiet)
+    start.click(h.train_start, [role, source, data_zip, folder, preset, size, batch, steps, lr, sample_every, name,
+                                procedural],
                 poll_out, concurrency_id="train-control", **private)
     stop.click(h.train_stop, None, poll_out[:-1], concurrency_limit=None, **quiet)
     resume.click(h.train_resume, [runs, steps], poll_out, concurrency_id="train-control", **private)

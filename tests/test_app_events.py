@@ -289,13 +289,13 @@ def wait_for(predicate, timeout_s=60):
 
 def test_training_start_busy_stop_resume_and_use_in_generate(handlers):
     jobs = handlers.studio.jobs
-    outputs = handlers.train_start(*start_args(), REQUEST)
+    outputs = handlers.train_start(*start_args(), request=REQUEST)
     status, timer = outputs[0], outputs[-1]
     assert len(outputs) == 7 and "tiny_run" in status and timer.active  # as many as the event's outputs
     try:
         assert wait_for(lambda: jobs.snapshot().step >= 3)
         with pytest.raises(gr.Error, match="already running.*started in another session") as err:
-            handlers.train_start(*start_args(name="second"), OTHER)
+            handlers.train_start(*start_args(name="second"), request=OTHER)
         assert "press Stop" in err.value.message  # locally anyone may stop it
         polled = handlers.train_poll(None, REQUEST)
         status, plot = polled[:2]
@@ -324,15 +324,20 @@ def test_training_refuses_bad_data_and_options(handlers, tmp_path):
     with zipfile.ZipFile(evil, "w") as z:
         z.writestr("../../escape.png", b"x")
     with pytest.raises(gr.Error, match="outside the archive"):
-        handlers.train_start(*start_args(source="zip", zip_path=str(evil)), REQUEST)
+        handlers.train_start(*start_args(source="zip", zip_path=str(evil)), request=REQUEST)
     assert not (tmp_path / "escape.png").exists()
     with pytest.raises(gr.Error, match="not a folder"):
-        handlers.train_start(*start_args(source="folder", folder=str(tmp_path / "nope")), REQUEST)
+        handlers.train_start(*start_args(source="folder", folder=str(tmp_path / "nope")), request=REQUEST)
     with pytest.raises(gr.Error, match="divisible"):
-        handlers.train_start(*start_args(preset="paper", size=20), REQUEST)
+        handlers.train_start(*start_args(preset="paper", size=20), request=REQUEST)
     with pytest.raises(gr.Error, match="upload a dataset zip"):
-        handlers.train_start(*start_args(source="zip"), REQUEST)
+        handlers.train_start(*start_args(source="zip"), request=REQUEST)
+    with pytest.raises(gr.Error, match="procedural share must be between 0 and 1"):
+        handlers.train_start(*start_args(role="vessel"), 1.5, request=REQUEST)
     assert not handlers.studio.jobs.snapshot().busy
+    vessel = handlers._train_cfg("vessel", "tiny", 16, 2, 10, 1e-3, 5, None, 0.5)
+    assert vessel.procedural_fraction == 0.5  # the Train tab's slider reaches the run
+    assert handlers._train_cfg("concat", "tiny", 16, 2, 10, 1e-3, 5, None, 0.5).procedural_fraction == 0.0
 
 
 def test_training_from_an_uploaded_zip(handlers, tmp_path):
@@ -344,7 +349,7 @@ def test_training_from_an_uploaded_zip(handlers, tmp_path):
                 image = tree_image(32, "RGB") if folder == "images" else tree_image(32)
                 image.save(buffer, format="PNG")
                 z.writestr(f"mydata/{folder}/{name}_{i}.png", buffer.getvalue())
-    handlers.train_start(*start_args(source="zip", zip_path=str(archive), steps=2, name="zip_run"), REQUEST)
+    handlers.train_start(*start_args(source="zip", zip_path=str(archive), steps=2, name="zip_run"), request=REQUEST)
     assert handlers.studio.jobs.wait(60)
     job = handlers.studio.jobs.snapshot()
     assert job.state == "finished", job.message
@@ -353,8 +358,8 @@ def test_training_from_an_uploaded_zip(handlers, tmp_path):
 def test_hosted_mode_refuses_server_paths_and_keeps_runs_private(tmp_path, tiny_weights):
     hosted = app.Handlers(Studio(settings(tmp_path, tiny_weights.parent).make_hosted()))
     with pytest.raises(gr.Error, match="not accepted"):
-        hosted.train_start(*start_args(source="folder", folder=str(tmp_path), steps=2), REQUEST)
-    hosted.train_start(*start_args(steps=2, name="mine"), REQUEST)
+        hosted.train_start(*start_args(source="folder", folder=str(tmp_path), steps=2), request=REQUEST)
+    hosted.train_start(*start_args(steps=2, name="mine"), request=REQUEST)
     assert hosted.studio.jobs.wait(60)
     assert hosted.train_runs(REQUEST)["choices"] == ["mine"]
     assert hosted.train_runs(OTHER)["choices"] == []
@@ -442,7 +447,7 @@ def test_hosted_mode_upload_limits(tmp_path, tiny_weights, monkeypatch):
         for i in range(6):
             z.writestr(f"images/img_{i}.png", b"")
     with pytest.raises(gr.Error, match="6 entries, more than the 5 allowed"):
-        handlers.train_start(*start_args(source="zip", zip_path=str(crowded), steps=10), REQUEST)
+        handlers.train_start(*start_args(source="zip", zip_path=str(crowded), steps=10), request=REQUEST)
     assert list(hosted.dataset_dir.iterdir()) == []  # nothing unpacked is left
 
 

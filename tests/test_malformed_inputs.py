@@ -677,7 +677,7 @@ def train_start(ctx: Ctx, **kw):
     args = dict(role="concat", source="embedded", zip_path=None, folder=None, preset="tiny", size=16, batch=2,
                 steps=5, lr=1e-3, sample_every=100, name="malformed_run")
     args.update(kw)
-    return ctx.handlers.train_start(*args.values(), REQUEST)
+    return ctx.handlers.train_start(*args.values(), request=REQUEST)
 
 
 @case("dataset zip climbing, from the Train tab", gr.Error, "points outside the archive")
