@@ -49,8 +49,9 @@ def synthesise(args, source: str) -> Path:
     out = Path(args.out) / f"synthetic_{source}"
     if len(list((out / "images").glob("*.png"))) >= args.num:
         return out
+    guidance = [] if args.guidance is None else ["--guidance", str(args.guidance)]
     run(command("generate", "--mode", source, "--num", str(args.num), "--trees", args.trees, "--seed", str(args.seed),
-                "--sr", args.sr, "--output_dir", str(out)), Path(args.out) / "logs" / f"synthetic_{source}.log")
+                "--sr", args.sr, *guidance, "--output_dir", str(out)), Path(args.out) / "logs" / f"synthetic_{source}.log")
     return out
 
 
@@ -84,6 +85,7 @@ def main() -> None:
     p.add_argument("--num", type=int, default=40, help="synthetic pairs per source")
     p.add_argument("--trees", choices=("vessel", "procedural"), default="vessel")
     p.add_argument("--sr", default="auto", help="super-resolution for the synthetic images (auto|none|NAME)")
+    p.add_argument("--guidance", type=float, default=None, help="of the synthetic images (default: the model's)")
     p.add_argument("--mix_fraction", type=float, default=0.5, help="synthetic share of the real + synthetic arms")
     p.add_argument("--mix_sources", nargs="*", default=None, help="sources with a real + synthetic arm (default: all)")
     p.add_argument("--steps", type=int, default=600, help="training steps of every arm")
@@ -109,7 +111,7 @@ def main() -> None:
 
     lines = [f"Segmenter `{args.preset}` preset, {args.image_size} px view, {args.crop_px} px crops, batch {args.batch_size}, "
              f"{args.steps} steps, lr {args.lr}; {args.num} synthetic pairs per source ({args.trees} trees, sr "
-             f"{args.sr}); real + synthetic: {args.mix_fraction:.0%} synthetic items. Validation split, inside "
+             f"{args.sr}, guidance {args.guidance or 'recommended'}); real + synthetic: {args.mix_fraction:.0%} synthetic items. Validation split, inside "
              "the FOV, at the annotation's resolution, mean over images.", "",
              "| training data | threshold | " + " | ".join(COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]
     for row in rows:

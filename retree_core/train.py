@@ -167,9 +167,10 @@ def sample_grid(ema: torch.nn.Module, cfg: TrainConfig, dataset, step: int, out_
 SCHEDULE_FIELDS = ("schedule", "timesteps", "beta_start", "beta_end")  # what a trained denoiser depends on
 
 
-def warm_start(net: torch.nn.Module, ema: torch.nn.Module, source: str, net_cfg, diff_cfg) -> None:
-    """Copy a model file's weights into a new run's network and EMA (the optimiser starts afresh). The
-    file must hold the same network and noise schedule; the differences are named if not."""
+def warm_start(net: torch.nn.Module, ema: torch.nn.Module, source: str, net_cfg, diff_cfg) -> int:
+    """Copy a model file's weights into a new run's network and EMA (the optimiser starts afresh) and
+    return the steps behind them. The file must hold the same network and noise schedule; the
+    differences are named if not."""
     from .weights import load_model
 
     loaded = load_model(source, role=net_cfg.role)
@@ -181,6 +182,7 @@ def warm_start(net: torch.nn.Module, ema: torch.nn.Module, source: str, net_cfg,
         raise ValueError(f"--init_weights {source}: the file's model differs from this run's: {'; '.join(differ)}")
     net.load_state_dict(loaded.net.state_dict())
     ema.load_state_dict(loaded.net.state_dict())
+    return loaded.trained_steps
 
 
 def training_dataset(cfg: TrainConfig):
@@ -232,15 +234,16 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
     net = build_net(net_cfg, diff_cfg).to(dev)
     ema = copy.deepcopy(net).requires_grad_(False).eval()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start_step = 0
+    start_step, init_steps = 0, 0
     if state is not None:
         net.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"])
         start_step = int(state["step"])
+        init_steps = int(state.get("init_steps", 0))
     elif cfg.init_weights:
-        warm_start(net, ema, cfg.init_weights, net_cfg, diff_cfg)
+        init_steps = warm_start(net, ema, cfg.init_weights, net_cfg, diff_cfg)
     model = DistributedDataParallel(net) if info.world > 1 else net
     objective = None
     if role == "sr":  # the adversarial term's critic (and the perceptual network) live beside the model
@@ -267,7 +270,8 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
         if info.is_main:
             save_checkpoint(ckpt_path, {
                 "model": net.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-                "step": step, "rng": rng_state(), **({"sr": objective.state_dict()} if objective else {}),
+                "step": step, "init_steps": init_steps, "rng": rng_state(),
+                **({"sr": objective.state_dict()} if objective else {}),
                 "config": {"train": to_dict(cfg), "net": to_dict(net_cfg), "diffusion": to_dict(diff_cfg)}})
         distributed.barrier()
 

@@ -32,6 +32,7 @@ class LoadedModel:
     diffusion_cfg: DiffusionConfig
     source: str
     guidance: float = SampleConfig.guidance  # the scale its model card recommends (`export --guidance`)
+    trained_steps: int = 0  # optimiser steps behind the weights, over all runs that led to them
 
 
 def recommended_guidance(meta: dict, origin: str) -> float:
@@ -97,6 +98,11 @@ def _build(net_cfg: NetConfig, diff_cfg: DiffusionConfig, state: dict[str, torch
     return net.eval().requires_grad_(False)
 
 
+def trained_steps(state: dict) -> int:
+    """A checkpoint's steps, counting those of the weights its run started from (`--init_weights`)."""
+    return int(state["step"]) + int(state.get("init_steps", 0))
+
+
 def export_weights(checkpoint: str | Path, out_path: str | Path, fp16: bool = True,
                    extra_meta: dict | None = None) -> Path:
     """Convert a training checkpoint's EMA weights to `<out>.safetensors` + `<out>.json`; `extra_meta`
@@ -104,7 +110,7 @@ def export_weights(checkpoint: str | Path, out_path: str | Path, fp16: bool = Tr
     state = load_checkpoint(checkpoint)
     out = Path(out_path).with_suffix("")
     meta = {"net": state["config"]["net"], "diffusion": state["config"]["diffusion"],
-            "trained_steps": int(state["step"]), **(extra_meta or {})}
+            "trained_steps": trained_steps(state), **(extra_meta or {})}
     _configs(meta, str(checkpoint))  # validate before writing anything
     dtype = torch.float16 if fp16 else torch.float32
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in state["ema"].items()}
@@ -153,13 +159,14 @@ def load_model(name_or_path: str | Path, role: str | None = None,
             raise CheckpointError(f"{origin}: no ReTree config in its metadata and no {sidecar.name} beside it")
     else:
         ckpt = load_checkpoint(path)
-        state, meta = ckpt["ema"], ckpt["config"]
+        state, meta = ckpt["ema"], {**ckpt["config"], "trained_steps": trained_steps(ckpt)}
     net_cfg, diff_cfg = _configs(meta, origin)
     if role is not None and net_cfg.role != role:
         raise CheckpointError(f"{origin}: this is a {net_cfg.role!r} model, but a {role!r} model is needed")
     guidance = recommended_guidance(meta, origin)
     net = _build(net_cfg, diff_cfg, state, origin).to(device)
-    return LoadedModel(net, net_cfg, diff_cfg, origin, guidance)
+    steps = meta.get("trained_steps", 0)
+    return LoadedModel(net, net_cfg, diff_cfg, origin, guidance, steps if isinstance(steps, int) else 0)
 
 
 def weights_size_mb(directory: Path = WEIGHTS_DIR) -> float:

@@ -168,6 +168,15 @@ def test_init_weights_starts_a_new_run_from_a_model_file(tmp_path, tiny_weights)
     assert state["step"] == 1
     assert states_equal(state["model"], shipped, atol=1e-6)  # one step at a negligible learning rate
     assert states_equal(state["ema"], shipped, atol=1e-6)
+    # the exported model counts the file's steps too, also after a resume
+    from retree_core.weights import export_weights, load_model as load
+
+    before = load(tiny_weights).trained_steps
+    assert before > 0 and state["init_steps"] == before
+    train(tiny_cfg(tmp_path, max_steps=3, lr=1e-12, init_weights=str(tiny_weights), resume=True))
+    exported = export_weights(tmp_path / "last.ckpt", tmp_path / "continued")
+    assert json.loads(exported.with_suffix(".json").read_text())["trained_steps"] == before + 3
+    assert load(exported).trained_steps == load(tmp_path / "last.ckpt").trained_steps == before + 3
 
 
 def test_init_weights_refuses_another_network(tmp_path, tiny_weights):
