@@ -387,13 +387,13 @@ class Handlers:
             raise ValueError(f"unknown preset {preset!r}")
         steps = whole_number(steps, "steps", 1, self.settings.max_train_steps)
         every = whole_number(sample_every, "sample every", 1, 1_000_000)
+        procedural = bounded_number(procedural, "procedural share", 0, 1) if role == "vessel" else 0.0
         return TrainConfig(mode=role, preset=preset, data_root=data_root,
                            image_size=whole_number(size, "image size", 8, 1024),
                            batch_size=whole_number(batch, "batch size", 1, 256),
                            max_steps=steps, lr=bounded_number(lr, "learning rate", 1e-7, 1e-1),
                            sample_interval=every, checkpoint_interval=max(1, min(every, 250)),
-                           procedural_fraction=bounded_number(procedural, "procedural share", 0, 1) if role == "vessel"
-                           else 0.0)
+                           procedural_fraction=procedural)
 
     @ui_errors
     def train_start(self, role, source, zip_path, folder, preset, size, batch, steps, lr, sample_every, name,

@@ -1,12 +1,12 @@
 """Plausibility of a binary vessel mask: does its morphology match real annotated vessel trees?
 
 ReTree kept only the generated vessel trees that a discriminator scored above 0.8. This is a
-learning-free stand-in for filtering stage-1 output: a mask is put on a reference scale (cropped to
-the square around its field of view and area-resampled to 128, 256 or 512 px, the largest its own
-resolution reaches, cut at the coverage the models' masks are cut at, exactly as the reference was), summarised by statistics, and each statistic is
-compared with the range of real annotations at that scale (DRIVE training 21-36 and CHASE_DB1 subjects
-01-11, `vessel_reference.json`). Comparing at the mask's own resolution matters: a 128 px view of a real
-annotation has lost its thinnest vessels and has wider ones, so it would fail against 512 px figures.
+learning-free stand-in for filtering stage-1 output: a mask is put on a reference scale (128, 256 or
+512 px, the largest its own resolution reaches, made as the models' training views are made), summarised
+by statistics, and each statistic is compared with the range of the real annotations' training views at
+that scale (DRIVE training 21-36 and CHASE_DB1 subjects 01-11, `vessel_reference.json`). Comparing at the
+mask's own resolution matters: a 128 px view of a real annotation has lost its thinnest vessels and its
+vessels measure wider, so it would fail against 512 px figures.
 Inside the real range a statistic agrees fully; outside, agreement falls off as a Gaussian of the
 distance in reference standard deviations. The score is the product of the agreements, so one
 clearly implausible statistic fails a mask and several borderline ones add up.
@@ -137,7 +137,8 @@ def canonical(mask: np.ndarray, fov: np.ndarray | None = None, size_px: int | No
     if mask.shape == (size_px, size_px):
         return mask & fov, fov
     if framed:
-        mask = cv2.resize(mask.astype(np.float32), (size_px, size_px), interpolation=cv2.INTER_AREA) >= MASK_COVERAGE
+        coverage = cv2.resize(mask.astype(np.float32), (size_px, size_px), interpolation=cv2.INTER_AREA)
+        mask = coverage >= MASK_COVERAGE
         fov = fov_disc(size_px, DEFAULT_FOV_MARGIN)
         return mask & fov, fov
     return to_fov_square(mask, fov, size_px, MASK_COVERAGE)
