@@ -61,7 +61,7 @@ def child(root: Path, steps: int, sample_every: int) -> int:
         print("resumed", flush=True)
     else:
         handlers.train_start("concat", "embedded", None, None, "tiny", 16, 2, steps, 1e-3, sample_every, RUN,
-                             SESSION)
+                             request=SESSION)
         print("started", flush=True)
     jobs = handlers.studio.jobs
     while jobs.snapshot().busy:
