@@ -32,6 +32,7 @@ from skimage.morphology import skeletonize
 
 from .data.imageio import MASK_COVERAGE, DataError, pad_to_square, read_mask
 from .data import AugmentConfig, make_dataset
+from .data.augment import fov_square
 from .data.layouts import find_samples_many, split_samples
 from .data.procedural import TreeParams, fov_disc
 from .vessel_stats import to_fov_square, vessel_stats
@@ -130,9 +131,7 @@ def canonical(mask: np.ndarray, fov: np.ndarray | None = None, size_px: int | No
         raise ValueError(f"fov shape {fov.shape} differs from mask shape {mask.shape}")
     if not fov.any():
         raise ValueError("fov is empty")
-    rows, cols = np.nonzero(fov)
-    square = mask.shape[0] == mask.shape[1]
-    side_px = mask.shape[0] if square else max(rows.max() - rows.min(), cols.max() - cols.min()) + 1
+    side_px = mask.shape[0] if mask.shape[0] == mask.shape[1] else fov_square(fov)[2]
     size_px = size_px or reference_size(side_px)
     if mask.shape == (size_px, size_px):
         return mask & fov, fov

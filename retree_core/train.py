@@ -201,12 +201,13 @@ def training_dataset(cfg: TrainConfig):
     augment_cfg = AugmentConfig(enabled=cfg.augment)
     real = lambda: make_dataset(cfg.data_root, cfg.image_size, augment_cfg, crop_px=cfg.crop_px)  # noqa: E731
     if cfg.procedural_fraction:
-        procedural = ProceduralTrees(cfg.image_size)
-        return procedural if cfg.procedural_fraction >= 1 else MixedDataset(real(), procedural, cfg.procedural_fraction)
-    if not cfg.synthetic_root:
+        extra, fraction = ProceduralTrees(cfg.image_size), cfg.procedural_fraction
+    elif cfg.synthetic_root:
+        extra = make_dataset(cfg.synthetic_root, cfg.image_size, augment_cfg, crop_px=cfg.crop_px)
+        fraction = cfg.synthetic_fraction
+    else:
         return real()
-    synthetic = make_dataset(cfg.synthetic_root, cfg.image_size, augment_cfg, crop_px=cfg.crop_px)
-    return synthetic if cfg.synthetic_fraction >= 1 else MixedDataset(real(), synthetic, cfg.synthetic_fraction)
+    return extra if fraction >= 1 else MixedDataset(real(), extra, fraction)
 
 
 def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,

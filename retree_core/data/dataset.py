@@ -23,6 +23,15 @@ PRELOAD_MARGIN = 1.25  # preloaded shorter side / output size: room for zoom and
 SPLITS = ("train", "val", "all")
 
 
+def item_key(key: int | tuple[int, int], length: int) -> tuple[int, int]:
+    """(index, seed) of a dataset key (an index alone uses itself as the seed), the index checked."""
+    index, seed = (key, key) if isinstance(key, (int, np.integer)) else key
+    index, seed = int(index), int(seed)
+    if not 0 <= index < length:
+        raise IndexError(f"index {index} out of range for {length} items")
+    return index, seed
+
+
 def preload(triple: Triple, size_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(image uint8, mask coverage uint8 0-255, fov coverage uint8) with shorter side ~1.25 * size_px.
 
@@ -79,10 +88,7 @@ class PairDataset(Dataset):
         return self.length
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor | str]:
-        index, seed = (key, key) if isinstance(key, (int, np.integer)) else key
-        index, seed = int(index), int(seed)
-        if not 0 <= index < self.length:
-            raise IndexError(f"index {index} out of range for {self.length} items")
+        index, seed = item_key(key, self.length)
         which = index % len(self.triples)
         image, mask, fov = self.triples[which]
         rng = np.random.default_rng([seed & (2**63 - 1), index])
@@ -112,12 +118,10 @@ class MixedDataset(Dataset):
         return len(self.real) + len(self.synthetic)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor | str]:
-        index, seed = (key, key) if isinstance(key, (int, np.integer)) else key
-        if not 0 <= int(index) < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} items")
-        rng = np.random.default_rng([int(seed) & (2**63 - 1), int(index), 1])
+        index, seed = item_key(key, len(self))
+        rng = np.random.default_rng([seed & (2**63 - 1), index, 1])
         pool = self.synthetic if rng.random() < self.fraction else self.real
-        return pool[(int(rng.integers(len(pool))), int(seed))]
+        return pool[(int(rng.integers(len(pool))), seed)]
 
 
 class ProceduralTrees(Dataset):
@@ -147,17 +151,15 @@ class ProceduralTrees(Dataset):
                           disc_xy=(x, 0.5 + rng.uniform(-0.06, 0.06)), eye=eye)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor | str]:
-        index, seed = (key, key) if isinstance(key, (int, np.integer)) else key
-        if not 0 <= int(index) < self.length:
-            raise IndexError(f"index {index} out of range for {self.length} items")
-        rng = np.random.default_rng([int(seed) & (2**63 - 1), int(index), 2])
+        index, seed = item_key(key, self.length)
+        rng = np.random.default_rng([seed & (2**63 - 1), index, 2])
         tree = procedural_tree(self.RENDER_PX, self.params(rng), seed=int(rng.integers(2**31)))
         mask = mask_at(tree, self.size_px) & self.fov
         return {
             "image": torch.full((3, self.size_px, self.size_px), -1.0),
             "mask": torch.from_numpy(np.where(mask, 1.0, -1.0).astype(np.float32)[None]),
             "fov": torch.from_numpy(self.fov.astype(np.float32)[None]),
-            "name": f"procedural/{int(index)}",
+            "name": f"procedural/{index}",
         }
 
 
