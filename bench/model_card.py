@@ -3,7 +3,8 @@ default sampler and with the paper's 1000-step DDPM, on the same masks and seeds
 
 Prints one Markdown row per (model, sampler): mask fidelity (Dice between the mask and the vessels the
 --segmenter finds in the generated image, inside the FOV), the same Dice on the real photograph (the
-ceiling that segmenter allows at this size), KID against the real validation images, and wall time.
+ceiling that segmenter allows at this size), KID against the real validation images, the pixel-scale
+grain of the generated and the real images (realism.grain), and wall time.
 Writes a grid (rows: validation masks; columns: mask, one generated image per model, the real image).
 
     python bench/model_card.py --data_root ../shared/data/DRIVE ../shared/data/CHASE_DB1 \\
@@ -44,8 +45,9 @@ def main() -> None:
     args = p.parse_args()
 
     segmenter = load_segmenter(args.segmenter)
-    print("| model | sampler | steps | guidance | mask fidelity (Dice) | Dice on the real image | KID | time (s) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | sampler | steps | guidance | mask fidelity (Dice) | Dice on the real image | KID "
+          "| grain (generated / real, grey levels) | time (s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     columns: dict[str, np.ndarray] = {}
     for model in args.models:
         for setting in args.settings:
@@ -59,7 +61,7 @@ def main() -> None:
             mean, kid = report.mean(), report.summary["kid"]
             print(f"| {model} | {sampler} | {steps} | {float(guidance):g} | {mean['fidelity_dice']:.3f} | {mean['real_image_dice']:.3f} "
                   f"| {kid['mean']:.4f} ± {kid['std']:.4f} ({kid['num_generated']} vs {kid['num_real']}) "
-                  f"| {seconds:.0f} |", flush=True)
+                  f"| {mean['grain']:.2f} / {mean['real_grain']:.2f} | {seconds:.0f} |", flush=True)
             if setting == args.settings[0]:
                 columns.setdefault("mask", report.arrays["mask"])
                 columns.setdefault("real", report.arrays["real"])

@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 COLUMNS = ("f1", "jaccard", "kappa", "mcc", "precision", "recall", "specificity", "accuracy", "auc")
 
 
@@ -45,13 +46,31 @@ def run(cmd: list[str], log: Path) -> None:
         raise SystemExit(f"failed ({code}): {' '.join(cmd[1:])}; see {log}")
 
 
+def real_training_masks(args) -> Path:
+    """The training split's annotations as mask files (unaugmented views at --image_size), written once:
+    stage 2 alone, on real trees, tells how much the tree source costs the synthetic data."""
+    from retree_core.data import AugmentConfig, make_dataset
+    from retree_core.images import save_png
+
+    out = Path(args.out) / "real_training_masks"
+    views = make_dataset(args.data_root, args.image_size, AugmentConfig(enabled=False), split="train")
+    if len(list(out.glob("*.png"))) < len(views):
+        for i in range(len(views)):
+            item = views[i]
+            save_png(out / f"seg_{item['name'].replace('/', '_')}.png", (item["mask"][0].numpy() > 0).astype("uint8") * 255)
+    return out
+
+
 def synthesise(args, source: str) -> Path:
     out = Path(args.out) / f"synthetic_{source}"
-    if len(list((out / "images").glob("*.png"))) >= args.num:
+    trees = (["--masks", str(real_training_masks(args))] if args.trees == "real"
+             else ["--num", str(args.num), "--trees", args.trees])
+    wanted = len(list(Path(trees[1]).glob("*.png"))) if args.trees == "real" else args.num
+    if len(list((out / "images").glob("*.png"))) >= wanted:
         return out
     guidance = [] if args.guidance is None else ["--guidance", str(args.guidance)]
-    run(command("generate", "--mode", source, "--num", str(args.num), "--trees", args.trees, "--seed", str(args.seed),
-                "--sr", args.sr, *guidance, "--output_dir", str(out)), Path(args.out) / "logs" / f"synthetic_{source}.log")
+    run(command("generate", "--mode", source, *trees, "--seed", str(args.seed), "--sr", args.sr, *guidance,
+                "--output_dir", str(out)), Path(args.out) / "logs" / f"synthetic_{source}.log")
     return out
 
 
@@ -83,11 +102,15 @@ def main() -> None:
     p.add_argument("--data_root", nargs="+", required=True, help="the real data (its train split trains, val scores)")
     p.add_argument("--sources", nargs="+", default=["concat", "spade"], help="fundus models making synthetic pairs")
     p.add_argument("--num", type=int, default=40, help="synthetic pairs per source")
-    p.add_argument("--trees", choices=("vessel", "procedural"), default="vessel")
+    p.add_argument("--trees", choices=("vessel", "procedural", "real"), default="vessel",
+                   help="stage 1: the vessel model, the procedural generator, or (stage 2 alone) the real "
+                        "training annotations, one pair each (--num is then their count)")
     p.add_argument("--sr", default="auto", help="super-resolution for the synthetic images (auto|none|NAME)")
     p.add_argument("--guidance", type=float, default=None, help="of the synthetic images (default: the model's)")
     p.add_argument("--mix_fraction", type=float, default=0.5, help="synthetic share of the real + synthetic arms")
     p.add_argument("--mix_sources", nargs="*", default=None, help="sources with a real + synthetic arm (default: all)")
+    p.add_argument("--skip_real", action="store_true",
+                   help="leave out the real-only arm (it does not depend on the synthetic data)")
     p.add_argument("--steps", type=int, default=600, help="training steps of every arm")
     p.add_argument("--preset", default="fine", help="the segmenter's network")
     p.add_argument("--batch_size", type=int, default=8)
@@ -103,14 +126,15 @@ def main() -> None:
 
     with ThreadPoolExecutor(args.jobs) as pool:
         synthetic = dict(zip(args.sources, pool.map(lambda s: synthesise(args, s), args.sources)))
-        arms = [("real", None, 0.0)]
+        arms = [] if args.skip_real else [("real", None, 0.0)]
         arms += [(f"synthetic_{s}", synthetic[s], 1.0) for s in args.sources]
         mixed = args.sources if args.mix_sources is None else args.mix_sources
         arms += [(f"real+synthetic_{s}", synthetic[s], args.mix_fraction) for s in mixed]
         rows = list(pool.map(lambda a: arm(args, *a), arms))
 
     lines = [f"Segmenter `{args.preset}` preset, {args.image_size} px view, {args.crop_px} px crops, batch {args.batch_size}, "
-             f"{args.steps} steps, lr {args.lr}; {args.num} synthetic pairs per source ({args.trees} trees, sr "
+             f"{args.steps} steps, lr {args.lr}; {'one' if args.trees == 'real' else args.num} synthetic pair(s) per "
+             f"{'real training annotation' if args.trees == 'real' else 'source'} ({args.trees} trees, sr "
              f"{args.sr}, guidance {args.guidance or 'recommended'}); real + synthetic: {args.mix_fraction:.0%} synthetic items. Validation split, inside "
              "the FOV, at the annotation's resolution, mean over images.", "",
              "| training data | threshold | " + " | ".join(COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]

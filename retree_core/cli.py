@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sr: weight of the segmenter-feature L1")
     t.add_argument("--perceptual_net", default=d.perceptual_net, metavar="NAME|PATH",
                    help="sr: the segmenter whose features the perceptual term compares")
+    t.add_argument("--sr_input_noise", type=number_in(0, 1), default=d.sr_input_noise,
+                   help="sr: Gaussian noise of a std drawn per item up to this is added to the low-res input, "
+                        "so the model learns to clean a generator's grain (conditioning augmentation)")
     t.add_argument("--batch_size", type=positive_int, default=d.batch_size, help="per process")
     t.add_argument("--grad_accum", type=positive_int, default=d.grad_accum)
     t.add_argument("--epochs", type=positive_int, default=d.epochs)

@@ -227,7 +227,7 @@ def evaluate_generator(generator: str, data_roots: Sequence[str | Path], segment
     from .images import grid, to_uint8
     from .pipeline import check_options, generate
     from .data import mask_at
-    from .realism import fid, inception_features, inception_path, kid
+    from .realism import fid, grain, inception_features, inception_path, kid
     from .aperture import apply_aperture
     from .superres import choose_sr, upscale
     from .weights import load_model
@@ -269,12 +269,15 @@ def evaluate_generator(generator: str, data_roots: Sequence[str | Path], segment
     scaled = f" super-resolved to {out_px} px" if sr else ""
     title = (f"{generator} ({model.net_cfg.role}, {size_px} px{scaled}, {options.sampler} {options.steps} steps): "
              f"mask fidelity = Dice in the FOV by {segmenter.name}, {split} split:")
-    # real_image_dice: the same score on the real photograph, the ceiling the segmenter allows at this size
-    report = Report("generator", title, settings, ["name", "seed", "fidelity_dice", "real_image_dice"])
+    # real_image_dice: the same score on the real photograph, the ceiling the segmenter allows at this size;
+    # grain / real_grain: pixel-scale noise (realism.grain) of the generated and the real image
+    report = Report("generator", title, settings,
+                    ["name", "seed", "fidelity_dice", "real_image_dice", "grain", "real_grain"])
     for i in range(count):
         report.rows.append({"name": dataset.names[i], "seed": options.seed + i,
                             "fidelity_dice": mask_fidelity(segmenter, generated[i], masks[i], fovs[i]),
-                            "real_image_dice": mask_fidelity(segmenter, real[i], masks[i], fovs[i])})
+                            "real_image_dice": mask_fidelity(segmenter, real[i], masks[i], fovs[i]),
+                            "grain": grain(generated[i], fovs[i]), "real_grain": grain(real[i], fovs[i])})
 
     if min(count, len(real)) >= 2:
         generated_features = inception_features(generated, device=options.device)

@@ -28,6 +28,20 @@ def downsample(hr: torch.Tensor, scale: int) -> torch.Tensor:
     return F.avg_pool2d(hr, scale) if scale > 1 else hr
 
 
+def noisy_input(lr: torch.Tensor, items: Sequence[tuple[int, int]], max_std: float) -> torch.Tensor:
+    """Conditioning augmentation (as in cascaded diffusion models, Ho et al. 2021): Gaussian noise of a
+    std drawn uniformly from [0, max_std] per item, from the item's own seed, so that the model learns to
+    clean the grain a generator leaves instead of enlarging it; the target stays the clean photograph."""
+    if max_std <= 0:
+        return lr
+    noisy = []
+    for image, (_, seed) in zip(lr, items):
+        g = torch.Generator().manual_seed(seed)
+        std = torch.rand(1, generator=g) * max_std
+        noisy.append(image + std.to(image) * torch.randn(image.shape, generator=g).to(image))
+    return torch.stack(noisy).clamp(-1, 1)
+
+
 def bicubic(lr: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Bicubic upsampling of images in [-1, 1] to `size` (H, W): the baseline and the network's base."""
     return F.interpolate(lr, size=tuple(size), mode="bicubic", align_corners=False).clamp(-1, 1)
@@ -165,11 +179,13 @@ class SRObjective:
             self.features = SegmenterFeatures(segmenter).to(device)
         self._pair: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
-    def generator_loss(self, net: nn.Module, batch: dict, device: torch.device) -> tuple[torch.Tensor, dict]:
-        """L1 + w_ssim (1 - SSIM) + w_adv BCE(D(sr), real) + w_perc L1 of segmenter features; and the parts."""
+    def generator_loss(self, net: nn.Module, batch: dict, device: torch.device,
+                       items: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, dict]:
+        """L1 + w_ssim (1 - SSIM) + w_adv BCE(D(sr), real) + w_perc L1 of segmenter features; and the parts.
+        `items`: the batch's (index, seed) pairs, which seed its input noise (`sr_input_noise`)."""
         cfg = self.cfg
         hr, mask = batch["image"].to(device), batch["mask"].to(device)
-        sr = sr_forward(net, downsample(hr, self.scale), mask)
+        sr = sr_forward(net, noisy_input(downsample(hr, self.scale), items, cfg.sr_input_noise), mask)
         parts = {"l1": F.l1_loss(sr, hr)}
         if cfg.ssim_weight > 0:
             parts["ssim"] = 1 - ssim(sr, hr)
@@ -209,5 +225,5 @@ class SRObjective:
         self.opt.load_state_dict(state["disc_optimizer"])
 
 
-__all__ = ["bicubic", "choose_sr", "fits", "PatchDiscriminator", "SRObjective", "SegmenterFeatures", "downsample", "psnr", "sr_forward",
+__all__ = ["bicubic", "choose_sr", "fits", "PatchDiscriminator", "SRObjective", "SegmenterFeatures", "downsample", "noisy_input", "psnr", "sr_forward",
            "ssim", "upscale"]

@@ -301,7 +301,7 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
                         logits = segment_logits(model, batch["image"].to(dev))
                         loss = segmentation_loss(logits, batch["mask"].to(dev), batch["fov"].to(dev))
                     elif role == "sr":
-                        loss, parts = objective.generator_loss(model, batch, dev)
+                        loss, parts = objective.generator_loss(model, batch, dev, plan.batch(step, micro))
                     else:
                         loss = _denoising_loss(model, batch, plan.batch(step, micro), role, schedule, diff_cfg, dev)
                 (loss / cfg.grad_accum).backward()

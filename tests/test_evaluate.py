@@ -117,9 +117,10 @@ def test_evaluate_generator_writes_fidelity_kid_and_grid(seed_dataset, tiny_weig
     assert code == 0
     assert "KID" in printed and "FID not reported" in printed
     rows = read_csv(out / "metrics.csv")
-    assert list(rows[0]) == ["name", "seed", "fidelity_dice", "real_image_dice"]
+    assert list(rows[0]) == ["name", "seed", "fidelity_dice", "real_image_dice", "grain", "real_grain"]
     assert [(r["name"], r["seed"]) for r in rows] == [("synthetic/0", "5"), ("synthetic/1", "6")]
     assert all(0.0 <= float(r[key]) <= 1.0 for r in rows for key in ("fidelity_dice", "real_image_dice"))
+    assert all(float(r["grain"]) > 0 and float(r["real_grain"]) > 0 for r in rows)
     report = json.loads((out / "metrics.json").read_text())
     assert report["settings"]["image_size_px"] == 16 and report["settings"]["steps"] == 2
     assert report["kid"]["num_generated"] == 2 and report["kid"]["num_real"] == 2
@@ -134,6 +135,18 @@ def test_mask_fidelity_is_high_for_the_true_photograph_and_low_for_noise() -> No
     segmenter = ClassicalSegmenter()
     assert mask_fidelity(segmenter, image, mask, fov) > 0.4  # 0.59 measured
     assert mask_fidelity(segmenter, noise, mask, fov) < 0.2  # 0.04 measured
+
+
+def test_grain_measures_pixel_noise_inside_the_fov_only() -> None:
+    yy, xx = np.mgrid[:64, :64]
+    smooth = np.repeat((100 + xx + yy)[..., None], 3, axis=2).astype(np.uint8)  # a ramp: no fine noise
+    fov = (yy - 31.5) ** 2 + (xx - 31.5) ** 2 < 28 ** 2
+    framed = np.where(fov[..., None], smooth, 0).astype(np.uint8)  # a sharp FOV edge must not count
+    assert realism.grain(framed, fov) < 0.5
+    noise = np.random.default_rng(0).normal(0, 1, smooth.shape)
+    light, heavy = (np.clip(smooth + s * noise, 0, 255).astype(np.uint8) for s in (3, 9))
+    assert 1.0 < realism.grain(light, fov) < realism.grain(heavy, fov)  # grows with the noise
+    assert np.isnan(realism.grain(smooth, np.zeros_like(fov)))
 
 
 def test_mmd_matches_the_formula_pair_by_pair() -> None:

@@ -11,7 +11,7 @@ from retree_core.cli import main
 from retree_core.config import TrainConfig, net_config
 from retree_core.evaluate import evaluate_sr
 from retree_core.nets import build_net
-from retree_core.superres import SRObjective, choose_sr, fits, psnr, sr_forward, ssim, upscale
+from retree_core.superres import SRObjective, choose_sr, fits, noisy_input, psnr, sr_forward, ssim, upscale
 from retree_core.train import train
 from retree_core.weights import LoadedModel, export_weights, load_model
 from test_evaluate import seed_dataset  # noqa: F401  (fixture: a two-image dataset in the seed layout)
@@ -66,17 +66,30 @@ def test_critic_learns_and_the_generator_loss_has_every_term(tmp_path, seed_data
     objective = SRObjective(cfg, torch.device("cpu"))
     net = build_net(cfg.net())
     batch = {"image": torch.rand(2, 3, 32, 32) * 2 - 1, "mask": torch.where(torch.rand(2, 1, 32, 32) > 0.8, 1.0, -1.0)}
-    loss, parts = objective.generator_loss(net, batch, torch.device("cpu"))
+    items = [(0, 11), (1, 12)]
+    loss, parts = objective.generator_loss(net, batch, torch.device("cpu"), items)
     assert set(parts) == {"l1", "ssim", "adversarial", "perceptual"} and loss.requires_grad
     loss.backward()
     assert all(p.grad is None for p in objective.disc.parameters())  # the generator step leaves the critic alone
     first = objective.discriminator_step()
     for _ in range(15):
-        objective.generator_loss(net, batch, torch.device("cpu"))
+        objective.generator_loss(net, batch, torch.device("cpu"), items)
         last = objective.discriminator_step()
     assert last < first  # with the generator fixed, the critic learns to tell real from upscaled
     with pytest.raises(ValueError, match="perceptual_weight 0"):
         SRObjective(TrainConfig(mode="sr", perceptual_net=str(tmp_path / "missing.safetensors")), torch.device("cpu"))
+
+
+def test_input_noise_is_per_item_reproducible_and_bounded():
+    lr = torch.zeros(3, 3, 16, 16)
+    items = [(0, 5), (1, 6), (2, 7)]
+    assert noisy_input(lr, items, 0.0) is lr  # off by default: the input is the downsampled photograph
+    a, b = noisy_input(lr, items, 0.2), noisy_input(lr, items, 0.2)
+    assert torch.equal(a, b)  # drawn from each item's seed: a resumed run sees the same noise
+    assert torch.equal(noisy_input(lr[1:2], items[1:2], 0.2)[0], a[1])  # whatever the batch it is in
+    stds = a.flatten(1).std(dim=1)
+    assert (stds > 0).all() and (stds < 0.25).all() and len(set(stds.tolist())) == 3  # a std per item
+    assert not torch.equal(noisy_input(lr, [(0, 8), (1, 9), (2, 10)], 0.2), a)
 
 
 def test_train_sr_learns_and_resumes_with_its_critic(tmp_path, seed_dataset):

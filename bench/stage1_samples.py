@@ -1,0 +1,72 @@
+"""How far is a stage-1 vessel model from real trees? Samples trees and scores them as the filter does.
+
+For each model (a weights name, .safetensors or a training .ckpt) it draws one tree per seed and prints,
+per tree and as medians, the plausibility score and the statistics that fail most often (largest
+connected piece, vessel area, loose ends), beside the range of the real training annotations at the
+same size (`retree_core/vessel_reference.json`), and the share of trees the filter keeps. Optionally
+writes a grid of the trees (one row per model).
+
+    python bench/stage1_samples.py weights/in_training/vessel.safetensors [runs/vessel/last.ckpt ...] \\
+        [--num 16] [--sampler dpmpp] [--steps 20] [--threshold 0.5] [--grid outputs/stage1.png]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from retree_core.images import grid, save_png  # noqa: E402
+from retree_core.pipeline import generate, vessel_masks  # noqa: E402
+from retree_core.plausibility import DEFAULT_THRESHOLD, STATISTICS, load_reference, plausibility  # noqa: E402
+from retree_core.weights import load_model  # noqa: E402
+
+SHOWN = {"largest_component_fraction": "largest piece", "area_fraction": "vessel area",
+         "end_points_per_fov_diameter": "ends per FOV diam.", "width_spread": "width spread"}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("models", nargs="+", help="vessel models: weights name, .safetensors or .ckpt")
+    p.add_argument("--num", type=int, default=16, help="trees per model (seeds 0..num-1)")
+    p.add_argument("--sampler", default="dpmpp")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    p.add_argument("--grid", default=None, help="PNG with the trees, one row per model (at most 8 per row)")
+    args = p.parse_args()
+
+    stats = {s.key: s for s in STATISTICS}
+    rows = []
+    for source in args.models:
+        model = load_model(source, role="vessel")
+        size = model.net_cfg.image_size
+        tic = time.perf_counter()
+        trees = vessel_masks(generate(model, None, list(range(args.num)), sampler=args.sampler, steps=args.steps))
+        seconds = time.perf_counter() - tic
+        scores = [plausibility(tree) for tree in trees]
+        ref = load_reference()["statistics"][str(scores[0].size_px)]
+        print(f"\n{source}: {model.trained_steps:,} training steps, {size} px, {args.num} trees "
+              f"({args.sampler} {args.steps} steps, {seconds:.1f} s); real trees at {scores[0].size_px} px:")
+        print("  " + "; ".join(f"{stats[k].label} {stats[k].show(ref[k]['min'])} to {stats[k].show(ref[k]['max'])}"
+                               for k in SHOWN))
+        print(f"  {'seed':>4} {'score':>6} " + " ".join(f"{h:>18}" for h in SHOWN.values()))
+        for seed, score in enumerate(scores):
+            print(f"  {seed:>4} {score.value:6.2f} " + " ".join(f"{stats[k].show(score.stats[k]):>18}" for k in SHOWN))
+        medians = {k: float(np.median([s.stats[k] for s in scores])) for k in SHOWN}
+        kept = sum(s.value > args.threshold for s in scores)
+        print(f"  median {np.median([s.value for s in scores]):.2f} "
+              + " ".join(f"{stats[k].show(medians[k]):>18}" for k in SHOWN))
+        print(f"  kept by the filter (score > {args.threshold}): {kept} of {args.num}")
+        rows.append(np.repeat(trees[:8, :, :, None].astype(np.uint8) * 255, 3, axis=3))
+    if args.grid:
+        print(f"\ngrid: {save_png(args.grid, grid(rows))}")
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    main()
