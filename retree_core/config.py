@@ -159,7 +159,7 @@ class TrainConfig:
     adversarial_weight: float = 0.01
     perceptual_weight: float = 0.1
     perceptual_net: str | None = "segment"  # features of this segmenter (weights name/path); None: no term
-    sr_input_noise: float = 0.0  # conditioning augmentation: input noise std up to this ([-1, 1] units)
+    sr_input_noise: float = 0.1  # conditioning augmentation: input noise std up to this ([-1, 1] units)
     batch_size: int = 4  # per process
     grad_accum: int = 1
     epochs: int = 500

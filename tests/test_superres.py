@@ -83,7 +83,7 @@ def test_critic_learns_and_the_generator_loss_has_every_term(tmp_path, seed_data
 def test_input_noise_is_per_item_reproducible_and_bounded():
     lr = torch.zeros(3, 3, 16, 16)
     items = [(0, 5), (1, 6), (2, 7)]
-    assert noisy_input(lr, items, 0.0) is lr  # off by default: the input is the downsampled photograph
+    assert noisy_input(lr, items, 0.0) is lr  # off: the input is the downsampled photograph
     a, b = noisy_input(lr, items, 0.2), noisy_input(lr, items, 0.2)
     assert torch.equal(a, b)  # drawn from each item's seed: a resumed run sees the same noise
     assert torch.equal(noisy_input(lr[1:2], items[1:2], 0.2)[0], a[1])  # whatever the batch it is in
