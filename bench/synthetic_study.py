@@ -63,9 +63,11 @@ def real_training_masks(args) -> Path:
 
 def synthesise(args, source: str) -> Path:
     out = Path(args.out) / f"synthetic_{source}"
-    trees = (["--masks", str(real_training_masks(args))] if args.trees == "real"
-             else ["--num", str(args.num), "--trees", args.trees])
-    wanted = len(list(Path(trees[1]).glob("*.png"))) if args.trees == "real" else args.num
+    if args.trees == "real":
+        masks = real_training_masks(args)
+        trees, wanted = ["--masks", str(masks)], len(list(masks.glob("*.png")))
+    else:
+        trees, wanted = ["--num", str(args.num), "--trees", args.trees], args.num
     if len(list((out / "images").glob("*.png"))) >= wanted:
         return out
     guidance = [] if args.guidance is None else ["--guidance", str(args.guidance)]
