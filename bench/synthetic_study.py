@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -88,7 +89,7 @@ def arm(args, name: str, synthetic: Path | None, fraction: float) -> dict:
                     "--crop_px", str(args.crop_px), "--batch_size", str(args.batch_size), "--lr", str(args.lr),
                     "--max_steps", str(args.steps), "--sample_interval", str(args.steps), "--checkpoint_interval",
                     "100", "--seed", str(args.seed), "--output_dir", str(out), "--resume", "--no_progress",
-                    *data, *mix), log)
+                    *data, *mix, *shlex.split(args.train_args)), log)
         run(command("export", "--checkpoint", str(out / "last.ckpt"), "--out", str(weights.with_suffix(""))), log)
     metrics = out / "evaluate" / "metrics.json"
     if not metrics.exists():
@@ -120,6 +121,8 @@ def main() -> None:
     p.add_argument("--image_size", type=int, default=512)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train_args", default="",
+                   help="more train options for every arm, e.g. '--vessel_fade 0.5 --blur_sigma 1'")
     p.add_argument("--jobs", type=int, default=2, help="stages run side by side")
     p.add_argument("--out", default="outputs/study")
     args = p.parse_args()
@@ -135,7 +138,7 @@ def main() -> None:
         rows = list(pool.map(lambda a: arm(args, *a), arms))
 
     lines = [f"Segmenter `{args.preset}` preset, {args.image_size} px view, {args.crop_px} px crops, batch {args.batch_size}, "
-             f"{args.steps} steps, lr {args.lr}; {'one' if args.trees == 'real' else args.num} synthetic pair(s) per "
+             f"{args.steps} steps, lr {args.lr}{', ' + args.train_args if args.train_args else ''}; {'one' if args.trees == 'real' else args.num} synthetic pair(s) per "
              f"{'real training annotation' if args.trees == 'real' else 'source'} ({args.trees} trees, sr "
              f"{args.sr}, guidance {args.guidance or 'recommended'}); real + synthetic: {args.mix_fraction:.0%} synthetic items. Validation split, inside "
              "the FOV, at the annotation's resolution, mean over images.", "",

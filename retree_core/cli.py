@@ -117,6 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=SEED, default=d.seed)
     t.add_argument("--num_workers", type=whole_in(0, 64), default=d.num_workers)
     t.add_argument("--no_augment", dest="augment", action="store_false")
+    t.add_argument("--color_jitter", type=number_in(0, 1), default=d.color_jitter,
+                   help="strength of brightness, contrast, saturation and hue changes")
+    t.add_argument("--vessel_fade", type=number_in(0, 1), default=d.vessel_fade,
+                   help="blend up to this share of the annotated vessels' contrast away, per image (vessels "
+                        "as faint as real thin ones; for segmenters trained on synthetic pairs)")
+    t.add_argument("--blur_sigma", type=number_in(0, 10), default=d.blur_sigma,
+                   help="Gaussian blur of a sigma drawn per image up to this (pixels of a 512 px view)")
+    t.add_argument("--noise_std", type=number_in(0, 50), default=d.noise_std,
+                   help="Gaussian noise of a std drawn per image up to this (grey levels)")
     t.add_argument("--no_bf16", dest="bf16", action="store_false")
     t.add_argument("--no_progress", dest="progress", action="store_false")
     t.add_argument("--resume", action="store_true", help="continue from output_dir/last.ckpt")

@@ -198,7 +198,8 @@ def training_dataset(cfg: TrainConfig):
     if cfg.procedural_fraction and (cfg.mode != "vessel" or cfg.synthetic_root):
         raise ValueError("--procedural_fraction mixes procedural trees into a vessel run's real trees; "
                          "it is for --mode vessel without --synthetic_root")
-    augment_cfg = AugmentConfig(enabled=cfg.augment)
+    augment_cfg = AugmentConfig(color_jitter=cfg.color_jitter, vessel_fade=cfg.vessel_fade, blur_sigma=cfg.blur_sigma,
+                                noise_std=cfg.noise_std, enabled=cfg.augment)
     real = lambda: make_dataset(cfg.data_root, cfg.image_size, augment_cfg, crop_px=cfg.crop_px)  # noqa: E731
     if cfg.procedural_fraction:
         extra, fraction = ProceduralTrees(cfg.image_size), cfg.procedural_fraction

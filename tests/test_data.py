@@ -33,6 +33,7 @@ from retree_core.data import (
     split_samples,
 )
 from retree_core.data import imageio
+from retree_core.data.augment import photometric
 from retree_core.data.imageio import MASK_COVERAGE
 
 
@@ -332,6 +333,44 @@ def test_color_jitter_changes_image_only():
     np.testing.assert_array_equal(a[2], b[2])
     assert np.abs(a[0].astype(int) - b[0].astype(int))[a[2]].mean() > 2
     np.testing.assert_array_equal(a[0][~a[2]], b[0][~b[2]])  # outside the FOV stays black
+
+
+def test_vessel_fade_brings_the_vessels_toward_the_background_only():
+    image, mask, fov = fundus(80, 80, seed=2)
+    image = cv2.GaussianBlur(image, (3, 3), 0)  # a soft vessel profile, as photographs have
+    far = fov & (cv2.dilate(mask.astype(np.uint8), np.ones((9, 9), np.uint8)) == 0)
+    contrast = lambda im: im[far].astype(float).mean() - im[mask].astype(float).mean()  # noqa: E731
+    faded = [photometric(image, mask, fov, 512, np.random.default_rng(s), AugmentConfig(vessel_fade=1.0))
+             for s in range(6)]
+    assert all(0 < contrast(f) < contrast(image) for f in faded)
+    assert min(contrast(f) for f in faded) < 0.5 * contrast(image)  # the share is drawn up to 1
+    for f in faded:
+        np.testing.assert_array_equal(f[far], image[far])  # away from the vessels: untouched
+        np.testing.assert_array_equal(f[~fov], image[~fov])
+    again = photometric(image, mask, fov, 512, np.random.default_rng(3), AugmentConfig(vessel_fade=1.0))
+    np.testing.assert_array_equal(again, faded[3])
+
+
+def test_blur_and_noise_change_the_image_inside_the_fov_only():
+    image, mask, fov = fundus(60, 60)
+    blurred = photometric(image, mask, fov, 512, np.random.default_rng(0), AugmentConfig(blur_sigma=3.0))
+    noisy = photometric(image, mask, fov, 512, np.random.default_rng(0), AugmentConfig(noise_std=8.0))
+    step = lambda im: np.abs(np.diff(im.astype(float), axis=1))[fov[:, 1:] & fov[:, :-1]].mean()  # noqa: E731
+    assert step(blurred) < step(image) < step(noisy)
+    for out in (blurred, noisy):
+        np.testing.assert_array_equal(out[~fov], image[~fov])
+
+
+def test_photometric_extras_leave_the_geometry_and_crops_unchanged():
+    image, mask, fov = fundus(64, 64)
+    plain = PairDataset([(image, mask, fov)], ["a"], 48, AugmentConfig(), crop_px=24, length=5)
+    extras = PairDataset([(image, mask, fov)], ["a"], 48, AugmentConfig(vessel_fade=0.8, noise_std=5), crop_px=24,
+                         length=5)
+    assert AugmentConfig(noise_std=5).photometric_on and not AugmentConfig(noise_std=5, enabled=False).photometric_on
+    for seed in range(5):
+        a, b = plain[(0, seed)], extras[(0, seed)]
+        assert torch.equal(a["mask"], b["mask"]) and torch.equal(a["fov"], b["fov"])
+        assert not torch.equal(a["image"], b["image"])
 
 
 def test_no_augmentation_centres_the_fov_of_a_non_square_image():

@@ -50,6 +50,22 @@ def test_vessel_run_mixes_procedural_trees(tmp_path):
         training_dataset(tiny_cfg(tmp_path, mode="concat", procedural_fraction=0.5))
 
 
+def test_augmentation_options_reach_the_training_items(tmp_path, capsys):
+    from retree_core.train import training_dataset
+
+    cfg = tiny_cfg(tmp_path, mode="segment", image_size=32, vessel_fade=0.7, blur_sigma=1.5, noise_std=4.0,
+                   color_jitter=0.0)
+    dataset = training_dataset(cfg)
+    assert (dataset.augment_cfg.vessel_fade, dataset.augment_cfg.blur_sigma, dataset.augment_cfg.noise_std,
+            dataset.augment_cfg.color_jitter) == (0.7, 1.5, 4.0, 0.0)
+    plain = training_dataset(tiny_cfg(tmp_path, mode="segment", image_size=32, color_jitter=0.0))
+    assert torch.equal(dataset[(0, 3)]["mask"], plain[(0, 3)]["mask"])
+    assert not torch.equal(dataset[(0, 3)]["image"], plain[(0, 3)]["image"])
+    with pytest.raises(SystemExit):
+        main(["train", "--mode", "segment", "--vessel_fade", "1.5", "--output_dir", str(tmp_path / "x")])
+    assert "--vessel_fade" in capsys.readouterr().err
+
+
 def test_loss_decreases_on_the_embedded_default(tmp_path):
     train(tiny_cfg(tmp_path, max_steps=60, lr=2e-3, checkpoint_interval=100))
     losses = [json.loads(r)["loss"] for r in (tmp_path / "log.jsonl").read_text().splitlines()]

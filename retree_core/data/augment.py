@@ -26,7 +26,15 @@ class AugmentConfig:
     rotate_deg: float = 15.0  # rotation drawn uniformly in +-rotate_deg
     scale_range: tuple[float, float] = (0.9, 1.15)  # zoom, drawn log-uniformly; >1 crops the FOV rim
     color_jitter: float = 0.1  # relative strength of brightness, contrast, saturation and hue changes
+    # photometric extras, off by default (see `photometric`): for segmenters, e.g. on synthetic pairs
+    vessel_fade: float = 0.0  # up to this share of the annotated vessels' contrast is blended away
+    blur_sigma: float = 0.0  # Gaussian blur of a sigma up to this (pixels of a 512 px view)
+    noise_std: float = 0.0  # Gaussian noise of a std up to this (grey levels)
     enabled: bool = True
+
+    @property
+    def photometric_on(self) -> bool:
+        return self.enabled and (self.vessel_fade > 0 or self.blur_sigma > 0 or self.noise_std > 0)
 
 
 def fov_square(fov: np.ndarray) -> tuple[float, float, float]:
@@ -77,6 +85,34 @@ def color_jitter(image: np.ndarray, fov: np.ndarray, strength: float, rng: np.ra
     hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + round(hue * 18)) % 180).astype(np.uint8)  # 180 = turn
     rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
     return np.where(fov[..., None], rgb, image)
+
+
+def photometric(image: np.ndarray, mask: np.ndarray, fov: np.ndarray, view_px: int,
+                rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    """Vessel fade, blur and noise of a uint8 image (a view of `view_px`, or a crop of one), inside `fov`.
+
+    The fade blends the annotated vessels (a soft band around the mask) toward the background, estimated
+    by a grey closing wider than the widest vessel, by a share drawn up to `cfg.vessel_fade`: the same
+    tree drawn fainter, as real thin vessels are. Strengths are drawn per image (three numbers always).
+    """
+    fade, sigma, noise = rng.uniform(0.0, 1.0, size=3) * (cfg.vessel_fade, cfg.blur_sigma, cfg.noise_std)
+    scale = view_px / 512
+    out = image.astype(np.float32)
+    if fade > 0 and mask.any():
+        side = 2 * round(8 * scale) + 1  # main vessels are up to about 12 px wide in a 512 px view
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
+        background = cv2.morphologyEx(image, cv2.MORPH_CLOSE, kernel).astype(np.float32)
+        band = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), max(1.0 * scale, 0.5))
+        weight = fade * np.clip(np.maximum(band * 2, mask), 0, 1)[..., None]
+        out = out + weight * (background - out)
+    if sigma * scale > 0.1:  # normalised by the blurred FOV: the black beyond it does not bleed in
+        inside = fov.astype(np.float32)
+        weight = cv2.GaussianBlur(inside, (0, 0), sigma * scale)[..., None]
+        out = cv2.GaussianBlur(out * inside[..., None], (0, 0), sigma * scale) / np.maximum(weight, 1e-3)
+    if noise > 0:
+        out = out + rng.normal(0.0, noise, size=out.shape).astype(np.float32)
+    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return np.where(fov[..., None], out, image)
 
 
 def augment(image: np.ndarray, mask: np.ndarray, fov: np.ndarray | None, size_px: int,

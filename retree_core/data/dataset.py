@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .augment import AugmentConfig, augment
+from .augment import AugmentConfig, augment, photometric
 from .embedded import embedded_example, estimate_fov
 from .imageio import DataError, mask_at
 from .layouts import Sample, Triple, find_samples_many, load_samples, split_samples
@@ -97,6 +97,9 @@ class PairDataset(Dataset):
             top, left = rng.integers(0, self.size_px - self.crop_px + 1, size=2)
             window = np.s_[top:top + self.crop_px, left:left + self.crop_px]
             image, mask, fov = image[window], mask[window], fov[window]
+        if self.augment_cfg is not None and self.augment_cfg.photometric_on:  # its own stream: crops unchanged
+            image = photometric(image, mask, fov, self.size_px, np.random.default_rng([seed & (2**63 - 1), index, 3]),
+                                self.augment_cfg)
         return {
             "image": torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0),
             "mask": torch.from_numpy(np.where(mask, 1.0, -1.0).astype(np.float32)[None]),
