@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Gaussian blur of a sigma drawn per image up to this (pixels of a 512 px view)")
     t.add_argument("--noise_std", type=number_in(0, 50), default=d.noise_std,
                    help="Gaussian noise of a std drawn per image up to this (grey levels)")
+    t.add_argument("--fov_margin_px", type=whole_in(0, 64), default=d.fov_margin_px,
+                   help="segment: the loss also covers this band (pixels of the view) beyond the field of view, "
+                        "as background: the FOV rim is not a vessel (synthetic images have a sharp rim)")
     t.add_argument("--no_bf16", dest="bf16", action="store_false")
     t.add_argument("--no_progress", dest="progress", action="store_false")
     t.add_argument("--resume", action="store_true", help="continue from output_dir/last.ckpt")

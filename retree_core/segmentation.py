@@ -20,10 +20,13 @@ THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.01), 2)
 
 
 def segmentation_loss(logits: torch.Tensor, mask: torch.Tensor, fov: torch.Tensor,
-                      dice_weight: float = 1.0) -> torch.Tensor:
+                      dice_weight: float = 1.0, margin_px: int = 0) -> torch.Tensor:
     """BCE over the field-of-view pixels plus (1 - soft Dice) per image, averaged. `mask` is +1 on
-    vessels and -1 elsewhere (as the datasets give it); `fov` is 1 inside the field of view."""
+    vessels and -1 elsewhere (as the datasets give it); `fov` is 1 inside the field of view. With
+    `margin_px` the loss also covers that band beyond the FOV (its rim, where no vessel is labelled)."""
     target, fov = (mask > 0).float(), fov.float()
+    if margin_px > 0:
+        fov = F.max_pool2d(fov, 2 * margin_px + 1, stride=1, padding=margin_px)
     bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * fov).sum() / fov.sum().clamp_min(1)
     prob = torch.sigmoid(logits) * fov
     overlap = (prob * target).sum(dim=(1, 2, 3))

@@ -300,7 +300,8 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
                 with autocast():
                     if role == "segment":
                         logits = segment_logits(model, batch["image"].to(dev))
-                        loss = segmentation_loss(logits, batch["mask"].to(dev), batch["fov"].to(dev))
+                        loss = segmentation_loss(logits, batch["mask"].to(dev), batch["fov"].to(dev),
+                                                 margin_px=cfg.fov_margin_px)
                     elif role == "sr":
                         loss, parts = objective.generator_loss(model, batch, dev, plan.batch(step, micro))
                     else:

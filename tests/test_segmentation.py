@@ -27,6 +27,20 @@ def test_loss_rewards_the_right_vessels_and_ignores_outside_the_fov():
     assert torch.isclose(segmentation_loss(outside_changed, mask, fov), segmentation_loss(right, mask, fov))
 
 
+def test_loss_margin_covers_a_band_beyond_the_fov():
+    mask = -torch.ones(1, 1, 8, 8)
+    fov = torch.zeros(1, 1, 8, 8)
+    fov[:, :, :, 4:] = 1
+    right = 20 * mask
+    rim_wrong = right.clone()
+    rim_wrong[:, :, :, 3] = 20  # a "vessel" found on the rim, one pixel beyond the FOV
+    far_wrong = right.clone()
+    far_wrong[:, :, :, 0] = 20  # and four pixels beyond it
+    assert torch.isclose(segmentation_loss(rim_wrong, mask, fov), segmentation_loss(right, mask, fov))
+    assert segmentation_loss(rim_wrong, mask, fov, margin_px=1) > 1.0 > segmentation_loss(right, mask, fov, margin_px=1)
+    assert torch.isclose(segmentation_loss(far_wrong, mask, fov, margin_px=2), segmentation_loss(right, mask, fov))
+
+
 def test_best_threshold_finds_the_separating_value():
     rng = np.random.default_rng(0)
     prob = rng.uniform(size=(2, 40, 40)).astype(np.float32)
