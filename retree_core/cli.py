@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="strength of brightness, contrast, saturation and hue changes")
     t.add_argument("--vessel_fade", type=number_in(0, 1), default=d.vessel_fade,
                    help="blend up to this share of the annotated vessels' contrast away, per image (vessels "
-                        "as faint as real thin ones; for segmenters trained on synthetic pairs)")
+                        "as faint as real thin ones; for segmenters trained on synthetic pairs). This, --blur_sigma "
+                        "and --noise_std apply to the --synthetic_root pairs only when there are any")
     t.add_argument("--blur_sigma", type=number_in(0, 10), default=d.blur_sigma,
                    help="Gaussian blur of a sigma drawn per image up to this (pixels of a 512 px view)")
     t.add_argument("--noise_std", type=number_in(0, 50), default=d.noise_std,

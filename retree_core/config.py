@@ -182,6 +182,7 @@ class TrainConfig:
     num_workers: int = 0
     augment: bool = True
     color_jitter: float = 0.1  # augmentation strengths (data.AugmentConfig); the extras below are off by default
+    # and, with synthetic_root, apply to the synthetic pairs only
     vessel_fade: float = 0.0  # up to this share of the annotated vessels' contrast blended away (segmenters)
     blur_sigma: float = 0.0  # Gaussian blur up to this sigma (px of a 512 px view)
     noise_std: float = 0.0  # Gaussian noise up to this std (grey levels)

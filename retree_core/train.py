@@ -198,13 +198,16 @@ def training_dataset(cfg: TrainConfig):
     if cfg.procedural_fraction and (cfg.mode != "vessel" or cfg.synthetic_root):
         raise ValueError("--procedural_fraction mixes procedural trees into a vessel run's real trees; "
                          "it is for --mode vessel without --synthetic_root")
-    augment_cfg = AugmentConfig(color_jitter=cfg.color_jitter, vessel_fade=cfg.vessel_fade, blur_sigma=cfg.blur_sigma,
-                                noise_std=cfg.noise_std, enabled=cfg.augment)
-    real = lambda: make_dataset(cfg.data_root, cfg.image_size, augment_cfg, crop_px=cfg.crop_px)  # noqa: E731
+    # the photometric extras make clearly drawn synthetic vessels look like real ones: with synthetic pairs
+    # they apply to those only (on real photographs they fade and blur away the faint vessels)
+    extras = AugmentConfig(color_jitter=cfg.color_jitter, vessel_fade=cfg.vessel_fade, blur_sigma=cfg.blur_sigma,
+                           noise_std=cfg.noise_std, enabled=cfg.augment)
+    plain = AugmentConfig(color_jitter=cfg.color_jitter, enabled=cfg.augment) if cfg.synthetic_root else extras
+    real = lambda: make_dataset(cfg.data_root, cfg.image_size, plain, crop_px=cfg.crop_px)  # noqa: E731
     if cfg.procedural_fraction:
         extra, fraction = ProceduralTrees(cfg.image_size), cfg.procedural_fraction
     elif cfg.synthetic_root:
-        extra = make_dataset(cfg.synthetic_root, cfg.image_size, augment_cfg, crop_px=cfg.crop_px)
+        extra = make_dataset(cfg.synthetic_root, cfg.image_size, extras, crop_px=cfg.crop_px)
         fraction = cfg.synthetic_fraction
     else:
         return real()

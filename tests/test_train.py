@@ -61,6 +61,17 @@ def test_augmentation_options_reach_the_training_items(tmp_path, capsys):
     plain = training_dataset(tiny_cfg(tmp_path, mode="segment", image_size=32, color_jitter=0.0))
     assert torch.equal(dataset[(0, 3)]["mask"], plain[(0, 3)]["mask"])
     assert not torch.equal(dataset[(0, 3)]["image"], plain[(0, 3)]["image"])
+    from PIL import Image  # with synthetic pairs the extras are theirs: real photographs keep faint vessels
+
+    image, mask = np.full((24, 24, 3), (170, 90, 40), np.uint8), np.zeros((24, 24), np.uint8)
+    mask[10:13] = 255
+    image[mask > 0] = (90, 40, 20)
+    for folder, array in (("images/img_a.png", image), ("masks/seg_a.png", mask)):
+        (tmp_path / "syn" / folder).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(array).save(tmp_path / "syn" / folder)
+    mixed = training_dataset(tiny_cfg(tmp_path, mode="segment", image_size=32, vessel_fade=0.7,
+                                      synthetic_root=[str(tmp_path / "syn")]))
+    assert mixed.synthetic.augment_cfg.vessel_fade == 0.7 and mixed.real.augment_cfg.vessel_fade == 0.0
     with pytest.raises(SystemExit):
         main(["train", "--mode", "segment", "--vessel_fade", "1.5", "--output_dir", str(tmp_path / "x")])
     assert "--vessel_fade" in capsys.readouterr().err
