@@ -198,6 +198,9 @@ def training_dataset(cfg: TrainConfig):
     if cfg.procedural_fraction and (cfg.mode != "vessel" or cfg.synthetic_root):
         raise ValueError("--procedural_fraction mixes procedural trees into a vessel run's real trees; "
                          "it is for --mode vessel without --synthetic_root")
+    if cfg.mode != "segment" and (cfg.vessel_fade or cfg.blur_sigma or cfg.noise_std or cfg.fov_margin_px):
+        raise ValueError("--vessel_fade, --blur_sigma, --noise_std and --fov_margin_px are for --mode segment: "
+                         "on a generator's training images they would teach it faded, blurred or noisy photographs")
     # the photometric extras make clearly drawn synthetic vessels look like real ones: with synthetic pairs
     # they apply to those only (on real photographs they fade and blur away the faint vessels)
     extras = AugmentConfig(color_jitter=cfg.color_jitter, vessel_fade=cfg.vessel_fade, blur_sigma=cfg.blur_sigma,
