@@ -103,7 +103,8 @@ def arm(args, name: str, synthetic: Path | None, fraction: float) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data_root", nargs="+", required=True, help="the real data (its train split trains, val scores)")
-    p.add_argument("--sources", nargs="+", default=["concat", "spade"], help="fundus models making synthetic pairs")
+    p.add_argument("--sources", nargs="*", default=["concat", "spade"],
+                   help="fundus models making synthetic pairs (none: the real-only arm alone)")
     p.add_argument("--num", type=int, default=40, help="synthetic pairs per source")
     p.add_argument("--trees", choices=("vessel", "procedural", "real"), default="vessel",
                    help="stage 1: the vessel model, the procedural generator, or (stage 2 alone) the real "

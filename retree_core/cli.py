@@ -121,12 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="strength of brightness, contrast, saturation and hue changes")
     t.add_argument("--vessel_fade", type=number_in(0, 1), default=d.vessel_fade,
                    help="blend up to this share of the annotated vessels' contrast away, per image (vessels "
-                        "as faint as real thin ones; for segmenters trained on synthetic pairs). This, --blur_sigma "
-                        "and --noise_std apply to the --synthetic_root pairs only when there are any")
+                        "as faint as real thin ones; for segmenters trained on synthetic pairs). This and the four "
+                        "options below apply to the --synthetic_root pairs only when there are any")
     t.add_argument("--blur_sigma", type=number_in(0, 10), default=d.blur_sigma,
                    help="Gaussian blur of a sigma drawn per image up to this (pixels of a 512 px view)")
     t.add_argument("--noise_std", type=number_in(0, 50), default=d.noise_std,
                    help="Gaussian noise of a std drawn per image up to this (grey levels)")
+    t.add_argument("--vessel_reflex", type=number_in(0, 1), default=d.vessel_reflex,
+                   help="a light stripe along the centre of vessels 4 px wide or more (512 px view), up to this "
+                        "share of their contrast, as the light reflex of real arteries")
+    t.add_argument("--illumination", type=number_in(0, 2), default=d.illumination,
+                   help="uneven lighting: a smooth random gain field, its log of a std drawn up to this")
     t.add_argument("--fov_margin_px", type=whole_in(0, 64), default=d.fov_margin_px,
                    help="segment: the loss also covers this band (pixels of the view) beyond the field of view, "
                         "as background: the FOV rim is not a vessel (synthetic images have a sharp rim)")

@@ -186,6 +186,8 @@ class TrainConfig:
     vessel_fade: float = 0.0  # up to this share of the annotated vessels' contrast blended away (segmenters)
     blur_sigma: float = 0.0  # Gaussian blur up to this sigma (px of a 512 px view)
     noise_std: float = 0.0  # Gaussian noise up to this std (grey levels)
+    vessel_reflex: float = 0.0  # a light stripe along wide vessels' centre lines, up to this share of their contrast
+    illumination: float = 0.0  # smooth brightness field, log-gain std up to this
     fov_margin_px: int = 0  # segment: the loss also covers this band (px of the view) beyond the FOV
     bf16: bool = True  # autocast where the device supports it (CUDA with bf16)
     resume: bool = False

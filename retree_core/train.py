@@ -198,13 +198,15 @@ def training_dataset(cfg: TrainConfig):
     if cfg.procedural_fraction and (cfg.mode != "vessel" or cfg.synthetic_root):
         raise ValueError("--procedural_fraction mixes procedural trees into a vessel run's real trees; "
                          "it is for --mode vessel without --synthetic_root")
-    if cfg.mode != "segment" and (cfg.vessel_fade or cfg.blur_sigma or cfg.noise_std or cfg.fov_margin_px):
-        raise ValueError("--vessel_fade, --blur_sigma, --noise_std and --fov_margin_px are for --mode segment: "
-                         "on a generator's training images they would teach it faded, blurred or noisy photographs")
+    extras = AugmentConfig(color_jitter=cfg.color_jitter, vessel_fade=cfg.vessel_fade, blur_sigma=cfg.blur_sigma,
+                           noise_std=cfg.noise_std, vessel_reflex=cfg.vessel_reflex, illumination=cfg.illumination,
+                           enabled=cfg.augment)
+    if cfg.mode != "segment" and (extras.photometric_on or cfg.fov_margin_px):
+        raise ValueError("--vessel_fade, --blur_sigma, --noise_std, --vessel_reflex, --illumination and "
+                         "--fov_margin_px are for --mode segment: on a generator's training images they would "
+                         "teach it faded, blurred, noisy or unevenly lit photographs")
     # the photometric extras make clearly drawn synthetic vessels look like real ones: with synthetic pairs
     # they apply to those only (on real photographs they fade and blur away the faint vessels)
-    extras = AugmentConfig(color_jitter=cfg.color_jitter, vessel_fade=cfg.vessel_fade, blur_sigma=cfg.blur_sigma,
-                           noise_std=cfg.noise_std, enabled=cfg.augment)
     plain = AugmentConfig(color_jitter=cfg.color_jitter, enabled=cfg.augment) if cfg.synthetic_root else extras
     real = lambda: make_dataset(cfg.data_root, cfg.image_size, plain, crop_px=cfg.crop_px)  # noqa: E731
     if cfg.procedural_fraction:

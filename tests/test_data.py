@@ -361,10 +361,43 @@ def test_blur_and_noise_change_the_image_inside_the_fov_only():
         np.testing.assert_array_equal(out[~fov], image[~fov])
 
 
+def test_vessel_reflex_lightens_the_centre_of_wide_vessels_only():
+    image = np.full((64, 64, 3), (170, 90, 40), np.uint8)
+    mask = np.zeros((64, 64), bool)
+    mask[:, 20:29] = True  # 9 px wide: gets a reflex
+    mask[:, 44:46] = True  # 2 px wide: too thin for one
+    image[mask] = (90, 40, 20)
+    fov = np.ones((64, 64), bool)
+    centre_gains = []
+    for seed in range(6):
+        out = photometric(image, mask, fov, 512, np.random.default_rng(seed), AugmentConfig(vessel_reflex=1.0))
+        gain = out.astype(int) - image.astype(int)
+        assert (gain >= 0).all()  # toward the background, never darker
+        assert gain[:, 24].mean() >= 3 * gain[:, [20, 28]].mean()  # the centre, more than the vessel's edges
+        np.testing.assert_array_equal(out[:, 44:46], image[:, 44:46])
+        np.testing.assert_array_equal(out[~mask], image[~mask])
+        centre_gains.append(gain[8:56, 24, 0].min())
+    assert max(centre_gains) > 30 and min(centre_gains) < max(centre_gains)  # a strength drawn per image
+
+
+def test_illumination_is_a_smooth_gain_inside_the_fov():
+    image, mask, fov = fundus(96, 96)
+    image[fov & ~mask] = (150, 80, 40)
+    changes = []
+    for seed in range(4):
+        out = photometric(image, mask, fov, 512, np.random.default_rng(seed), AugmentConfig(illumination=0.5))
+        np.testing.assert_array_equal(out[~fov], image[~fov])
+        ratio = np.where(fov & ~mask, out[..., 0] / 150.0, np.nan)
+        assert np.nanmax(np.abs(np.diff(ratio, axis=1))) < 0.05  # smooth: no speckle, no edges
+        changes.append(np.nanmax(ratio) - np.nanmin(ratio))
+    assert max(changes) > 0.15  # uneven across the image, by a strength drawn per image
+
+
 def test_photometric_extras_leave_the_geometry_and_crops_unchanged():
     image, mask, fov = fundus(64, 64)
     plain = PairDataset([(image, mask, fov)], ["a"], 48, AugmentConfig(), crop_px=24, length=5)
-    extras = PairDataset([(image, mask, fov)], ["a"], 48, AugmentConfig(vessel_fade=0.8, noise_std=5), crop_px=24,
+    extras = PairDataset([(image, mask, fov)], ["a"], 48, AugmentConfig(vessel_fade=0.8, noise_std=5, vessel_reflex=0.5,
+                         illumination=0.5), crop_px=24,
                          length=5)
     assert AugmentConfig(noise_std=5).photometric_on and not AugmentConfig(noise_std=5, enabled=False).photometric_on
     for seed in range(5):

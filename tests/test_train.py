@@ -54,10 +54,11 @@ def test_augmentation_options_reach_the_training_items(tmp_path, capsys):
     from retree_core.train import training_dataset
 
     cfg = tiny_cfg(tmp_path, mode="segment", image_size=32, vessel_fade=0.7, blur_sigma=1.5, noise_std=4.0,
-                   color_jitter=0.0)
+                   vessel_reflex=0.3, illumination=0.4, color_jitter=0.0)
     dataset = training_dataset(cfg)
-    assert (dataset.augment_cfg.vessel_fade, dataset.augment_cfg.blur_sigma, dataset.augment_cfg.noise_std,
-            dataset.augment_cfg.color_jitter) == (0.7, 1.5, 4.0, 0.0)
+    got = dataset.augment_cfg
+    assert (got.vessel_fade, got.blur_sigma, got.noise_std, got.vessel_reflex, got.illumination,
+            got.color_jitter) == (0.7, 1.5, 4.0, 0.3, 0.4, 0.0)
     plain = training_dataset(tiny_cfg(tmp_path, mode="segment", image_size=32, color_jitter=0.0))
     assert torch.equal(dataset[(0, 3)]["mask"], plain[(0, 3)]["mask"])
     assert not torch.equal(dataset[(0, 3)]["image"], plain[(0, 3)]["image"])
@@ -74,8 +75,9 @@ def test_augmentation_options_reach_the_training_items(tmp_path, capsys):
     assert mixed.synthetic.augment_cfg.vessel_fade == 0.7 and mixed.real.augment_cfg.vessel_fade == 0.0
     with pytest.raises(SystemExit):
         main(["train", "--mode", "segment", "--vessel_fade", "1.5", "--output_dir", str(tmp_path / "x")])
-    with pytest.raises(ValueError, match="for --mode segment"):
-        training_dataset(tiny_cfg(tmp_path, mode="concat", blur_sigma=1.0))
+    for extra in ({"blur_sigma": 1.0}, {"illumination": 0.5}, {"vessel_reflex": 0.5}):
+        with pytest.raises(ValueError, match="for --mode segment"):
+            training_dataset(tiny_cfg(tmp_path, mode="concat", **extra))
     assert "--vessel_fade" in capsys.readouterr().err
 
 

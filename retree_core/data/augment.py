@@ -30,11 +30,14 @@ class AugmentConfig:
     vessel_fade: float = 0.0  # up to this share of the annotated vessels' contrast is blended away
     blur_sigma: float = 0.0  # Gaussian blur of a sigma up to this (pixels of a 512 px view)
     noise_std: float = 0.0  # Gaussian noise of a std up to this (grey levels)
+    vessel_reflex: float = 0.0  # a light stripe along wide vessels' centre lines, up to this share of their contrast
+    illumination: float = 0.0  # smooth brightness field: log-gain of a std up to this
     enabled: bool = True
 
     @property
     def photometric_on(self) -> bool:
-        return self.enabled and (self.vessel_fade > 0 or self.blur_sigma > 0 or self.noise_std > 0)
+        strengths = (self.vessel_fade, self.blur_sigma, self.noise_std, self.vessel_reflex, self.illumination)
+        return self.enabled and any(s > 0 for s in strengths)
 
 
 def fov_square(fov: np.ndarray) -> tuple[float, float, float]:
@@ -87,31 +90,63 @@ def color_jitter(image: np.ndarray, fov: np.ndarray, strength: float, rng: np.ra
     return np.where(fov[..., None], rgb, image)
 
 
+def _background(image: np.ndarray, scale: float) -> np.ndarray:
+    """The photograph without its vessels: a grey closing wider than the widest vessel (float32)."""
+    side = 2 * round(8 * scale) + 1  # main vessels are up to about 12 px wide in a 512 px view
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
+    return cv2.morphologyEx(image, cv2.MORPH_CLOSE, kernel).astype(np.float32)
+
+
+def _reflex_stripe(mask: np.ndarray, scale: float) -> np.ndarray:
+    """Weights (0-1) of a narrow stripe along the centre line of the vessels at least 4 px wide (512 px view)."""
+    depth = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)
+    ridge = (depth >= 2.0 * scale) & (depth >= cv2.dilate(depth, np.ones((3, 3), np.uint8)) - 0.5)
+    stripe = cv2.GaussianBlur(ridge.astype(np.float32), (0, 0), max(0.6 * scale, 0.5))
+    return np.clip(stripe / max(float(stripe.max()), 1e-6), 0, 1) * mask
+
+
+def _gain_field(shape: tuple[int, int], scale: float, rng: np.random.Generator) -> np.ndarray:
+    """A smooth standard-normal field (a random node per 256 px of a 512 px view, cubic in between)."""
+    nodes = [max(2, round(side / (256 * scale)) + 2) for side in shape]
+    field = cv2.resize(rng.standard_normal(nodes).astype(np.float32), shape[::-1], interpolation=cv2.INTER_CUBIC)
+    return np.clip(field, -2.5, 2.5)
+
+
 def photometric(image: np.ndarray, mask: np.ndarray, fov: np.ndarray, view_px: int,
                 rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
-    """Vessel fade, blur and noise of a uint8 image (a view of `view_px`, or a crop of one), inside `fov`.
+    """Vessel fade and reflex, uneven illumination, blur and noise of a uint8 image (a view of `view_px`,
+    or a crop of one), inside `fov`.
 
     The fade blends the annotated vessels (a soft band around the mask) toward the background, estimated
     by a grey closing wider than the widest vessel, by a share drawn up to `cfg.vessel_fade`: the same
-    tree drawn fainter, as real thin vessels are. Strengths are drawn per image (three numbers always).
+    tree drawn fainter, as real thin vessels are. The reflex does the same on a narrow stripe along the
+    wide vessels' centre lines (the light reflex of real arteries, which reads as two thin vessels to a
+    model that never saw it). The illumination multiplies by a smooth random gain (real photographs are
+    darker towards the rim). Strengths are drawn per image; the draws of the first three come first, so
+    turning the later ones on leaves the earlier ones' randomness unchanged.
     """
     fade, sigma, noise = rng.uniform(0.0, 1.0, size=3) * (cfg.vessel_fade, cfg.blur_sigma, cfg.noise_std)
+    noise_px = rng.normal(0.0, noise, size=image.shape).astype(np.float32) if noise > 0 else 0.0
     scale = view_px / 512
     out = image.astype(np.float32)
-    if fade > 0 and mask.any():
-        side = 2 * round(8 * scale) + 1  # main vessels are up to about 12 px wide in a 512 px view
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
-        background = cv2.morphologyEx(image, cv2.MORPH_CLOSE, kernel).astype(np.float32)
+    if cfg.vessel_reflex > 0 or cfg.illumination > 0:
+        reflex, light = rng.uniform(0.0, 1.0, size=2) * (cfg.vessel_reflex, cfg.illumination)
+        gain = np.exp(light * _gain_field(image.shape[:2], scale, rng))[..., None] if light > 0 else 1.0
+    else:
+        reflex, gain = 0.0, 1.0
+    if (fade > 0 or reflex > 0) and mask.any():
+        background = _background(image, scale)
         band = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), max(1.0 * scale, 0.5))
-        weight = fade * np.clip(np.maximum(band * 2, mask), 0, 1)[..., None]
-        out = out + weight * (background - out)
+        weight = fade * np.clip(np.maximum(band * 2, mask), 0, 1)
+        if reflex > 0:
+            weight = weight + (1 - weight) * reflex * _reflex_stripe(mask, scale)
+        out = out + weight[..., None] * (background - out)
+    out = out * gain
     if sigma * scale > 0.1:  # normalised by the blurred FOV: the black beyond it does not bleed in
         inside = fov.astype(np.float32)
         weight = cv2.GaussianBlur(inside, (0, 0), sigma * scale)[..., None]
         out = cv2.GaussianBlur(out * inside[..., None], (0, 0), sigma * scale) / np.maximum(weight, 1e-3)
-    if noise > 0:
-        out = out + rng.normal(0.0, noise, size=out.shape).astype(np.float32)
-    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    out = np.clip(np.rint(out + noise_px), 0, 255).astype(np.uint8)
     return np.where(fov[..., None], out, image)
 
 
