@@ -9,12 +9,17 @@ already there, so an interrupted study continues where it stopped:
    when the shipped sr model fits);
 2. `train --mode segment` per arm, all with the same steps, batch, crops and learning rate;
 3. `export` (threshold: best F1 on the arm's own training pairs) and `evaluate --segmenter` on the
-   validation split.
+   validation split;
+4. with `--finetune`, per source one more arm: the real pairs alone, starting from that source's
+   synthetic-only segmenter (pre-training on synthetic data, then the real-only arm's schedule).
+
+Arms with synthetic pairs take `--train_args`, arms on real pairs alone `--real_args`: augmentation
+meant for synthetic images stays off real photographs.
 
 Prints the table as Markdown and writes it with all figures to OUT/study.md and OUT/study.json.
 
     python bench/synthetic_study.py --data_root ../shared/data/DRIVE ../shared/data/CHASE_DB1 \\
-        [--sources concat spade] [--num 40] [--steps 600] [--jobs 2] [--out outputs/study]
+        [--sources concat spade] [--num 40] [--steps 600] [--jobs 2] [--finetune] [--out outputs/study]
 """
 from __future__ import annotations
 
@@ -77,19 +82,22 @@ def synthesise(args, source: str) -> Path:
     return out
 
 
-def arm(args, name: str, synthetic: Path | None, fraction: float) -> dict:
-    """Train, export and evaluate one arm; its mean validation metrics."""
+def arm(args, name: str, synthetic: Path | None, fraction: float, init: Path | None = None) -> dict:
+    """Train (from `init`'s weights when given), export and evaluate one arm; its mean validation metrics.
+    Arms with synthetic pairs take --train_args, arms on real pairs alone --real_args."""
     out = Path(args.out) / f"arm_{name}"
     log = Path(args.out) / "logs" / f"arm_{name}.log"
     weights = out / "segment.safetensors"
     if not weights.exists():
         data = ["--data_root", *args.data_root]
         mix = [] if synthetic is None else ["--synthetic_root", str(synthetic), "--synthetic_fraction", str(fraction)]
+        options = shlex.split(args.real_args if synthetic is None else args.train_args)
+        options += [] if init is None else ["--init_weights", str(init)]
         run(command("train", "--mode", "segment", "--preset", args.preset, "--image_size", str(args.image_size),
                     "--crop_px", str(args.crop_px), "--batch_size", str(args.batch_size), "--lr", str(args.lr),
                     "--max_steps", str(args.steps), "--sample_interval", str(args.steps), "--checkpoint_interval",
                     "100", "--seed", str(args.seed), "--output_dir", str(out), "--resume", "--no_progress",
-                    *data, *mix, *shlex.split(args.train_args)), log)
+                    *data, *mix, *options), log)
         run(command("export", "--checkpoint", str(out / "last.ckpt"), "--out", str(weights.with_suffix(""))), log)
     metrics = out / "evaluate" / "metrics.json"
     if not metrics.exists():
@@ -123,7 +131,10 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train_args", default="",
-                   help="more train options for every arm, e.g. '--vessel_fade 0.5 --blur_sigma 1'")
+                   help="more train options for the arms with synthetic pairs, e.g. '--vessel_fade 0.5 --blur_sigma 1'")
+    p.add_argument("--real_args", default="", help="more train options for the arms on real pairs alone")
+    p.add_argument("--finetune", action="store_true",
+                   help="per source also an arm that trains on the real pairs from the synthetic-only segmenter")
     p.add_argument("--jobs", type=int, default=2, help="stages run side by side")
     p.add_argument("--out", default="outputs/study")
     args = p.parse_args()
@@ -137,9 +148,13 @@ def main() -> None:
         mixed = args.sources if args.mix_sources is None else args.mix_sources
         arms += [(f"real+synthetic_{s}", synthetic[s], args.mix_fraction) for s in mixed]
         rows = list(pool.map(lambda a: arm(args, *a), arms))
+        if args.finetune:  # after the synthetic-only arms: they start from those segmenters
+            pretrained = {s: Path(args.out) / f"arm_synthetic_{s}" / "segment.safetensors" for s in args.sources}
+            rows += pool.map(lambda s: arm(args, f"synthetic_{s}_then_real", None, 0.0, pretrained[s]), args.sources)
 
     lines = [f"Segmenter `{args.preset}` preset, {args.image_size} px view, {args.crop_px} px crops, batch {args.batch_size}, "
-             f"{args.steps} steps, lr {args.lr}{', ' + args.train_args if args.train_args else ''}; {'one' if args.trees == 'real' else args.num} synthetic pair(s) per "
+             f"{args.steps} steps, lr {args.lr}; synthetic arms {args.train_args or 'no more options'}; real-only arms "
+             f"{args.real_args or 'no more options'}; {'one' if args.trees == 'real' else args.num} synthetic pair(s) per "
              f"{'real training annotation' if args.trees == 'real' else 'source'} ({args.trees} trees, sr "
              f"{args.sr}, guidance {args.guidance or 'recommended'}); real + synthetic: {args.mix_fraction:.0%} synthetic items. Validation split, inside "
              "the FOV, at the annotation's resolution, mean over images.", "",
