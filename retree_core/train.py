@@ -201,7 +201,7 @@ def training_dataset(cfg: TrainConfig):
     extras = AugmentConfig(color_jitter=cfg.color_jitter, vessel_fade=cfg.vessel_fade, blur_sigma=cfg.blur_sigma,
                            noise_std=cfg.noise_std, vessel_reflex=cfg.vessel_reflex, illumination=cfg.illumination,
                            enabled=cfg.augment)
-    if cfg.mode != "segment" and (extras.photometric_on or cfg.fov_margin_px):
+    if cfg.mode != "segment" and (extras.extras_set or cfg.fov_margin_px):
         raise ValueError("--vessel_fade, --blur_sigma, --noise_std, --vessel_reflex, --illumination and "
                          "--fov_margin_px are for --mode segment: on a generator's training images they would "
                          "teach it faded, blurred, noisy or unevenly lit photographs")

@@ -75,7 +75,8 @@ def test_augmentation_options_reach_the_training_items(tmp_path, capsys):
     assert mixed.synthetic.augment_cfg.vessel_fade == 0.7 and mixed.real.augment_cfg.vessel_fade == 0.0
     with pytest.raises(SystemExit):
         main(["train", "--mode", "segment", "--vessel_fade", "1.5", "--output_dir", str(tmp_path / "x")])
-    for extra in ({"blur_sigma": 1.0}, {"illumination": 0.5}, {"vessel_reflex": 0.5}):
+    for extra in ({"blur_sigma": 1.0}, {"illumination": 0.5}, {"vessel_reflex": 0.5},
+                  {"vessel_fade": 0.5, "augment": False}):
         with pytest.raises(ValueError, match="for --mode segment"):
             training_dataset(tiny_cfg(tmp_path, mode="concat", **extra))
     assert "--vessel_fade" in capsys.readouterr().err

@@ -35,9 +35,14 @@ class AugmentConfig:
     enabled: bool = True
 
     @property
-    def photometric_on(self) -> bool:
+    def extras_set(self) -> bool:
+        """Any photometric extra asked for (whether or not augmentation is enabled)."""
         strengths = (self.vessel_fade, self.blur_sigma, self.noise_std, self.vessel_reflex, self.illumination)
-        return self.enabled and any(s > 0 for s in strengths)
+        return any(s > 0 for s in strengths)
+
+    @property
+    def photometric_on(self) -> bool:
+        return self.enabled and self.extras_set
 
 
 def fov_square(fov: np.ndarray) -> tuple[float, float, float]:
