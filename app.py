@@ -27,6 +27,7 @@ from retree_core.evaluate import ClassicalSegmenter, GenerationOptions, evaluate
 from retree_core.fidelity import AGREE_RGB, EXTRA_RGB, MISSED_RGB, measure_fidelity
 from retree_core.generation import live_frames
 from retree_core.jobs import TrainingBusy, format_duration, loss_curve
+from retree_core.segmentation import LearnedSegmenter
 from retree_core.mask_sources import (
     LoadedMask, TreeKnobs, UploadLimits, blank_canvas, canvas_mask, current_mask, dream_tree, mask_for_model,
     mask_from_upload, mask_picture, random_tree,
@@ -44,6 +45,8 @@ EXAMPLES_DIR = ROOT / "assets" / "masks"
 SAMPLERS = [("DPM-Solver++ (2M)", "dpmpp"), ("DDIM", "ddim"), ("DDPM (ancestral)", "ddpm")]
 MODES = [("Concat", "concat"), ("SPADE", "spade")]
 IMAGE_SIZES = [16, 32, 64, 128, 256, 512]
+TRAIN_ROLES = ("vessel", "concat", "spade", "segment")
+SEGMENT_CROP_PX = 128  # the segmenter trains on crops of this size when its view is larger
 DISPLAY_MIN_PX = 256  # small model outputs are enlarged (nearest) for display
 FRAME_INTERVAL_S = 0.1  # at most 10 live frames a second: encoding and sending each one costs CPU
 PATH_IN_MESSAGE = re.compile(r"(?<![\w.~])(?:/[^\s/:'\"]+)+/([^\s/:'\"]+)")  # absolute paths
@@ -381,15 +384,16 @@ class Handlers:
     # --- training ------------------------------------------------------------------------------
     def _train_cfg(self, role, preset, size, batch, steps, lr, sample_every, data_root,
                    procedural=0.0) -> TrainConfig:
-        if role not in ("vessel", "concat", "spade"):
-            raise ValueError(f"role must be vessel, concat or spade, got {role!r}")
+        if role not in TRAIN_ROLES:
+            raise ValueError(f"role must be {', '.join(TRAIN_ROLES)}, got {role!r}")
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}")
         steps = whole_number(steps, "steps", 1, self.settings.max_train_steps)
         every = whole_number(sample_every, "sample every", 1, 1_000_000)
         procedural = bounded_number(procedural, "procedural share", 0, 1) if role == "vessel" else 0.0
-        return TrainConfig(mode=role, preset=preset, data_root=data_root,
-                           image_size=whole_number(size, "image size", 8, 1024),
+        size = whole_number(size, "image size", 8, 1024)
+        crop = SEGMENT_CROP_PX if role == "segment" and size > SEGMENT_CROP_PX else None  # patch training
+        return TrainConfig(mode=role, preset=preset, data_root=data_root, image_size=size, crop_px=crop,
                            batch_size=whole_number(batch, "batch size", 1, 256),
                            max_steps=steps, lr=bounded_number(lr, "learning rate", 1e-7, 1e-1),
                            sample_interval=every, checkpoint_interval=max(1, min(every, 250)),
@@ -397,7 +401,10 @@ class Handlers:
 
     @ui_errors
     def train_start(self, role, source, zip_path, folder, preset, size, batch, steps, lr, sample_every, name,
-                    procedural=0.0, request: gr.Request | None = None):
+                    procedural=0.0, synth_zip=None, synth_share=0.5, start_from=None,
+                    request: gr.Request | None = None):
+        """Start a run. Segmenter runs may mix in a synthetic-pairs zip (the Synthesise tab's) at a share, and
+        may start from a segmenter's weights (pre-training on synthetic pairs, then real ones)."""
         session = session_of(request)
         jobs = self.studio.jobs
         if jobs.snapshot().busy:
@@ -405,13 +412,56 @@ class Handlers:
         name = (name or "").strip() or f"{role}_{preset}_{size}px_{time.strftime('%Y%m%d-%H%M%S')}"
         cfg = self._train_cfg(role, preset, size, batch, steps, lr, sample_every, None, procedural)
         cfg.net()  # a preset that does not fit the size fails before data is unpacked
-        st = self.settings
-        data = training_data(source, zip_path, folder, st.dataset_dir,
-                             ZipLimits(st.max_zip_members, st.max_zip_unpacked_mb * 2**20), st.hosted)
+        if role == "segment" and start_from:
+            cfg.init_weights = str(self._segmenter_entry(start_from, session).path)
+        share = bounded_number(synth_share, "synthetic share", 0, 1) if role == "segment" and synth_zip else 0.0
+        if synth_zip and role == "segment" and share == 0:
+            raise ValueError("the synthetic share is 0: raise it, or remove the synthetic pairs zip")
+        data, synthetic = self._training_data(source, zip_path, folder), None
+        if share:
+            synthetic = self._training_data("zip", synth_zip, None)
+            cfg.synthetic_root, cfg.synthetic_fraction = synthetic.roots, share
         cfg.data_root = data.roots
-        jobs.start(cfg, name, owner=session, data_note=data.note)
-        gr.Info(f"Training '{name}' started on the {data.note}.")
+        note = data.note if synthetic is None else (
+            f"{data.note} and {synthetic.note} ({share:.0%} of the crops)" if share < 1 else synthetic.note)
+        jobs.start(cfg, name, owner=session, data_note=note)
+        gr.Info(f"Training '{name}' started on the {note}.")
         return (*self.train_poll(None, request)[:-1], gr.Timer(active=True))
+
+    def _training_data(self, source, zip_path, folder):
+        st = self.settings
+        return training_data(source, zip_path, folder, st.dataset_dir,
+                             ZipLimits(st.max_zip_members, st.max_zip_unpacked_mb * 2**20), st.hosted)
+
+    def _segmenter_entry(self, label: str, session: str):
+        entry = self.studio.catalog.find(label, "segment", session, self.settings.hosted)
+        if entry is None:
+            raise ValueError(f"no segmenter named {label!r} here: train one in the Train tab (role Vessel segmenter)")
+        return entry
+
+    def segmenter_choices(self, current: str | None, with_classical: bool, request: gr.Request | None = None):
+        """Dropdown of the vessel segmenters (shipped and trained runs), and the classical filter or
+        training from scratch as the first choice; keeps the selection when it is still there."""
+        entries = self._entries("segment", session_of(request))
+        first = ("Classical ridge filter", "classical") if with_classical else ("From scratch", "")
+        choices = [first, *[(f"{e.label} (shipped)" if e.kind == "shipped" else e.label, e.label) for e in entries]]
+        default = self.studio.catalog.default("segment", session_of(request), self.settings.hosted)
+        values = [value for _, value in choices]
+        value = current if current in values else (default.label if default and with_classical else first[1])
+        return gr.update(choices=choices, value=value)
+
+    def eval_segmenters(self, current: str | None, request: gr.Request | None = None):
+        return self.segmenter_choices(current, True, request)
+
+    def train_role(self, role: str, start_from: str | None, request: gr.Request | None = None):
+        """What the role changes in the Train tab: the procedural share (vessel), the segmenter's options,
+        and the preset and size its training usually takes. Outputs: procedural, segmenter group,
+        start-from, preset, size, learning rate, batch size."""
+        d = TrainConfig()
+        segment = role == "segment"  # the shipped segmenter's settings (model card)
+        preset, size, lr, batch = ("fine", 512, 1e-3, 8) if segment else (d.preset, d.image_size, d.lr, d.batch_size)
+        return (gr.update(visible=role == "vessel"), gr.update(visible=segment),
+                self.segmenter_choices(start_from, False, request), preset, size, lr, batch)
 
     @ui_errors
     def train_stop(self, request: gr.Request | None = None):
@@ -522,9 +572,16 @@ class Handlers:
         if split not in ("val", "all"):
             raise ValueError(f"split must be val or all, got {split!r}")
         session = session_of(request)
-        segmenter = self.studio.segmenter() if segmenter_choice == "learned" else ClassicalSegmenter()
-        if segmenter is None:
-            raise ValueError("no learned segmenter is shipped (weights/segment.safetensors); use the classical filter")
+        if segmenter_choice == "classical":
+            segmenter = ClassicalSegmenter()
+        elif segmenter_choice in (None, "", "learned"):  # the shipped one
+            segmenter = self.studio.segmenter()
+            if segmenter is None:
+                raise ValueError("no learned segmenter is shipped (weights/segment.safetensors); use the classical "
+                                 "filter")
+        else:
+            entry = self._segmenter_entry(segmenter_choice, session)
+            segmenter = LearnedSegmenter.from_file(self.studio.catalog.load(entry.path, "segment"), entry.path)
         roots, split, note = self._eval_roots(source, zip_path, folder, split)
         yield f"Evaluating on {note}…", None, None, None
         if kind == "segmenter":
@@ -809,8 +866,8 @@ def train_tab(h: Handlers, s: StudioSettings) -> dict:
     sources = dataset_sources(s)
     with gr.Row(equal_height=False):
         with gr.Column(scale=4):
-            role = gr.Radio([("Vessel trees (stage 1)", "vessel"), ("Concat", "concat"), ("SPADE", "spade")],
-                            value="concat", label="Role")
+            role = gr.Radio([("Vessel trees (stage 1)", "vessel"), ("Concat", "concat"), ("SPADE", "spade"),
+                             ("Vessel segmenter", "segment")], value="concat", label="Role", elem_id="rt-train-role")
             source = gr.Radio(sources, value="embedded", label="Dataset")
             data_zip = gr.File(label="Dataset zip: images/img_X.png + masks/seg_X.png (or DRIVE, CHASE_DB1, "
                                "STARE, HRF layouts)", file_types=[".zip"], visible=False, height=90)
@@ -832,6 +889,16 @@ def train_tab(h: Handlers, s: StudioSettings) -> dict:
                                    visible=False, elem_id="rt-train-procedural",
                                    info="vessel trees: this share of the training trees comes from the procedural "
                                         "generator, drawn on the fly, the rest from the dataset")
+            with gr.Group(visible=False) as segment_opts:
+                synth_zip = gr.File(label="Synthetic pairs zip (from the Synthesise tab), mixed into the dataset",
+                                    file_types=[".zip"], height=120, elem_id="rt-train-synth")
+                synth_share = gr.Slider(0, 1, 0.5, step=0.05, label="Synthetic share", elem_id="rt-train-share",
+                                        info="share of the training crops drawn from the synthetic pairs "
+                                             "(1: synthetic only)")
+                start_from = gr.Dropdown([("From scratch", "")], value="", label="Start from",
+                                         elem_id="rt-train-from",
+                                         info="a segmenter's weights, e.g. one trained on synthetic pairs: on few "
+                                              "real annotations, pre-training on synthetic pairs helps (model card)")
             name = gr.Textbox(label="Run name (optional)", placeholder="e.g. concat_drive_256", elem_id="rt-train-name")
             with gr.Row():
                 start = gr.Button("Start", variant="primary", elem_id="rt-train-start")
@@ -841,14 +908,16 @@ def train_tab(h: Handlers, s: StudioSettings) -> dict:
                                    elem_id="rt-train-runs")
                 resume = gr.Button("Resume", scale=1, elem_id="rt-train-resume")
             gr.Markdown("One training at a time on this machine. Generation stays available but is slower "
-                        "while a training runs. A stopped or finished run becomes a model in the Generate tab.",
+                        "while a training runs. A stopped or finished run becomes a model in the Generate tab "
+                        "(a segmenter: in the Evaluate tab).",
                         elem_classes="rt-note")
         with gr.Column(scale=6):
             status = gr.Markdown("No training yet in this app session.", elem_id="rt-train-status")
             plot = gr.LinePlot(None, x="step", y="loss",
-                               color="series", title="Training loss (L1 + MSE on the noise)", height=260,
+                               color="series", title="Training loss", height=260,
                                color_map={"loss": "#c8c8d0", "smoothed": "#e4572e"})
-            grid = gr.Image(label="Sample grid (rows: mask, sample, real image)", height=300, interactive=False,
+            grid = gr.Image(label="Sample grid (rows: mask, sample, real image; segmenter: photograph, annotation, "
+                                  "prediction)", height=300, interactive=False,
                             elem_id="rt-train-grid")
             model_dl = gr.DownloadButton("Download trained model (.safetensors)", visible=False,
                                          elem_id="rt-train-download")
@@ -859,9 +928,10 @@ def train_tab(h: Handlers, s: StudioSettings) -> dict:
     quiet = dict(show_progress="hidden", **private)
     source.change(show_dataset_inputs, source, [data_zip, folder], **quiet)
     poll_out = [status, plot, grid, shown, model_dl, runs, timer]
-    role.change(lambda r: gr.update(visible=r == "vessel"), role, procedural, **quiet)
+    role.change(h.train_role, [role, start_from], [procedural, segment_opts, start_from, preset, size, lr, batch],
+                **quiet)
     start.click(h.train_start, [role, source, data_zip, folder, preset, size, batch, steps, lr, sample_every, name,
-                                procedural],
+                                procedural, synth_zip, synth_share, start_from],
                 poll_out, concurrency_id="train-control", **private)
     stop.click(h.train_stop, None, poll_out[:-1], concurrency_limit=None, **quiet)
     resume.click(h.train_resume, [runs, steps], poll_out, concurrency_id="train-control", **private)
@@ -907,9 +977,9 @@ def synth_tab(h: Handlers, s: StudioSettings) -> dict:
     return dict(mode=mode, model=model, note=note)
 
 
-def evaluate_tab(h: Handlers, s: StudioSettings) -> None:
+def evaluate_tab(h: Handlers, s: StudioSettings) -> dict:
     sources = dataset_sources(s)
-    learned = h.studio.catalog.default("segment") is not None
+    learned = h.studio.catalog.default("segment")
     with gr.Row(equal_height=False):
         with gr.Column(scale=4):
             gr.Markdown("Score a **vessel segmenter** against annotations (F1/Dice, Jaccard, kappa, MCC, precision, "
@@ -917,9 +987,12 @@ def evaluate_tab(h: Handlers, s: StudioSettings) -> None:
                         "a **fundus model** on a dataset's masks (mask fidelity and KID against its real images).")
             kind = gr.Radio([("Segmenter", "segmenter"), ("Fundus model", "generator")], value="segmenter",
                             label="Evaluate", elem_id="rt-eval-kind")
-            segmenter = gr.Radio([("Learned segmenter (shipped)", "learned"), ("Classical ridge filter", "classical")],
-                                 value="learned" if learned else "classical", label="Segmenter",
-                                 info="for fundus models: the one that finds the vessels in generated images")
+            segmenter = gr.Dropdown([("Classical ridge filter", "classical"),
+                                     *([(f"{learned.label} (shipped)", learned.label)] if learned else [])],
+                                    value=learned.label if learned else "classical", label="Segmenter",
+                                    elem_id="rt-eval-segmenter",
+                                    info="shipped, trained in the Train tab, or the classical filter; for fundus "
+                                         "models: the one that finds the vessels in generated images")
             role = gr.Radio(MODES, value="concat", label="Fundus model (its default weights and guidance)")
             source = gr.Radio(sources, value="embedded", label="Dataset")
             data_zip = gr.File(label="Dataset zip (images + masks in any supported layout)", file_types=[".zip"],
@@ -942,6 +1015,7 @@ def evaluate_tab(h: Handlers, s: StudioSettings) -> None:
     go.click(h.evaluate, [kind, segmenter, role, source, data_zip, folder, split, num, steps],
              [summary, table, picture, files], concurrency_id="evaluate", concurrency_limit=1,
              show_progress="full", **private)
+    return dict(segmenter=segmenter)
 
 
 def build_app(settings: StudioSettings | None = None, studio: Studio | None = None) -> gr.Blocks:
@@ -961,14 +1035,15 @@ def build_app(settings: StudioSettings | None = None, studio: Studio | None = No
                 t = train_tab(h, s)
             with gr.Tab("Synthesise", id="synthesise") as syn_tab:
                 y = synth_tab(h, s)
-            with gr.Tab("Evaluate", id="evaluate"):
-                evaluate_tab(h, s)
+            with gr.Tab("Evaluate", id="evaluate") as ev_tab:
+                e = evaluate_tab(h, s)
             with gr.Tab("About", id="about"):
                 gr.Markdown(ABOUT)
         quiet = dict(show_progress="hidden", api_visibility="private")
         gen_tab.select(h.model_choices, [g["mode"], g["model"]], [g["model"], g["model_note"]], **quiet)
         syn_tab.select(h.model_choices, [y["mode"], y["model"]], [y["model"], y["note"]], **quiet)
         tr_tab.select(h.train_runs, None, t["runs"], **quiet)
+        ev_tab.select(h.eval_segmenters, e["segmenter"], e["segmenter"], **quiet)
         demo.load(h.model_choices, [g["mode"], g["model"]], [g["model"], g["model_note"]], **quiet)
         demo.load(h.model_choices, [y["mode"], y["model"]], [y["model"], y["note"]], **quiet)
         demo.load(h.preview, [*g["mask_in"], g["mode"], g["model"]], [g["seen"], g["seen_note"]], **quiet)

@@ -285,15 +285,13 @@ def run_generate(args: argparse.Namespace) -> None:
 
 def run_export(args: argparse.Namespace) -> None:
     from .checkpoint import load_checkpoint
-    from .weights import export_weights, load_model
+    from .weights import export_weights
 
     extra = {} if args.guidance is None else {"sample": {"guidance": args.guidance}}
     train_cfg = load_checkpoint(args.checkpoint)["config"]["train"]
     if train_cfg["mode"] == "segment":  # the segmenter's threshold: best F1 on its training images
-        from .segmentation import choose_threshold
-        synthetic_only = train_cfg.get("synthetic_root") and train_cfg.get("synthetic_fraction", 0) >= 1
-        roots = train_cfg["synthetic_root"] if synthetic_only else train_cfg["data_root"]
-        threshold = choose_threshold(load_model(args.checkpoint, role="segment"), roots)
+        from .segmentation import run_threshold
+        threshold = run_threshold(args.checkpoint)
         print(f"segmenter threshold {threshold:.2f} (best F1 on the run's training images)")
         extra["segment"] = {"threshold": threshold}
     print(f"wrote {export_weights(args.checkpoint, args.out, fp16=not args.fp32, extra_meta=extra)}")

@@ -19,6 +19,7 @@ from pathlib import Path
 from .catalog import RUN_INFO_NAME, RUN_MODEL_NAME, run_owner
 from .checkpoint import CHECKPOINT_NAME, atomic_write
 from .config import TrainConfig, from_dict, to_dict
+from .segmentation import run_threshold
 from .train import LOG_NAME, train
 from .weights import export_weights
 
@@ -220,13 +221,15 @@ class TrainingJobs:
             ckpt = train(cfg, on_log=self._on_log, should_stop=self._stop.is_set)
             weights = None
             if ckpt.exists():
-                weights = export_weights(ckpt, run_dir / RUN_MODEL_NAME)
+                extra = {"segment": {"threshold": run_threshold(ckpt)}} if cfg.mode == "segment" else None
+                weights = export_weights(ckpt, run_dir / RUN_MODEL_NAME, extra_meta=extra)
             with self._lock:
                 stopped = self._stop.is_set() and self._job.step < self._job.total_steps
                 self._job.state = "stopped" if stopped else "finished"
                 self._job.weights_path = weights
                 done = f"{'stopped' if stopped else 'finished'} at step {self._job.step}"
-                self._job.message = (f"{done}; the model is selectable in Generate as 'run: {run_dir.name}'"
+                where = "Evaluate" if cfg.mode == "segment" else "Generate"
+                self._job.message = (f"{done}; the model is selectable in {where} as 'run: {run_dir.name}'"
                                      if weights else f"{done}; nothing to save yet")
         except Exception as exc:  # reported in the UI; the traceback goes to the server log only
             traceback.print_exc()

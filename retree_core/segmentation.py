@@ -94,6 +94,18 @@ def choose_threshold(model: LoadedModel, data_roots: Sequence[str] | None, split
     return best_threshold(probs, truths, fovs)
 
 
+def run_threshold(checkpoint) -> float:
+    """The threshold to export with a segmenter run: best F1 on the images it trained on (its synthetic
+    pairs for a synthetic-only run, else its real data)."""
+    from .checkpoint import load_checkpoint
+    from .weights import load_model
+
+    cfg = load_checkpoint(checkpoint)["config"]["train"]
+    synthetic_only = cfg.get("synthetic_root") and cfg.get("synthetic_fraction", 0) >= 1
+    roots = cfg["synthetic_root"] if synthetic_only else cfg["data_root"]
+    return choose_threshold(load_model(checkpoint, role="segment"), roots)
+
+
 def stored_threshold(path) -> float:
     """The threshold exported with a segmenter's weights (0.5 for a checkpoint or a file without one)."""
     from .catalog import read_model_info
@@ -128,4 +140,4 @@ class LearnedSegmenter:
         return predict_vessels(self.model, image_rgb, fov)
 
 
-__all__ = ["LearnedSegmenter", "best_threshold", "choose_threshold", "load_learned_segmenter", "predict_vessels", "stored_threshold", "segment_logits", "segmentation_loss"]
+__all__ = ["LearnedSegmenter", "best_threshold", "choose_threshold", "load_learned_segmenter", "predict_vessels", "run_threshold", "stored_threshold", "segment_logits", "segmentation_loss"]

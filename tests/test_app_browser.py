@@ -130,15 +130,20 @@ def test_upload_mask_then_corrupt_upload_then_run_again(page, tmp_path):
     run_and_wait(page)  # the canvas still holds the good mask: the app keeps working
 
 
+def start_training(pg, size: str, steps: int, every: int, name: str) -> None:
+    """Fill the Train tab for a tiny run (batch 2) and press Start."""
+    pg.locator("#rt-train-preset").get_by_text("tiny", exact=True).click()
+    pg.locator("#rt-train-size").get_by_text(size, exact=True).click()
+    set_number(pg, "rt-train-batch", 2)
+    set_number(pg, "rt-train-steps", steps)
+    set_number(pg, "rt-train-every", every)
+    pg.locator("#rt-train-name textarea, #rt-train-name input").first.fill(name)
+    pg.locator("#rt-train-start").click()
+
+
 def test_start_and_stop_a_short_training(page):
     page.get_by_role("tab", name="Train").click()
-    page.locator("#rt-train-preset").get_by_text("tiny", exact=True).click()
-    page.locator("#rt-train-size").get_by_text("16", exact=True).click()
-    set_number(page, "rt-train-batch", 2)
-    set_number(page, "rt-train-steps", 100000)
-    set_number(page, "rt-train-every", 100000)
-    page.locator("#rt-train-name textarea, #rt-train-name input").first.fill("browser_run")
-    page.locator("#rt-train-start").click()
+    start_training(page, "16", 100000, 100000, "browser_run")
     page.wait_for_function(
         "() => /running.*step [1-9]/.test(document.querySelector('#rt-train-status').innerText)", timeout=WAIT_MS)
     assert "img/s" in page.locator("#rt-train-status").inner_text()
@@ -159,3 +164,21 @@ def test_evaluate_a_segmenter_on_the_embedded_example(page):
                            timeout=WAIT_MS)
     summary = page.locator("#rt-eval-summary").inner_text()
     assert "classical ridge filter" in summary and "auc" in summary
+
+
+def test_train_a_segmenter_and_evaluate_it(page):
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#rt-train-role").get_by_text("Vessel segmenter", exact=True).click()
+    page.locator("#rt-train-synth").wait_for()  # the segmenter's options: synthetic pairs, share, start from
+    page.wait_for_function("() => document.querySelector('#rt-train-preset input[value=fine]').checked")
+    start_training(page, "32", 3, 1, "browser_seg")
+    page.wait_for_function("() => document.querySelector('#rt-train-status').innerText.includes('finished')",
+                           timeout=WAIT_MS)
+    assert "Evaluate as 'run: browser_seg" in page.locator("#rt-train-status").inner_text()
+    page.get_by_role("tab", name="Evaluate").click()
+    page.locator("#rt-eval-segmenter input").click()
+    page.get_by_role("option", name=re.compile("run: browser_seg")).click()
+    page.locator("#rt-eval").click()
+    page.wait_for_function("() => /f1 \\d/.test(document.querySelector('#rt-eval-summary').innerText)",
+                           timeout=WAIT_MS)
+    assert "learned segmenter model" in page.locator("#rt-eval-summary").inner_text()

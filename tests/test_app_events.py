@@ -355,6 +355,50 @@ def test_training_from_an_uploaded_zip(handlers, tmp_path):
     assert job.state == "finished", job.message
 
 
+def test_segmenter_training_mixes_synthetic_pairs_starts_from_a_segmenter_and_is_evaluated(tmp_path, full_weights):
+    """The study's arms from the Train tab: synthetic only, then real starting from that segmenter."""
+    from retree_core.catalog import read_model_info
+    from retree_core.checkpoint import load_checkpoint
+
+    handlers = app.Handlers(Studio(settings(tmp_path, full_weights)))
+    jobs = handlers.studio.jobs
+    synth_zip = list(handlers.synthesise("concat", "concat", "procedural", 2, 0, "ddim", 2, True,
+                                         request=REQUEST))[-1][2]["value"]  # 64 px pairs (the sr model's)
+    segment = dict(role="segment", size=32, steps=2, sample_every=1)
+    with pytest.raises(gr.Error, match="synthetic share is 0"):
+        handlers.train_start(*start_args(**segment, name="none"), 0.0, synth_zip, 0.0, "", request=REQUEST)
+    with pytest.raises(gr.Error, match="no segmenter named 'nope'"):
+        handlers.train_start(*start_args(**segment, name="none"), 0.0, None, 0.5, "nope", request=REQUEST)
+    assert not jobs.snapshot().busy and not (handlers.settings.runs_dir / "none").exists()
+
+    handlers.train_start(*start_args(**segment, name="seg_syn"), 0.0, synth_zip, 1.0, "", request=REQUEST)
+    assert jobs.wait(120) and jobs.snapshot().state == "finished", jobs.snapshot().message
+    assert "Evaluate as 'run: seg_syn" in jobs.snapshot().message
+    cfg = load_checkpoint(handlers.settings.runs_dir / "seg_syn" / "last.ckpt")["config"]["train"]
+    assert cfg["mode"] == "segment" and cfg["synthetic_fraction"] == 1.0 and len(cfg["synthetic_root"]) == 1
+    assert 0 < read_model_info(jobs.snapshot().weights_path)["segment"]["threshold"] < 1  # chosen at export
+
+    choices = handlers.segmenter_choices(None, False, REQUEST)
+    assert choices["value"] == "" and choices["choices"][0] == ("From scratch", "")
+    label = next(value for _, value in choices["choices"] if value.startswith("run: seg_syn"))
+    handlers.train_start(*start_args(**segment, name="seg_ft"), 0.0, None, 0.5, label, request=REQUEST)
+    assert jobs.wait(120) and jobs.snapshot().state == "finished", jobs.snapshot().message
+    cfg = load_checkpoint(handlers.settings.runs_dir / "seg_ft" / "last.ckpt")["config"]["train"]
+    assert cfg["init_weights"].endswith("seg_syn/model.safetensors") and not cfg["synthetic_root"]
+
+    evaluated = handlers.eval_segmenters(None, REQUEST)
+    assert evaluated["value"] == "segment" and evaluated["choices"][0] == ("Classical ridge filter", "classical")
+    ft_label = next(value for _, value in evaluated["choices"] if value.startswith("run: seg_ft"))
+    summary = list(handlers.evaluate("segmenter", ft_label, "concat", "embedded", None, None, "all", 2, 2,
+                                     REQUEST))[-1][0]
+    assert "learned segmenter model" in summary and "f1" in summary
+    with pytest.raises(gr.Error, match="no segmenter named"):
+        list(handlers.evaluate("segmenter", "run: gone", "concat", "embedded", None, None, "all", 2, 2, REQUEST))
+    role_outputs = handlers.train_role("segment", None, REQUEST)
+    assert role_outputs[1]["visible"] and not role_outputs[0]["visible"] and role_outputs[3:] == ("fine", 512, 1e-3, 8)
+    assert handlers._train_cfg("segment", "fine", 512, 8, 10, 1e-3, 5, None).crop_px == 128  # patch training
+
+
 def test_hosted_mode_refuses_server_paths_and_keeps_runs_private(tmp_path, tiny_weights):
     hosted = app.Handlers(Studio(settings(tmp_path, tiny_weights.parent).make_hosted()))
     with pytest.raises(gr.Error, match="not accepted"):
