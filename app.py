@@ -47,6 +47,7 @@ MODES = [("Concat", "concat"), ("SPADE", "spade")]
 IMAGE_SIZES = [16, 32, 64, 128, 256, 512]
 TRAIN_ROLES = ("vessel", "concat", "spade", "segment")
 SEGMENT_CROP_PX = 128  # the segmenter trains on crops of this size when its view is larger
+SOFT_TREE_PX = 1.5  # the vessel model's training target in the Train tab (the shipped one's, model card)
 DISPLAY_MIN_PX = 256  # small model outputs are enlarged (nearest) for display
 FRAME_INTERVAL_S = 0.1  # at most 10 live frames a second: encoding and sending each one costs CPU
 PATH_IN_MESSAGE = re.compile(r"(?<![\w.~])(?:/[^\s/:'\"]+)+/([^\s/:'\"]+)")  # absolute paths
@@ -383,7 +384,7 @@ class Handlers:
 
     # --- training ------------------------------------------------------------------------------
     def _train_cfg(self, role, preset, size, batch, steps, lr, sample_every, data_root,
-                   procedural=0.0) -> TrainConfig:
+                   procedural=0.0, soft_tree=0.0) -> TrainConfig:
         if role not in TRAIN_ROLES:
             raise ValueError(f"role must be {', '.join(TRAIN_ROLES)}, got {role!r}")
         if preset not in PRESETS:
@@ -391,17 +392,18 @@ class Handlers:
         steps = whole_number(steps, "steps", 1, self.settings.max_train_steps)
         every = whole_number(sample_every, "sample every", 1, 1_000_000)
         procedural = bounded_number(procedural, "procedural share", 0, 1) if role == "vessel" else 0.0
+        soft_tree = bounded_number(soft_tree, "soft tree target", 0, 64) if role == "vessel" else 0.0
         size = whole_number(size, "image size", 8, 1024)
         crop = SEGMENT_CROP_PX if role == "segment" and size > SEGMENT_CROP_PX else None  # patch training
         return TrainConfig(mode=role, preset=preset, data_root=data_root, image_size=size, crop_px=crop,
                            batch_size=whole_number(batch, "batch size", 1, 256),
                            max_steps=steps, lr=bounded_number(lr, "learning rate", 1e-7, 1e-1),
                            sample_interval=every, checkpoint_interval=max(1, min(every, 250)),
-                           procedural_fraction=procedural)
+                           procedural_fraction=procedural, soft_tree_px=soft_tree)
 
     @ui_errors
     def train_start(self, role, source, zip_path, folder, preset, size, batch, steps, lr, sample_every, name,
-                    procedural=0.0, synth_zip=None, synth_share=0.5, start_from=None,
+                    procedural=0.0, synth_zip=None, synth_share=0.5, start_from=None, soft_tree=0.0,
                     request: gr.Request | None = None):
         """Start a run. Segmenter runs may mix in a synthetic-pairs zip (the Synthesise tab's) at a share, and
         may start from a segmenter's weights (pre-training on synthetic pairs, then real ones)."""
@@ -410,7 +412,7 @@ class Handlers:
         if jobs.snapshot().busy:
             raise TrainingBusy(jobs.busy_message(session))
         name = (name or "").strip() or f"{role}_{preset}_{size}px_{time.strftime('%Y%m%d-%H%M%S')}"
-        cfg = self._train_cfg(role, preset, size, batch, steps, lr, sample_every, None, procedural)
+        cfg = self._train_cfg(role, preset, size, batch, steps, lr, sample_every, None, procedural, soft_tree)
         cfg.net()  # a preset that does not fit the size fails before data is unpacked
         if role == "segment" and start_from:
             cfg.init_weights = str(self._segmenter_entry(start_from, session).path)
@@ -454,8 +456,8 @@ class Handlers:
         return self.segmenter_choices(current, True, request)
 
     def train_role(self, role: str, start_from: str | None, request: gr.Request | None = None):
-        """What the role changes in the Train tab: the procedural share (vessel), the segmenter's options,
-        and the preset and size its training usually takes. Outputs: procedural, segmenter group,
+        """What the role changes in the Train tab: the vessel model's options, the segmenter's options,
+        and the preset and size its training usually takes. Outputs: vessel group, segmenter group,
         start-from, preset, size, learning rate, batch size."""
         d = TrainConfig()
         segment = role == "segment"  # the shipped segmenter's settings (model card)
@@ -885,10 +887,15 @@ def train_tab(h: Handlers, s: StudioSettings) -> dict:
                 lr = gr.Number(d.lr, label="Learning rate", elem_id="rt-train-lr")
                 sample_every = gr.Number(200, precision=0, label="Sample grid every (steps)", minimum=1,
                                          elem_id="rt-train-every")
-            procedural = gr.Slider(0, 1, d.procedural_fraction, step=0.05, label="Procedural trees (share)",
-                                   visible=False, elem_id="rt-train-procedural",
-                                   info="vessel trees: this share of the training trees comes from the procedural "
-                                        "generator, drawn on the fly, the rest from the dataset")
+            with gr.Group(visible=False) as vessel_opts:
+                procedural = gr.Slider(0, 1, d.procedural_fraction, step=0.05, label="Procedural trees (share)",
+                                       elem_id="rt-train-procedural",
+                                       info="this share of the training trees comes from the procedural generator, "
+                                            "drawn on the fly, the rest from the dataset")
+                soft_tree = gr.Number(SOFT_TREE_PX, label="Soft tree target (px)", minimum=0, maximum=64,
+                                      elem_id="rt-train-soft",
+                                      info="learn tanh(distance to the vessel edge / this) instead of the binary "
+                                           "mask: connected trees far sooner (model card); 0: the binary mask")
             with gr.Group(visible=False) as segment_opts:
                 synth_zip = gr.File(label="Synthetic pairs zip (from the Synthesise tab), mixed into the dataset",
                                     file_types=[".zip"], height=120, elem_id="rt-train-synth")
@@ -928,10 +935,10 @@ def train_tab(h: Handlers, s: StudioSettings) -> dict:
     quiet = dict(show_progress="hidden", **private)
     source.change(show_dataset_inputs, source, [data_zip, folder], **quiet)
     poll_out = [status, plot, grid, shown, model_dl, runs, timer]
-    role.change(h.train_role, [role, start_from], [procedural, segment_opts, start_from, preset, size, lr, batch],
+    role.change(h.train_role, [role, start_from], [vessel_opts, segment_opts, start_from, preset, size, lr, batch],
                 **quiet)
     start.click(h.train_start, [role, source, data_zip, folder, preset, size, batch, steps, lr, sample_every, name,
-                                procedural, synth_zip, synth_share, start_from],
+                                procedural, synth_zip, synth_share, start_from, soft_tree],
                 poll_out, concurrency_id="train-control", **private)
     stop.click(h.train_stop, None, poll_out[:-1], concurrency_limit=None, **quiet)
     resume.click(h.train_resume, [runs, steps], poll_out, concurrency_id="train-control", **private)

@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of training items drawn from --synthetic_root (1: synthetic only)")
     t.add_argument("--procedural_fraction", type=number_in(0, 1), default=d.procedural_fraction,
                    help="vessel: share of training trees drawn from the procedural generator (on the fly)")
+    t.add_argument("--soft_tree_px", type=number_in(0, 64), default=d.soft_tree_px,
+                   help="vessel: learn a smooth tree, tanh(signed distance to the vessel edge / this many px), "
+                        "positive exactly on the vessels (sampled trees are its positive part as always); 0: the "
+                        "binary mask")
     t.add_argument("--sr_scale", type=whole_in(1, 16), default=d.sr_scale, help="sr: upscaling factor")
     t.add_argument("--ssim_weight", type=number_in(0, 100), default=d.ssim_weight, help="sr: weight of 1 - SSIM")
     t.add_argument("--adversarial_weight", type=number_in(0, 100), default=d.adversarial_weight,

@@ -153,6 +153,7 @@ class TrainConfig:
     synthetic_root: list[str] | None = None  # synthetic pairs (generate / Synthesise output) mixed in
     synthetic_fraction: float = 0.5  # share of training items drawn from synthetic_root (1: synthetic only)
     procedural_fraction: float = 0.0  # vessel mode: share of training trees drawn from the procedural generator
+    soft_tree_px: float = 0.0  # vessel mode: learn tanh(signed distance to the vessel edge / this); 0: the mask
     # super-resolution (mode sr): input image_size / sr_scale; loss L1 + SSIM + adversarial (BCE) + perceptual
     sr_scale: int = 4
     ssim_weight: float = 1.0

@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterator
 
+import cv2
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -83,10 +84,25 @@ def update_ema(ema: torch.nn.Module, net: torch.nn.Module, decay: float, step: i
             e.copy_(b)
 
 
-def _training_inputs(batch: dict, role: str, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+def soft_trees(masks: torch.Tensor, px: float) -> torch.Tensor:
+    """Masks (B, 1, H, W) in [-1, 1] as smooth trees: tanh(signed distance to the vessel edge / px), above 0
+    exactly on the vessels, so the tree is the positive part as for a binary mask. Vessels a pixel wide
+    at 128 px become ridges with a few pixels of slope that the coarse levels of the network can see."""
+    out = []
+    for m in (masks[:, 0] > 0).cpu().numpy().astype(np.uint8):
+        inside = cv2.distanceTransform(m, cv2.DIST_L2, 5)  # to the nearest background pixel
+        outside = cv2.distanceTransform(1 - m, cv2.DIST_L2, 5)  # to the nearest vessel pixel
+        out.append(np.tanh(np.where(m > 0, inside - 0.5, 0.5 - outside) / px))
+    return torch.from_numpy(np.stack(out)[:, None]).to(masks)
+
+
+def _training_inputs(batch: dict, role: str, dev: torch.device,
+                     soft_px: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(clean image x0, conditioning mask) for a role: the vessel model learns the masks themselves."""
     mask = batch["mask"].to(dev)
-    return (mask, None) if role == "vessel" else (batch["image"].to(dev), mask)
+    if role == "vessel":
+        return (soft_trees(mask, soft_px) if soft_px else mask), None
+    return batch["image"].to(dev), mask
 
 
 def _item_noise(items: list[tuple[int, int]], shape: torch.Size, timesteps: int,
@@ -102,9 +118,9 @@ def _item_noise(items: list[tuple[int, int]], shape: torch.Size, timesteps: int,
 
 
 def _denoising_loss(model: torch.nn.Module, batch: dict, items: list[tuple[int, int]], role: str,
-                    schedule: NoiseSchedule, diff_cfg, dev: torch.device) -> torch.Tensor:
+                    schedule: NoiseSchedule, diff_cfg, dev: torch.device, soft_px: float = 0.0) -> torch.Tensor:
     """The paper's loss for one micro-batch: noise each item at its own timestep, predict the noise."""
-    x0, mask = _training_inputs(batch, role, dev)
+    x0, mask = _training_inputs(batch, role, dev, soft_px)
     t, noise, keep = _item_noise(items, x0.shape[1:], schedule.timesteps, diff_cfg.p_uncond)
     t, noise = t.to(dev), noise.to(dev)
     if mask is not None:  # classifier-free guidance: drop the mask to the null condition
@@ -195,6 +211,8 @@ def training_dataset(cfg: TrainConfig):
         if cfg.crop_px % multiple:
             raise ValueError(f"--crop_px {cfg.crop_px} must be a multiple of {multiple} (sr_scale x the network's "
                              "stride), so that the input crop is whole and fits the network")
+    if cfg.soft_tree_px and cfg.mode != "vessel":
+        raise ValueError("--soft_tree_px is the vessel model's training target; it is for --mode vessel")
     if cfg.procedural_fraction and (cfg.mode != "vessel" or cfg.synthetic_root):
         raise ValueError("--procedural_fraction mixes procedural trees into a vessel run's real trees; "
                          "it is for --mode vessel without --synthetic_root")
@@ -313,7 +331,8 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
                     elif role == "sr":
                         loss, parts = objective.generator_loss(model, batch, dev, plan.batch(step, micro))
                     else:
-                        loss = _denoising_loss(model, batch, plan.batch(step, micro), role, schedule, diff_cfg, dev)
+                        loss = _denoising_loss(model, batch, plan.batch(step, micro), role, schedule, diff_cfg,
+                                               dev, cfg.soft_tree_px)
                 (loss / cfg.grad_accum).backward()
             loss_sum += loss.item() / cfg.grad_accum
         loss_mean = distributed.mean_across(loss_sum, dev)  # every rank sees the same value

@@ -168,8 +168,12 @@ def test_evaluate_a_segmenter_on_the_embedded_example(page):
 
 def test_train_a_segmenter_and_evaluate_it(page):
     page.get_by_role("tab", name="Train").click()
+    page.locator("#rt-train-role").get_by_text("Vessel trees (stage 1)", exact=True).click()
+    page.locator("#rt-train-soft").wait_for()  # the vessel model's options: procedural share, soft target
+    assert page.locator("#rt-train-soft input").input_value() == "1.5"
     page.locator("#rt-train-role").get_by_text("Vessel segmenter", exact=True).click()
     page.locator("#rt-train-synth").wait_for()  # the segmenter's options: synthetic pairs, share, start from
+    page.locator("#rt-train-soft").wait_for(state="hidden")
     page.wait_for_function("() => document.querySelector('#rt-train-preset input[value=fine]').checked")
     start_training(page, "32", 3, 1, "browser_seg")
     page.wait_for_function("() => document.querySelector('#rt-train-status').innerText.includes('finished')",

@@ -335,9 +335,13 @@ def test_training_refuses_bad_data_and_options(handlers, tmp_path):
     with pytest.raises(gr.Error, match="procedural share must be between 0 and 1"):
         handlers.train_start(*start_args(role="vessel"), 1.5, request=REQUEST)
     assert not handlers.studio.jobs.snapshot().busy
-    vessel = handlers._train_cfg("vessel", "tiny", 16, 2, 10, 1e-3, 5, None, 0.5)
-    assert vessel.procedural_fraction == 0.5  # the Train tab's slider reaches the run
-    assert handlers._train_cfg("concat", "tiny", 16, 2, 10, 1e-3, 5, None, 0.5).procedural_fraction == 0.0
+    with pytest.raises(gr.Error, match="soft tree target must be between 0 and 64"):
+        handlers.train_start(*start_args(role="vessel"), 0.5, None, 0.5, None, -1, request=REQUEST)
+    assert not handlers.studio.jobs.snapshot().busy
+    vessel = handlers._train_cfg("vessel", "tiny", 16, 2, 10, 1e-3, 5, None, 0.5, 1.5)
+    assert (vessel.procedural_fraction, vessel.soft_tree_px) == (0.5, 1.5)  # the Train tab's inputs reach the run
+    concat = handlers._train_cfg("concat", "tiny", 16, 2, 10, 1e-3, 5, None, 0.5, 1.5)
+    assert (concat.procedural_fraction, concat.soft_tree_px) == (0.0, 0.0)
 
 
 def test_training_from_an_uploaded_zip(handlers, tmp_path):

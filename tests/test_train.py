@@ -50,6 +50,23 @@ def test_vessel_run_mixes_procedural_trees(tmp_path):
         training_dataset(tiny_cfg(tmp_path, mode="concat", procedural_fraction=0.5))
 
 
+def test_soft_trees_keep_the_tree_as_their_positive_part_and_reach_a_vessel_run(tmp_path):
+    from retree_core.train import soft_trees, training_dataset
+
+    masks = -torch.ones(3, 1, 9, 9)
+    masks[0, 0, 4, :] = 1  # a one-pixel vessel
+    masks[2] = 1  # all vessel (the third: none)
+    soft = soft_trees(masks, 1.5)
+    assert torch.equal(soft > 0, masks > 0)
+    column = soft[0, 0, :, 4]
+    assert torch.all(column[:4].diff() > 0) and torch.all(column[5:].diff() < 0)  # a ridge on the vessel
+    assert 0.2 < column[4] < 0.5 and column[3] == -column[4]  # the edge halfway between the two pixels
+    assert soft[1].max() == -1 and soft[2].min() == 1
+    assert train(tiny_cfg(tmp_path, mode="vessel", max_steps=2, soft_tree_px=1.5)).exists()
+    with pytest.raises(ValueError, match="soft_tree_px.*--mode vessel"):
+        training_dataset(tiny_cfg(tmp_path, mode="concat", soft_tree_px=1.5))
+
+
 def test_augmentation_options_reach_the_training_items(tmp_path, capsys):
     from retree_core.train import training_dataset
 
