@@ -99,10 +99,9 @@ def soft_trees(masks: torch.Tensor, px: float) -> torch.Tensor:
 def _training_inputs(batch: dict, role: str, dev: torch.device,
                      soft_px: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(clean image x0, conditioning mask) for a role: the vessel model learns the masks themselves."""
-    mask = batch["mask"].to(dev)
-    if role == "vessel":
-        return (soft_trees(mask, soft_px) if soft_px else mask), None
-    return batch["image"].to(dev), mask
+    if role == "vessel":  # soft trees are computed where the batch is (the CPU), then moved once
+        return (soft_trees(batch["mask"], soft_px) if soft_px else batch["mask"]).to(dev), None
+    return batch["image"].to(dev), batch["mask"].to(dev)
 
 
 def _item_noise(items: list[tuple[int, int]], shape: torch.Size, timesteps: int,
