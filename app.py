@@ -257,8 +257,8 @@ class Handlers:
         seed = whole_number(seed, "seed", 0, 2**31 - 1)
         tree, note, passed = dream_tree(model, seed)
         if not passed:
-            gr.Warning(f"This tree is below the plausibility threshold ({note}). The stage-1 model is not "
-                       "trained enough yet: try another seed, or use a random tree.")
+            gr.Warning(f"This tree is below the plausibility threshold ({note}): no redraw passed the filter. "
+                       "Try another seed, or use a random tree.")
         return LoadedMask.from_mask(tree, f"dreamt tree ({note})")
 
     # --- generation ----------------------------------------------------------------------------
@@ -634,13 +634,14 @@ spatially-adaptive normalisation (**SPADE**). The pairs are synthetic training d
 
 ReTree Studio is an independent re-implementation: a UNet with locality self-attention, DDPM/DDIM/DPM-Solver++
 samplers, and `lean` network presets that run on a 2-core CPU (256 px images denoised at 128 px internally).
-The shipped concat and SPADE models are early 128 px checkpoints, trained for two hours on one CPU core each
-(5,000 and 3,500 steps): they draw the colour, the field of view, a bright disc where the vessels converge
+The shipped concat and SPADE models are early 128 px checkpoints, trained for a few hours on one CPU core each
+(10,445 and 3,500 steps): they draw the colour, the field of view, a bright disc where the vessels converge
 and, with their recommended guidance of 3, dark vessels along the mask, but their images are still grainy.
 They will be replaced as training continues (`weights/README.md`). A mask-conditioned **super-resolution**
 model takes their 128 px results to 512 px, and a learned **vessel segmenter** (F1 0.81 on the validation
-images) scores how well the generated vessels follow the mask. No stage-1 vessel model ships yet: its
-training had not reached plausible trees, so random trees come from the procedural generator.
+images) scores how well the generated vessels follow the mask. The shipped stage-1 **vessel** model
+(128 px) is early too: the plausibility filter keeps about a third of its trees (the rest are in pieces),
+so *Dream a tree* and the Synthesise tab redraw a tree up to 16 times until one passes.
 
 ## Data and licences
 - **Shipped weights** (`weights/`, see `weights/README.md`): trained on the DRIVE training images
@@ -742,8 +743,9 @@ def generate_tab(h: Handlers, s: StudioSettings) -> dict:
                     with gr.Row():
                         dream_seed = gr.Number(0, precision=0, label="Seed", minimum=0, scale=2)
                         dream_btn = gr.Button("Dream a tree", scale=1, variant="primary")
-                    gr.Markdown("Samples a vessel tree from the stage-1 (vessel) diffusion model, when one is "
-                                "available (weights/vessel.safetensors or a vessel run from the Train tab).",
+                    gr.Markdown("Samples a vessel tree from the stage-1 (vessel) diffusion model "
+                                "(weights/vessel.safetensors, or a vessel run from the Train tab), redrawn with "
+                                "new seeds while the plausibility filter rejects it.",
                                 elem_classes="rt-note")
         with gr.Column(scale=5):
             with gr.Row(equal_height=False):

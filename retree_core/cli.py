@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from .config import PRESETS, ROLES, SampleConfig, TrainConfig
+from .pipeline import TREE_TRIES
 from .samplers import SAMPLERS
 from .weights import MAX_IMAGE_PX, MAX_TIMESTEPS
 
@@ -159,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--vessel_weights", default="vessel", help="stage-1 model for --num")
     g.add_argument("--min_plausibility", type=number_in(0, 1), default=None,
                    help="with --num: redraw trees scoring below this (default: plausibility.DEFAULT_THRESHOLD)")
+    g.add_argument("--tree_tries", type=positive_int, default=TREE_TRIES,
+                   help="with --num: draws per tree before a procedural tree stands in for it")
     s = SampleConfig()
     g.add_argument("--sampler", choices=list(SAMPLERS), default=s.sampler)
     g.add_argument("--steps", type=positive_int, default=s.steps)
@@ -229,9 +232,8 @@ def run_generate(args: argparse.Namespace) -> None:
 
     from .data import mask_at, prepare_mask
     from .images import save_png, to_uint8
-    from .pipeline import check_options, dream_trees, generate
+    from .pipeline import check_options, generate
     from .checkpoint import CheckpointError
-    from .plausibility import DEFAULT_THRESHOLD
     from .aperture import apply_aperture
     from .superres import choose_sr, upscale
     from .synthesis import tree_masks
@@ -260,17 +262,17 @@ def run_generate(args: argparse.Namespace) -> None:
                                   "procedural vessel generator)") from None
         names = [f"{args.seed + i:05d}" for i in range(args.num)]
         masks = full = None
-        min_plausibility = DEFAULT_THRESHOLD if args.min_plausibility is None else args.min_plausibility
     out = Path(args.output_dir)
     tic = time.perf_counter()
+    stand_ins = 0
     for start in range(0, len(names), args.batch_size):
         chunk = names[start:start + args.batch_size]
         seeds = [args.seed + start + i for i in range(len(chunk))]
         if masks is None:
-            trees, _ = dream_trees(vessel, seeds, min_plausibility=min_plausibility,
-                                   sampler=args.sampler, steps=args.steps)
-            batch_masks = np.stack([mask_at(m, size) for m in trees])
-            batch_full = np.stack([mask_at(m, out_px) for m in trees])
+            batch_full, stood_in = tree_masks(vessel, seeds, out_px, first_seed=args.seed, max_tries=args.tree_tries,
+                                              min_plausibility=args.min_plausibility, sampler=args.sampler,
+                                              steps=args.steps)
+            batch_masks, stand_ins = np.stack([mask_at(m, size) for m in batch_full]), stand_ins + stood_in
         else:
             batch_masks, batch_full = masks[start:start + len(chunk)], full[start:start + len(chunk)]
         images = to_uint8(generate(model, batch_masks, seeds, sampler=args.sampler, steps=args.steps,
@@ -285,6 +287,9 @@ def run_generate(args: argparse.Namespace) -> None:
         print(f"{start + len(chunk)}/{len(names)} images, {time.perf_counter() - tic:.1f} s")
     scaled = f", super-resolved to {out_px} px by {sr.source}" if sr else ""
     print(f"wrote {len(names)} image + mask pairs to {out} (images/, masks/){scaled}")
+    if stand_ins:
+        print(f"{stand_ins} stage-1 tree(s) stayed below the plausibility threshold in {args.tree_tries} draws: "
+              "procedural trees stand in for them (--tree_tries, --min_plausibility)")
 
 
 def run_export(args: argparse.Namespace) -> None:

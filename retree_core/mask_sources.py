@@ -195,13 +195,11 @@ def dream_tree(model: LoadedModel, seed: int, sampler: str = "dpmpp", steps: int
     from .pipeline import dream_trees, generate, vessel_masks
     from .plausibility import DEFAULT_THRESHOLD, plausibility
 
-    try:
-        trees, seeds = dream_trees(model, [int(seed)], min_plausibility=DEFAULT_THRESHOLD, sampler=sampler,
-                                   steps=steps)
-    except ValueError:
+    trees, seeds = dream_trees(model, [int(seed)], min_plausibility=DEFAULT_THRESHOLD, sampler=sampler, steps=steps)
+    if trees[0] is None:
         tree = vessel_masks(generate(model, None, [int(seed)], sampler=sampler, steps=steps))[0]
         if not tree.any():
-            raise DataError(f"the vessel model drew an empty tree from seed {seed}; try another seed") from None
+            raise DataError(f"the vessel model drew an empty tree from seed {seed}; try another seed")
         return tree, (f"seed {seed}, plausibility {plausibility(tree).value:.2f}: no try reached the "
                       f"threshold {DEFAULT_THRESHOLD}, the filter would reject it"), False
     redrawn = f", redrawn as seed {seeds[0]}" if seeds[0] != seed else ""

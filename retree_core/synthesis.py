@@ -18,7 +18,7 @@ from .aperture import apply_aperture
 from .archives import write_pairs_zip
 from .data import mask_at
 from .data.procedural import TreeParams, procedural_tree
-from .pipeline import check_options, dream_trees, generate
+from .pipeline import TREE_TRIES, check_options, dream_trees, generate
 from .images import to_uint8
 from .superres import fits, upscale
 from .weights import LoadedModel
@@ -81,10 +81,12 @@ def write_single_pair(folder: Path, stem: str, image: np.ndarray, mask: np.ndarr
 
 
 def tree_masks(vessel_model: LoadedModel | None, seeds: list[int], size_px: int, *, trees: str = "vessel",
-               first_seed: int = 0, **options) -> tuple[np.ndarray, int]:
+               first_seed: int = 0, min_plausibility: float | None = None, max_tries: int = TREE_TRIES,
+               **options) -> tuple[np.ndarray, int]:
     """Stage 1 for a batch of seeds: trees from the vessel model, redrawn below the plausibility
-    threshold (pipeline.dream_trees), or procedural ones (knobs varied per pair). Returns the masks at
-    size_px and how many procedural trees stood in for stage-1 trees that stayed implausible."""
+    threshold (default plausibility.DEFAULT_THRESHOLD; pipeline.dream_trees), or procedural ones (knobs
+    varied per pair). Returns the masks at size_px and how many procedural trees stood in for stage-1
+    trees that stayed implausible."""
     from .plausibility import DEFAULT_THRESHOLD
 
     def procedural(seed: int) -> np.ndarray:
@@ -92,15 +94,10 @@ def tree_masks(vessel_model: LoadedModel | None, seeds: list[int], size_px: int,
 
     if vessel_model is None or trees == "procedural":
         return np.stack([procedural(seed) for seed in seeds]), 0
-    masks, stand_ins = [], 0
-    for seed in seeds:
-        try:
-            tree = dream_trees(vessel_model, [seed], min_plausibility=DEFAULT_THRESHOLD, **options)[0][0]
-            masks.append(mask_at(tree, size_px))
-        except ValueError:  # no plausible tree in a few tries
-            masks.append(procedural(seed))
-            stand_ins += 1
-    return np.stack(masks), stand_ins
+    threshold = DEFAULT_THRESHOLD if min_plausibility is None else min_plausibility
+    dreamt, _ = dream_trees(vessel_model, seeds, min_plausibility=threshold, max_tries=max_tries, **options)
+    masks = [procedural(seed) if tree is None else mask_at(tree, size_px) for tree, seed in zip(dreamt, seeds)]
+    return np.stack(masks), sum(tree is None for tree in dreamt)
 
 
 def synthesise_pairs(image_model: LoadedModel, vessel_model: LoadedModel | None, cfg: SynthesisConfig,

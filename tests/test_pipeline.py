@@ -107,14 +107,17 @@ def tiny_vessel(tmp_path_factory):
 
 def test_dream_trees_redraws_implausible_trees_and_says_so(tiny_vessel):
     from retree_core.config import DiffusionConfig, net_config
-    from retree_core.pipeline import dream_trees
+    from retree_core.pipeline import REDRAW_SEED_STRIDE, dream_trees
     from retree_core.weights import LoadedModel
 
     trees, seeds = dream_trees(tiny_vessel, [4, 5], min_plausibility=0.0, steps=3)
-    assert trees.shape == (2, 32, 32) and trees.dtype == bool and seeds == [4, 5]
-    # an untrained vessel model makes noise, which no real-tree statistic accepts
-    with pytest.raises(ValueError, match="stayed below plausibility 0.5 after 2 tries"):
-        dream_trees(tiny_vessel, [0], min_plausibility=0.5, max_tries=2, steps=3)
+    assert [t.shape for t in trees] == [(32, 32)] * 2 and trees[0].dtype == bool and seeds == [4, 5]
+    # an untrained vessel model makes noise, which no real-tree statistic accepts: after the last of
+    # max_tries draws the tree is None and its seed the last draw's
+    trees, seeds = dream_trees(tiny_vessel, [0, 7], min_plausibility=0.5, max_tries=3, steps=3)
+    assert trees == [None, None] and seeds == [2 * REDRAW_SEED_STRIDE, 7 + 2 * REDRAW_SEED_STRIDE]
+    with pytest.raises(ValueError, match="max_tries must be at least 1"):
+        dream_trees(tiny_vessel, [0], max_tries=0)
     wrong = LoadedModel(None, net_config("tiny", "concat", 16), DiffusionConfig(), "concat")
     with pytest.raises(ValueError, match="needs a vessel model"):
         dream_trees(wrong, [0])

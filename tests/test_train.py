@@ -193,6 +193,19 @@ def test_cli_train_export_generate(tmp_path, capsys):
                  "--output_dir", str(dreamt)]) == 0
     assert sorted(p.name for p in (dreamt / "images").iterdir()) == ["img_00000.png", "img_00001.png"]
     assert Image.open(dreamt / "masks" / "seg_00001.png").size == (16, 16)
+    capsys.readouterr()
+    # with a stage-1 model: an untrained one draws noise, which the filter rejects in every draw, so
+    # procedural trees stand in and the run says so; without the filter its own trees are used
+    assert main(["train", "--mode", "vessel", "--preset", "tiny", "--image_size", "16", "--max_steps", "1",
+                 "--output_dir", str(tmp_path / "vrun"), "--no_progress"]) == 0
+    vessel = tmp_path / "vrun" / "last.ckpt"
+    assert main(["generate", "--weights", str(weights), "--num", "3", "--vessel_weights", str(vessel), "--steps", "2",
+                 "--tree_tries", "2", "--no_aperture", "--output_dir", str(tmp_path / "stood_in")]) == 0
+    assert "3 stage-1 tree(s) stayed below the plausibility threshold in 2 draws" in capsys.readouterr().out
+    assert main(["generate", "--weights", str(weights), "--num", "3", "--vessel_weights", str(vessel), "--steps", "2",
+                 "--min_plausibility", "0", "--no_aperture", "--output_dir", str(tmp_path / "own")]) == 0
+    assert "stayed below" not in capsys.readouterr().out
+    assert all(np.array(Image.open(tmp_path / "own" / "masks" / f"seg_0000{i}.png")).any() for i in range(3))
 
 
 def test_procedural_stage_one_varies_per_seed():
@@ -200,6 +213,23 @@ def test_procedural_stage_one_varies_per_seed():
     masks, stand_ins = tree_masks(None, [3, 4], 64, first_seed=3)
     assert masks.shape == (2, 64, 64) and stand_ins == 0
     assert all(0.02 < m.mean() < 0.3 for m in masks) and not np.array_equal(masks[0], masks[1])
+
+
+def test_procedural_trees_stand_in_for_implausible_stage_one_trees(tmp_path):
+    from retree_core.data import mask_at
+    from retree_core.pipeline import generate, vessel_masks
+    from retree_core.synthesis import tree_masks
+    from retree_core.weights import load_model
+
+    train(TrainConfig(mode="vessel", preset="tiny", image_size=32, max_steps=1, output_dir=str(tmp_path),
+                      progress=False))
+    vessel = load_model(tmp_path / "last.ckpt", role="vessel")  # untrained: noise, not trees
+    procedural, _ = tree_masks(None, [3, 4], 64, first_seed=3)
+    masks, stand_ins = tree_masks(vessel, [3, 4], 64, first_seed=3, max_tries=2, steps=2)
+    assert stand_ins == 2 and np.array_equal(masks, procedural)
+    masks, stand_ins = tree_masks(vessel, [3, 4], 64, first_seed=3, min_plausibility=0, steps=2)
+    own = vessel_masks(generate(vessel, None, [3, 4], steps=2))
+    assert stand_ins == 0 and np.array_equal(masks, np.stack([mask_at(m, 64) for m in own]))
 
 
 def test_resume_drops_a_torn_log_line(tmp_path):
