@@ -4,6 +4,7 @@
 #   PRESET (lean)  SIZE (256)  STEPS (training steps, 2000)  BATCH (4)  DEVICE (cpu)
 #   MASKS (assets/masks)  SAMPLE_STEPS (20)  SAMPLER (dpmpp)  MINUTES (wall-time budget per training, unset: none)
 #   GUIDANCE (3: the guidance scale `release` stores with the concat and SPADE models, as the model card says)
+#   SOFT_TREE_PX (1.5: the vessel model learns soft trees, weights/README.md "Stage 1"; 0 for binary masks)
 #   train_segment / train_sr: BATCH_CROPS (8 crops of 128 px from 512 px views), LR (1e-3)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -15,8 +16,11 @@ if [ -n "${MINUTES:-}" ]; then budget_args=(--max_minutes "$MINUTES"); fi
 if [ -n "${DATA_ROOT:-}" ]; then read -r -a roots <<<"$DATA_ROOT"; data_args=(--data_root "${roots[@]}"); fi
 
 train() {  # train MODE: continues runs/MODE if it was interrupted
+  local mode_args=()
+  if [ "$1" = vessel ]; then mode_args=(--soft_tree_px "${SOFT_TREE_PX:-1.5}"); fi
   python -m retree_core train --mode "$1" "${data_args[@]}" --preset "$PRESET" --image_size "$SIZE" \
-    --batch_size "$BATCH" --max_steps "$STEPS" --device "$DEVICE" --output_dir "runs/$1" --resume "${budget_args[@]}"
+    --batch_size "$BATCH" --max_steps "$STEPS" --device "$DEVICE" --output_dir "runs/$1" --resume \
+    "${budget_args[@]}" "${mode_args[@]}"
 }
 train_helper() {  # train_helper MODE PRESET: the segmenter or the sr model, 512 px views, 128 px crops
   python -m retree_core train --mode "$1" --preset "$2" --image_size 512 --crop_px 128 "${data_args[@]}" \

@@ -6,7 +6,7 @@ connected piece, vessel area, loose ends), beside the range of the real training
 same size (`retree_core/vessel_reference.json`), and the share of trees the filter keeps. Optionally
 writes a grid of the trees (one row per model).
 
-    python bench/stage1_samples.py weights/in_training/vessel.safetensors [runs/vessel/last.ckpt ...] \\
+    python bench/stage1_samples.py vessel [runs/vessel/last.ckpt ...] \\
         [--num 16] [--sampler dpmpp] [--steps 20] [--threshold 0.5] [--grid outputs/stage1.png]
 """
 from __future__ import annotations
@@ -58,10 +58,10 @@ def main() -> None:
         for seed, score in enumerate(scores):
             print(f"  {seed:>4} {score.value:6.2f} " + " ".join(f"{stats[k].show(score.stats[k]):>18}" for k in SHOWN))
         medians = {k: float(np.median([s.stats[k] for s in scores])) for k in SHOWN}
-        kept = sum(s.value > args.threshold for s in scores)
+        kept = sum(s.value >= args.threshold for s in scores)  # as pipeline.dream_trees keeps them
         print(f"  median {np.median([s.value for s in scores]):.2f} "
               + " ".join(f"{stats[k].show(medians[k]):>18}" for k in SHOWN))
-        print(f"  kept by the filter (score > {args.threshold}): {kept} of {args.num}")
+        print(f"  kept by the filter (score >= {args.threshold}): {kept} of {args.num}")
         rows.append(np.repeat(trees[:8, :, :, None].astype(np.uint8) * 255, 3, axis=3))
     if args.grid:
         print(f"\ngrid: {save_png(args.grid, grid(rows))}")
