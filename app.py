@@ -635,12 +635,12 @@ spatially-adaptive normalisation (**SPADE**). The pairs are synthetic training d
 ReTree Studio is an independent re-implementation: a UNet with locality self-attention, DDPM/DDIM/DPM-Solver++
 samplers, and `lean` network presets that run on a 2-core CPU (256 px images denoised at 128 px internally).
 The shipped concat and SPADE models are early 128 px checkpoints, trained for a few hours on one CPU core each
-(10,445 and 3,500 steps): they draw the colour, the field of view, a bright disc where the vessels converge
-and, with their recommended guidance of 3, dark vessels along the mask, but their images are still grainy.
+(10,445 and 5,400 steps): they draw the colour, the field of view, a bright disc where the vessels converge
+and, with their recommended guidance of 2, dark vessels along the mask, but their images are still grainy.
 They will be replaced as training continues (`weights/README.md`). A mask-conditioned **super-resolution**
 model takes their 128 px results to 512 px, and a learned **vessel segmenter** (F1 0.81 on the validation
 images) scores how well the generated vessels follow the mask. The shipped stage-1 **vessel** model
-(128 px) is early too: the plausibility filter keeps about a third of its trees (the rest are in pieces),
+(128 px) is early too: the plausibility filter keeps 28 % of its trees (the rest are in pieces),
 so *Dream a tree* and the Synthesise tab redraw a tree up to 16 times until one passes.
 
 ## Data and licences

@@ -55,3 +55,16 @@ def test_shipped_model_loads_and_generates(path: Path):
     if cfg.conditional:  # the mask matters: another mask gives another image from the same noise
         other = generate(model, np.zeros_like(mask), [0], steps=2, guidance=model.guidance)
         assert not torch.equal(out, other)
+
+
+@pytest.mark.skipif(not (WEIGHTS_DIR / "vessel.safetensors").exists(), reason="no shipped vessel model")
+def test_shipped_vessel_model_draws_trees_the_filter_keeps():
+    """Stage 1 as generate --num runs it (DPM-Solver++, 20 steps): of seeds 0-7, some trees pass the
+    plausibility filter (the model card: about a third), and they are not all the same tree."""
+    from retree_core.pipeline import vessel_masks
+    from retree_core.plausibility import DEFAULT_THRESHOLD, plausibility
+
+    model = load_model("vessel", role="vessel")
+    trees = vessel_masks(generate(model, None, list(range(8)), steps=20))
+    kept = [tree for tree in trees if plausibility(tree).value >= DEFAULT_THRESHOLD]
+    assert len(kept) >= 2 and not np.array_equal(kept[0], kept[1])
