@@ -248,14 +248,15 @@ class Handlers:
         return random.randrange(1_000_000)
 
     @ui_errors
-    def dream(self, seed, request: gr.Request | None = None):
+    def dream(self, seed, request: gr.Request | None = None, progress=gr.Progress()):
         session = session_of(request)
         entry = self.studio.catalog.default("vessel", session, self.settings.hosted)
         if entry is None:
             raise gr.Error(no_model_message("vessel"), print_exception=False)
         model = self.studio.catalog.load(entry.path, "vessel")
         seed = whole_number(seed, "seed", 0, 2**31 - 1)
-        tree, note, passed = dream_tree(model, seed)
+        tree, note, passed = dream_tree(
+            model, seed, on_draw=lambda draw, tries: progress((draw - 1, tries), desc=f"draw {draw} of up to {tries}"))
         if not passed:
             gr.Warning(f"This tree is below the plausibility threshold ({note}): no redraw passed the filter. "
                        "Try another seed, or use a random tree.")
@@ -823,7 +824,7 @@ def generate_tab(h: Handlers, s: StudioSettings) -> dict:
     tree_dice.click(h.random_seed, None, tree_seed, **quiet).then(
         h.draw_tree, tree_args, loaded, **private).success(**show)
     upload.upload(h.load_upload, upload, [loaded, upload_note], **private).success(**show)
-    dream_btn.click(h.dream, dream_seed, loaded, **gen, **private).success(**show)
+    dream_btn.click(h.dream, dream_seed, loaded, show_progress_on=seen, **gen, **private).success(**show)
     seed_dice.click(h.random_seed, None, seed, **quiet)
     for trigger in (mode.change, refresh.click):
         trigger(h.model_choices, [mode, model], [model, model_note], **quiet)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -187,15 +188,17 @@ def random_tree(seed: int, knobs: TreeKnobs = TreeKnobs(), size_px: int = CANVAS
     return procedural_tree(size_px, knobs.params(), int(seed))
 
 
-def dream_tree(model: LoadedModel, seed: int, sampler: str = "dpmpp", steps: int = 20
-               ) -> tuple[np.ndarray, str, bool]:
+def dream_tree(model: LoadedModel, seed: int, sampler: str = "dpmpp", steps: int = 20,
+               on_draw: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, str, bool]:
     """A vessel tree from a stage-1 (vessel) model, bool at the model's size, redrawn (new seeds) while
     it scores below the plausibility threshold; with a note on the seed and score, and whether it passed.
-    When no try passes, the seed's own tree comes back (passed False), so a user sees what the model draws."""
+    When no try passes, the seed's own tree comes back (passed False), so a user sees what the model draws.
+    `on_draw(draw, max_tries)` reports each draw (pipeline.dream_trees)."""
     from .pipeline import dream_trees, generate, vessel_masks
     from .plausibility import DEFAULT_THRESHOLD, plausibility
 
-    trees, seeds = dream_trees(model, [int(seed)], min_plausibility=DEFAULT_THRESHOLD, sampler=sampler, steps=steps)
+    trees, seeds = dream_trees(model, [int(seed)], min_plausibility=DEFAULT_THRESHOLD,
+                                on_draw=on_draw, sampler=sampler, steps=steps)
     if trees[0] is None:
         tree = vessel_masks(generate(model, None, [int(seed)], sampler=sampler, steps=steps))[0]
         if not tree.any():

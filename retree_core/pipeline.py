@@ -9,7 +9,7 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -84,11 +84,13 @@ TREE_TRIES = 16  # draws per tree: the shipped model passes 28 % of draws, so 0.
 
 
 def dream_trees(model: LoadedModel, seeds: Sequence[int], *, min_plausibility: float = 0.0,
-                max_tries: int = TREE_TRIES, **options) -> tuple[list[np.ndarray | None], list[int]]:
+                max_tries: int = TREE_TRIES, on_draw: Callable[[int, int], None] | None = None,
+                **options) -> tuple[list[np.ndarray | None], list[int]]:
     """Stage 1: one vessel tree per seed from the vessel model. Trees scoring below `min_plausibility`
     (see plausibility.py; the paper kept trees a discriminator scored above 0.8) are redrawn with
-    new seeds, up to `max_tries` draws in all. Returns the trees, None for those that never passed,
-    and the seeds that made them (for a None, its last draw's)."""
+    new seeds, up to `max_tries` draws in all; `on_draw(draw, max_tries)` is called before each round
+    (draw counts from 1). Returns the trees, None for those that never passed, and the seeds that made
+    them (for a None, its last draw's)."""
     from .plausibility import plausibility
 
     if model.net_cfg.role != "vessel":
@@ -102,6 +104,8 @@ def dream_trees(model: LoadedModel, seeds: Sequence[int], *, min_plausibility: f
         todo = [i for i, t in enumerate(trees) if t is None]
         if not todo:
             break
+        if on_draw is not None:
+            on_draw(attempt + 1, max_tries)
         for i in todo:  # redraws use seeds far from the caller's, so they do not repeat other trees
             seeds[i] = first[i] + REDRAW_SEED_STRIDE * attempt
         drawn = vessel_masks(generate(model, None, [seeds[i] for i in todo], **options))

@@ -114,8 +114,11 @@ def test_dream_trees_redraws_implausible_trees_and_says_so(tiny_vessel):
     assert [t.shape for t in trees] == [(32, 32)] * 2 and trees[0].dtype == bool and seeds == [4, 5]
     # an untrained vessel model makes noise, which no real-tree statistic accepts: after the last of
     # max_tries draws the tree is None and its seed the last draw's
-    trees, seeds = dream_trees(tiny_vessel, [0, 7], min_plausibility=0.5, max_tries=3, steps=3)
+    draws = []
+    trees, seeds = dream_trees(tiny_vessel, [0, 7], min_plausibility=0.5, max_tries=3, steps=3,
+                               on_draw=lambda draw, tries: draws.append((draw, tries)))
     assert trees == [None, None] and seeds == [2 * REDRAW_SEED_STRIDE, 7 + 2 * REDRAW_SEED_STRIDE]
+    assert draws == [(1, 3), (2, 3), (3, 3)]  # progress reported before each round
     with pytest.raises(ValueError, match="max_tries must be at least 1"):
         dream_trees(tiny_vessel, [0], max_tries=0)
     wrong = LoadedModel(None, net_config("tiny", "concat", 16), DiffusionConfig(), "concat")
