@@ -255,8 +255,11 @@ class Handlers:
             raise gr.Error(no_model_message("vessel"), print_exception=False)
         model = self.studio.catalog.load(entry.path, "vessel")
         seed = whole_number(seed, "seed", 0, 2**31 - 1)
-        tree, note, passed = dream_tree(
-            model, seed, on_draw=lambda draw, tries: progress((draw - 1, tries), desc=f"draw {draw} of up to {tries}"))
+
+        def on_draw(draw: int, tries: int) -> None:  # shown on the mask preview (show_progress_on)
+            progress((draw - 1, tries), desc=f"draw {draw} of up to {tries}", unit="draws")
+
+        tree, note, passed = dream_tree(model, seed, on_draw=on_draw)
         if not passed:
             gr.Warning(f"This tree is below the plausibility threshold ({note}): no redraw passed the filter. "
                        "Try another seed, or use a random tree.")

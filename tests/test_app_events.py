@@ -437,7 +437,7 @@ def test_dream_and_synthesis_use_a_vessel_model(tmp_path, tiny_weights, monkeypa
     warnings = []
     monkeypatch.setattr(gr, "Warning", warnings.append)
     progress = []
-    shown = handlers.dream(4, REQUEST, progress=lambda done, desc: progress.append((done, desc)))
+    shown = handlers.dream(4, REQUEST, progress=lambda done, desc, unit: progress.append((done, desc)))
     assert "no try reached the threshold 1.01" in shown.origin and "below the plausibility" in warnings[0]
     assert progress[0] == ((0, 16), "draw 1 of up to 16") and progress[-1] == ((15, 16), "draw 16 of up to 16")
     monkeypatch.setattr(retree_core.plausibility, "DEFAULT_THRESHOLD", 0.0)  # a 16 px toy model's trees pass
