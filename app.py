@@ -639,7 +639,7 @@ spatially-adaptive normalisation (**SPADE**). The pairs are synthetic training d
 ReTree Studio is an independent re-implementation: a UNet with locality self-attention, DDPM/DDIM/DPM-Solver++
 samplers, and `lean` network presets that run on a 2-core CPU (256 px images denoised at 128 px internally).
 The shipped concat and SPADE models are early 128 px checkpoints, trained for a few hours on one CPU core each
-(10,445 and 5,400 steps): they draw the colour, the field of view, a bright disc where the vessels converge
+(10,445 and 9,078 steps): they draw the colour, the field of view, a bright disc where the vessels converge
 and, with their recommended guidance of 2, dark vessels along the mask, but their images are still grainy.
 They will be replaced as training continues (`weights/README.md`). A mask-conditioned **super-resolution**
 model takes their 128 px results to 512 px, and a learned **vessel segmenter** (F1 0.81 on the validation
