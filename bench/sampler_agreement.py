@@ -9,6 +9,12 @@ For each sampler setting it generates one image per validation mask with the sam
 
     python bench/sampler_agreement.py --checkpoint runs/concat/last.ckpt [--data_root ../shared/data/DRIVE]
         [--num 4] [--settings ddpm:1000 ddim:1000 dpmpp:20 dpmpp:25 ddim:25 ddpm:50] [--guidance G]
+
+A setting SAMPLER:STEPS[:PRECISION] (fp32 unless given) compares precisions too, with --reference naming the
+setting the others are measured against (default ddim:1000), e.g. bf16 against fp32 sampling:
+
+    python bench/sampler_agreement.py --checkpoint concat --data_root ../shared/data/DRIVE ../shared/data/CHASE_DB1
+        --num 10 --settings dpmpp:20 dpmpp:20:bf16 --reference dpmpp:20
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from retree_core.data import make_dataset, segment_vessels_classical  # noqa: E402
 from retree_core.images import to_uint8  # noqa: E402
 from retree_core.pipeline import generate  # noqa: E402
+from retree_core.precision import resolve  # noqa: E402
 from retree_core.weights import load_model  # noqa: E402
 
 
@@ -40,6 +47,7 @@ def main() -> None:
     p.add_argument("--settings", nargs="+", default=["ddpm:1000", "ddim:1000", "dpmpp:20", "dpmpp:25", "ddim:25"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--guidance", type=float, default=None, help="default: the model's recommended scale")
+    p.add_argument("--reference", default="ddim:1000", help="the setting the others are compared with")
     args = p.parse_args()
 
     model = load_model(args.checkpoint)
@@ -55,23 +63,24 @@ def main() -> None:
 
     results: dict[str, np.ndarray] = {}
     for setting in args.settings:
-        name, steps = setting.split(":")
+        name, steps, *precision = setting.split(":")
+        model.precision = resolve(precision[0] if precision else "fp32", "cpu")
         tic = time.perf_counter()
         results[setting] = to_uint8(generate(model, masks, seeds, sampler=name, steps=int(steps), guidance=guidance))
         print(f"  sampled {setting:<10} in {time.perf_counter() - tic:7.1f} s", flush=True)
 
-    ref_ode = results.get("ddim:1000")
-    print(f"\n{'setting':<11} {'MAE vs ddim:1000':>17} {'PSNR dB':>8} {'mean RGB in FOV':>20} {'fidelity Dice':>14}")
+    ref_ode = results.get(args.reference)
+    print(f"\n{'setting':<15} {'MAE vs ' + args.reference:>17} {'PSNR dB':>8} {'mean RGB in FOV':>20} {'fidelity Dice':>14}")
     for setting, images in results.items():
         rgb = np.mean([img[f].mean(axis=0) for img, f in zip(images, fovs)], axis=0)
         fid = np.mean([dice(segment_vessels_classical(img, f) & f, m & f) for img, m, f in zip(images, masks, fovs)])
-        if ref_ode is not None and setting != "ddim:1000":
+        if ref_ode is not None and setting != args.reference:
             err = np.abs(images.astype(float) - ref_ode.astype(float))
             mae, psnr = err.mean(), 10 * np.log10(255 ** 2 / max((err ** 2).mean(), 1e-9))
             cmp = f"{mae:17.2f} {psnr:8.2f}"
         else:
             cmp = f"{'-':>17} {'-':>8}"
-        print(f"{setting:<11} {cmp} {'/'.join(f'{c:.0f}' for c in rgb):>20} {fid:14.3f}")
+        print(f"{setting:<15} {cmp} {'/'.join(f'{c:.0f}' for c in rgb):>20} {fid:14.3f}")
 
 
 if __name__ == "__main__":

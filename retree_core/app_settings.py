@@ -11,6 +11,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .precision import DEFAULT as PRECISION, PRECISIONS, resolve as resolve_precision
 from .weights import WEIGHTS_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +37,7 @@ class StudioSettings:
     work_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "retree_studio")
     hosted: bool = False
     device: str = "cpu"
+    precision: str = "fp32"  # generation's network precision (precision.py); `python app.py` defaults to auto
     generation_concurrency: int = 1  # generations at once; one saturates a 2-core CPU
     queue_size: int = 64  # requests waiting beyond this are refused with a "busy" message
     max_upload_mb: int = 200  # any single upload (dataset zips are the largest)
@@ -81,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="temporary files: unpacked datasets, downloads")
     parser.add_argument("--device", default=os.environ.get("RETREE_DEVICE"),
                         help="cpu or cuda (default: cuda if available)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=os.environ.get("RETREE_PRECISION", PRECISION),
+                        help="generation in bf16 autocast or fp32 (auto: bf16 where the device runs it natively)")
     parser.add_argument("--no-warm-up", dest="warm_up", action="store_false")
     return parser
 
@@ -89,6 +93,7 @@ def settings_from_args(argv: list[str] | None = None) -> tuple[StudioSettings, a
     """Settings from command-line flags and RETREE_* / SPACE_ID environment variables."""
     args = build_parser().parse_args(argv)
     s = StudioSettings(device=args.device or _default_device(), warm_up=args.warm_up)
+    s.precision = resolve_precision(args.precision, s.device)
     if args.weights_dir:
         s.weights_dir = Path(args.weights_dir).resolve()
     if args.runs_dir:

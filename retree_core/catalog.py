@@ -66,8 +66,10 @@ def run_owner(run_dir: Path) -> str | None:
 class ModelCatalog:
     """Lists models by role and loads them on demand (a few kept in memory, keyed by file and mtime)."""
 
-    def __init__(self, weights_dir: Path, runs_dir: Path, device: str = "cpu", cache_size: int = 3):
+    def __init__(self, weights_dir: Path, runs_dir: Path, device: str = "cpu", precision: str = "fp32",
+                 cache_size: int = 3):
         self.weights_dir, self.runs_dir, self.device = Path(weights_dir), Path(runs_dir), device
+        self.precision = precision
         self._cache: OrderedDict[tuple[str, float], LoadedModel] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -113,7 +115,7 @@ class ModelCatalog:
         with self._lock:
             model = self._cache.get(key)
             if model is None:
-                model = load_model(path, role=role, device=self.device)
+                model = load_model(path, role=role, device=self.device, precision=self.precision)
                 self._cache[key] = model
                 while len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)

@@ -7,8 +7,9 @@ import sys
 import time
 from pathlib import Path
 
-from .config import PRESETS, ROLES, SampleConfig, TrainConfig
+from .config import LOSS_WEIGHTINGS, PREDICTIONS, PRESETS, ROLES, SampleConfig, TrainConfig
 from .pipeline import TREE_TRIES
+from .precision import DEFAULT as PRECISION_DEFAULT, PRECISIONS
 from .samplers import SAMPLERS
 from .weights import MAX_IMAGE_PX, MAX_TIMESTEPS
 
@@ -67,6 +68,8 @@ def device_name(text: str) -> str:
 
 
 SEED = whole_in(0, 2**31 - 1)
+PRECISION_HELP = ("bf16 autocast of the network (weights, optimiser and losses stay fp32); auto: bf16 where the "
+                  "device runs it natively (a GPU with bf16, a CPU with AVX512-BF16 or AMX)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--schedule", choices=("linear", "cosine"), default=d.schedule)
     t.add_argument("--emb_dim", type=whole_in(1, 4096), default=None, help="overrides the preset's")
     t.add_argument("--p_uncond", type=number_in(0, 1), default=d.p_uncond, help="mask dropout for guidance")
+    t.add_argument("--prediction", choices=PREDICTIONS, default=d.prediction,
+                   help="what the denoiser predicts: the noise (eps, the paper's) or v (Salimans & Ho)")
+    t.add_argument("--loss_weighting", choices=LOSS_WEIGHTINGS, default=d.loss_weighting,
+                   help="per-timestep loss weights: uniform, or min_snr (min-SNR-gamma, Hang et al. 2023)")
+    t.add_argument("--min_snr_gamma", type=number_in(0, 1000, low_open=True), default=d.min_snr_gamma)
+    t.add_argument("--l1_weight", type=number_in(0, 100), default=d.l1_weight, help="denoiser loss: L1 weight")
+    t.add_argument("--mse_weight", type=number_in(0, 100), default=d.mse_weight, help="denoiser loss: MSE weight")
     t.add_argument("--sample_interval", type=positive_int, default=d.sample_interval)
     t.add_argument("--checkpoint_interval", type=positive_int, default=d.checkpoint_interval)
     t.add_argument("--output_dir", default=d.output_dir)
@@ -140,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--fov_margin_px", type=whole_in(0, 64), default=d.fov_margin_px,
                    help="segment: the loss also covers this band (pixels of the view) beyond the field of view, "
                         "as background: the FOV rim is not a vessel (synthetic images have a sharp rim)")
-    t.add_argument("--no_bf16", dest="bf16", action="store_false")
+    t.add_argument("--precision", choices=PRECISIONS, default=d.precision, help=PRECISION_HELP)
     t.add_argument("--no_progress", dest="progress", action="store_false")
     t.add_argument("--resume", action="store_true", help="continue from output_dir/last.ckpt")
     t.add_argument("--init_weights", default=None, metavar="NAME|PATH",
@@ -176,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch_size", type=positive_int, default=4)
     g.add_argument("--output_dir", default="outputs/generated")
     g.add_argument("--device", type=device_name, default="cpu")
+    g.add_argument("--precision", choices=PRECISIONS, default=PRECISION_DEFAULT, help=PRECISION_HELP)
 
     e = sub.add_parser("export", help="convert a training checkpoint to weights/NAME.safetensors + .json")
     e.add_argument("--checkpoint", required=True)
@@ -207,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--min_fid_images", type=positive_int, default=100,
                    help="FID is reported only with at least this many images per set")
     v.add_argument("--device", type=device_name, default="cpu")
+    v.add_argument("--precision", choices=PRECISIONS, default=PRECISION_DEFAULT, help=PRECISION_HELP)
     return parser
 
 
@@ -239,7 +251,8 @@ def run_generate(args: argparse.Namespace) -> None:
     from .synthesis import tree_masks
     from .weights import load_model
 
-    model = load_model(args.checkpoint or args.weights or args.mode, role=args.mode, device=args.device)
+    model = load_model(args.checkpoint or args.weights or args.mode, role=args.mode, device=args.device,
+                       precision=args.precision)
     args.guidance = model.guidance if args.guidance is None else args.guidance
     check_options(args.sampler, args.steps, args.guidance, model.diffusion_cfg.timesteps)
     size = model.net_cfg.image_size
@@ -256,7 +269,7 @@ def run_generate(args: argparse.Namespace) -> None:
         masks = np.stack([mask_at(m, size) for m in full])
     else:
         try:
-            vessel = load_model(args.vessel_weights, role="vessel", device=args.device)
+            vessel = load_model(args.vessel_weights, role="vessel", device=args.device, precision=args.precision)
         except CheckpointError as exc:
             raise CheckpointError(f"{exc} (no stage-1 model: add --trees procedural to use the "
                                   "procedural vessel generator)") from None
@@ -318,7 +331,8 @@ def run_evaluate(args: argparse.Namespace) -> None:
         report = evaluate_segmenter(segmenter, args.data_root, args.split, progress=True)
     else:
         options = GenerationOptions(args.sampler, args.steps, args.seed, args.guidance, args.num,
-                                    args.batch_size, args.device, args.min_fid_images, args.sr_output, args.aperture)
+                                    args.batch_size, args.device, args.min_fid_images, args.sr_output, args.aperture,
+                                    args.precision)
         report = evaluate_generator(args.generator, args.data_root, segmenter, args.split, options,
                                     progress=True)
     print(report.render())

@@ -129,6 +129,22 @@ class DiffusionConfig:
     l1_weight: float = 1.0
     mse_weight: float = 1.0
     p_uncond: float = 0.1  # probability of dropping the mask (classifier-free guidance training)
+    # what the network predicts: eps (the noise, the paper's) or v = sqrt(ab) eps - sqrt(1 - ab) x0 (Salimans &
+    # Ho 2022); samplers always receive eps, converted in NoiseSchedule.eps_fn
+    prediction: str = "eps"
+    loss_weighting: str = "uniform"  # uniform | min_snr: min(SNR, gamma) per item (Hang et al. 2023)
+    min_snr_gamma: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"unknown prediction {self.prediction!r}; expected one of {', '.join(PREDICTIONS)}")
+        if self.loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"unknown loss_weighting {self.loss_weighting!r}; expected one of "
+                             f"{', '.join(LOSS_WEIGHTINGS)}")
+
+
+PREDICTIONS = ("eps", "v")
+LOSS_WEIGHTINGS = ("uniform", "min_snr")
 
 
 @dataclass
@@ -174,6 +190,11 @@ class TrainConfig:
     emb_dim: int | None = None  # overrides the preset's embedding width
     schedule: str = "linear"
     p_uncond: float = 0.1
+    prediction: str = "eps"  # eps | v (DiffusionConfig)
+    loss_weighting: str = "uniform"  # uniform | min_snr
+    min_snr_gamma: float = 5.0
+    l1_weight: float = 1.0  # the loss: l1_weight * L1 + mse_weight * MSE on the prediction
+    mse_weight: float = 1.0
     sample_interval: int = 500
     checkpoint_interval: int = 250
     sample_steps: int = 20  # sampler steps for the sample grid (DPM-Solver++)
@@ -190,7 +211,7 @@ class TrainConfig:
     vessel_reflex: float = 0.0  # a light stripe along wide vessels' centre lines, up to this share of their contrast
     illumination: float = 0.0  # smooth brightness field, log-gain std up to this
     fov_margin_px: int = 0  # segment: the loss also covers this band (px of the view) beyond the FOV
-    bf16: bool = True  # autocast where the device supports it (CUDA with bf16)
+    precision: str = "auto"  # auto | fp32 | bf16: bf16 autocast where the device runs it natively (precision.py)
     resume: bool = False
     init_weights: str | None = None  # start a new run from a model file's weights (e.g. weights/concat)
     progress: bool = True
@@ -203,7 +224,9 @@ class TrainConfig:
                           self.image_size, **extra)
 
     def diffusion(self) -> DiffusionConfig:
-        return DiffusionConfig(schedule=self.schedule, timesteps=self.noise_steps, p_uncond=self.p_uncond)
+        return DiffusionConfig(schedule=self.schedule, timesteps=self.noise_steps, p_uncond=self.p_uncond,
+                               prediction=self.prediction, loss_weighting=self.loss_weighting,
+                               min_snr_gamma=self.min_snr_gamma, l1_weight=self.l1_weight, mse_weight=self.mse_weight)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -211,9 +234,13 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
+RETIRED_FIELDS = {"bf16"}  # fields of older files, ignored when read (bf16 became TrainConfig.precision)
+
+
 def from_dict(cls: type, data: dict[str, Any]) -> Any:
     """Rebuild a dataclass from a dict, rejecting unknown keys with a clear message."""
     names = {f.name for f in dataclasses.fields(cls)}
+    data = {k: v for k, v in data.items() if k not in RETIRED_FIELDS - names}
     unknown = set(data) - names
     if unknown:
         raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}")

@@ -47,6 +47,35 @@ class NoiseSchedule:
         ab = self.alpha_bar_at(t).view(-1, *[1] * (x0.ndim - 1)).to(x0.device)
         return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 
+    def target(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """What the network learns to predict for x_t = add_noise(x0, t, noise): eps, or v."""
+        if self.cfg.prediction == "eps":
+            return noise
+        ab = self.alpha_bar_at(t).view(-1, *[1] * (x0.ndim - 1)).to(x0.device)
+        return ab.sqrt() * noise - (1 - ab).sqrt() * x0
+
+    def item_weights(self, t: Tensor) -> Tensor | None:
+        """Per-item loss weights: None (uniform) or min-SNR-gamma, min(SNR, gamma) / SNR for eps and
+        min(SNR, gamma) / (SNR + 1) for v (the same weighting of the implied x0 error, Hang et al. 2023)."""
+        if self.cfg.loss_weighting == "uniform":
+            return None
+        ab = self.alpha_bar_at(t).double()
+        snr = ab / (1 - ab)
+        clipped = snr.clamp(max=self.cfg.min_snr_gamma)
+        return (clipped / (snr if self.cfg.prediction == "eps" else snr + 1)).float()
+
+    def eps_fn(self, fn):
+        """The network's output as a noise prediction, which is what the samplers take (v: eps =
+        sqrt(ab) v + sqrt(1 - ab) x_t); the same function for eps prediction."""
+        if self.cfg.prediction == "eps":
+            return fn
+
+        def eps(x: Tensor, t: Tensor) -> Tensor:
+            ab = self.alpha_bar_at(t).view(-1, *[1] * (x.ndim - 1)).to(x.device)
+            return ab.sqrt() * fn(x, t).float() + (1 - ab).sqrt() * x
+
+        return eps
+
     def spaced(self, steps: int, spacing: str = "uniform") -> Tensor:
         """`steps` strictly descending integer timesteps from T-1 to 0.
 
@@ -75,10 +104,14 @@ class NoiseSchedule:
         return torch.from_numpy(ts.astype(np.int64))
 
 
-def diffusion_loss(eps_pred: Tensor, eps: Tensor, cfg: DiffusionConfig, weight: Tensor | None = None) -> Tensor:
-    """The paper's loss on the noise: l1_weight * L1 + mse_weight * MSE (optionally pixel-weighted)."""
+def diffusion_loss(eps_pred: Tensor, eps: Tensor, cfg: DiffusionConfig, weight: Tensor | None = None,
+                   item_weight: Tensor | None = None) -> Tensor:
+    """The paper's loss on the noise (or on v): l1_weight * L1 + mse_weight * MSE, optionally pixel-weighted
+    (`weight`, a weighted mean) or item-weighted (`item_weight` (B,), e.g. min-SNR, a mean of weighted items)."""
     err = eps_pred.float() - eps.float()
     per_pixel = cfg.l1_weight * err.abs() + cfg.mse_weight * err.square()
+    if item_weight is not None:
+        return (per_pixel.flatten(1).mean(1) * item_weight.to(per_pixel)).mean()
     if weight is None:
         return per_pixel.mean()
     weight = weight.expand_as(per_pixel)

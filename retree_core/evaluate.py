@@ -162,7 +162,7 @@ def evaluate_segmenter(segmenter: Segmenter, data_roots: Sequence[str | Path], s
     samples = split_sample_list(data_roots, split)
     title = f"{segmenter.name} (threshold {segmenter.threshold}), {split} split, inside the FOV:"
     report = Report("segmenter", title, {"segmenter": segmenter.name, "threshold": segmenter.threshold,
-                                  "split": split, "data_roots": [str(r) for r in data_roots],
+                                  "split": split, "data_roots": [str(r) for r in data_roots or []],
                                   "images": [s.name for s in samples]},
                     ["name", *METRIC_NAMES])
     for sample in samples:
@@ -191,6 +191,7 @@ class GenerationOptions:
     min_fid_images: int = DEFAULT_MIN_FID_IMAGES
     sr: str = "auto"  # super-resolution of the results (superres.choose_sr): auto | none | NAME | PATH
     aperture: bool = True  # finish the results with the camera's round aperture (aperture.py)
+    precision: str = "fp32"  # the generator's network: auto | fp32 | bf16 (precision.py)
 
 
 def mask_fidelity(segmenter: Segmenter, image_rgb: np.ndarray, mask: np.ndarray, fov: np.ndarray) -> float:
@@ -235,7 +236,7 @@ def evaluate_generator(generator: str, data_roots: Sequence[str | Path], segment
     options = options or GenerationOptions()
     inception_path()  # fail before any sampling if the Inception weights are missing
     role = generator if generator in ("concat", "spade") else None
-    model = load_model(generator, role=role, device=options.device)
+    model = load_model(generator, role=role, device=options.device, precision=options.precision)
     if not model.net_cfg.conditional:
         raise ValueError(f"--generator {generator}: a {model.net_cfg.role!r} model draws vessel trees; "
                          "evaluation needs a concat or spade model")
@@ -264,7 +265,7 @@ def evaluate_generator(generator: str, data_roots: Sequence[str | Path], segment
     generated = np.concatenate(generated)
 
     settings = {"generator": generator, "source": model.source, "role": model.net_cfg.role,
-                "image_size_px": size_px, "output_px": out_px, "sr_source": sr.source if sr else None, "split": split, "data_roots": [str(r) for r in data_roots],
+                "image_size_px": size_px, "output_px": out_px, "sr_source": sr.source if sr else None, "split": split, "data_roots": [str(r) for r in data_roots or []],
                 "segmenter": segmenter.name, **asdict(options)}
     scaled = f" super-resolved to {out_px} px" if sr else ""
     title = (f"{generator} ({model.net_cfg.role}, {size_px} px{scaled}, {options.sampler} {options.steps} steps): "

@@ -14,7 +14,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from . import compute
+from . import compute, precision
 from .config import SampleConfig
 from .diffusion import NoiseSchedule
 from .images import mask_to_tensor, to_uint8
@@ -70,8 +70,9 @@ def generate(model: LoadedModel, masks: np.ndarray | None = None, seeds: Sequenc
         cond = mask_to_tensor(masks).to(device)
     gens = make_generators(seeds)
     x = randn((len(seeds), cfg.image_channels, cfg.image_size, cfg.image_size), gens, device)
-    eps_fn = guided(model.net, cond, guidance if cfg.conditional else 1.0)
-    return get_sampler(sampler)(eps_fn, x, schedule, steps, generators=gens, callback=callback)
+    eps_fn = schedule.eps_fn(guided(model.net, cond, guidance if cfg.conditional else 1.0))
+    with precision.autocast(model.precision, device):  # the network only: the sampler's arithmetic stays fp32
+        return get_sampler(sampler)(eps_fn, x, schedule, steps, generators=gens, callback=callback)
 
 
 def vessel_masks(images: torch.Tensor) -> np.ndarray:

@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from . import distributed
+from . import distributed, precision
 from .checkpoint import (CHECKPOINT_NAME, atomic_write, load_checkpoint, remove_stale_temps, rng_state,
                          save_checkpoint, set_rng_state)
 from .config import TrainConfig, from_dict, to_dict
@@ -124,7 +124,8 @@ def _denoising_loss(model: torch.nn.Module, batch: dict, items: list[tuple[int, 
     t, noise = t.to(dev), noise.to(dev)
     if mask is not None:  # classifier-free guidance: drop the mask to the null condition
         mask = mask * keep.to(dev).view(-1, 1, 1, 1)
-    return diffusion_loss(model(schedule.add_noise(x0, t, noise), t, mask), noise, diff_cfg)
+    return diffusion_loss(model(schedule.add_noise(x0, t, noise), t, mask), schedule.target(x0, t, noise), diff_cfg,
+                          item_weight=schedule.item_weights(t))
 
 
 def _row_step(line: str) -> float:
@@ -174,12 +175,12 @@ def sample_grid(ema: torch.nn.Module, cfg: TrainConfig, dataset, step: int, out_
     gens = make_generators([cfg.seed + i for i in range(n)])
     x = randn((n, net_cfg.image_channels, cfg.image_size, cfg.image_size), gens, dev)
     cond = None if role == "vessel" else masks
-    out = dpmpp_2m(guided(ema, cond), x, schedule, cfg.sample_steps, generators=gens)
+    out = dpmpp_2m(schedule.eps_fn(guided(ema, cond)), x, schedule, cfg.sample_steps, generators=gens)
     rows = [to_uint8(out)] if role == "vessel" else [to_uint8(masks), to_uint8(out), to_uint8(images)]
     return save_png(out_dir / "samples" / f"step_{step:07d}.png", grid(rows))
 
 
-SCHEDULE_FIELDS = ("schedule", "timesteps", "beta_start", "beta_end")  # what a trained denoiser depends on
+SCHEDULE_FIELDS = ("schedule", "timesteps", "beta_start", "beta_end", "prediction")  # what a denoiser depends on
 
 
 def warm_start(net: torch.nn.Module, ema: torch.nn.Module, source: str, net_cfg, diff_cfg) -> int:
@@ -290,8 +291,7 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
     loader = DataLoader(dataset, batch_sampler=plan, num_workers=cfg.num_workers,
                         persistent_workers=cfg.num_workers > 0)
     schedule = NoiseSchedule(diff_cfg)
-    use_bf16 = cfg.bf16 and dev.type == "cuda" and torch.cuda.is_bf16_supported()
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else nullcontext
+    autocast = lambda: precision.autocast(cfg.precision, dev)  # noqa: E731
 
     def checkpoint(step: int) -> None:
         if info.is_main:
@@ -308,7 +308,8 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
             print(f"removed {stale.name}, left by a run killed while writing it")
         _truncate_log(log_path, start_step)
         print(f"training {role} ({cfg.preset}, {count_parameters(net) / 1e6:.2f} M parameters) on "
-              f"{len(dataset)} items, {info.world} process(es) on {dev}, steps {start_step} -> {total_steps}")
+              f"{len(dataset)} items, {info.world} process(es) on {dev} in "
+              f"{precision.resolve(cfg.precision, dev)}, steps {start_step} -> {total_steps}")
     bar = tqdm(total=total_steps, initial=start_step, disable=not (cfg.progress and info.is_main),
                unit="step", dynamic_ncols=True)
     batches = iter(loader)

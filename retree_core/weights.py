@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint
 from . import compute
+from . import precision as precisions
 from .config import DiffusionConfig, NetConfig, SampleConfig, from_dict
 from .nets import ReTreeUNet, build_net
 
@@ -33,6 +34,7 @@ class LoadedModel:
     source: str
     guidance: float = SampleConfig.guidance  # the scale its model card recommends (`export --guidance`)
     trained_steps: int = 0  # optimiser steps behind the weights, over all runs that led to them
+    precision: str = "fp32"  # what sampling runs the network in: fp32 or bf16 (autocast), see precision.py
 
 
 def recommended_guidance(meta: dict, origin: str) -> float:
@@ -134,9 +136,11 @@ def resolve(name_or_path: str | Path) -> Path:
 
 
 @compute.on_compute_thread
-def load_model(name_or_path: str | Path, role: str | None = None,
-               device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a model by name or path without unpickling anything; check its role if one is expected."""
+def load_model(name_or_path: str | Path, role: str | None = None, device: str | torch.device = "cpu",
+               precision: str = "fp32") -> LoadedModel:
+    """Load a model by name or path without unpickling anything; check its role if one is expected.
+    `precision` (auto, fp32, bf16) is what generation will run the network in on `device`."""
+    run_in = precisions.resolve(precision, device)  # an unsupported request fails before any reading
     path = resolve(name_or_path)
     origin = str(path)
     if not path.is_file():
@@ -166,7 +170,7 @@ def load_model(name_or_path: str | Path, role: str | None = None,
     guidance = recommended_guidance(meta, origin)
     net = _build(net_cfg, diff_cfg, state, origin).to(device)
     steps = meta.get("trained_steps", 0)
-    return LoadedModel(net, net_cfg, diff_cfg, origin, guidance, steps if isinstance(steps, int) else 0)
+    return LoadedModel(net, net_cfg, diff_cfg, origin, guidance, steps if isinstance(steps, int) else 0, run_in)
 
 
 def weights_size_mb(directory: Path = WEIGHTS_DIR) -> float:

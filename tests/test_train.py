@@ -19,7 +19,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def tiny_cfg(out, **kw):
     base = dict(mode="concat", preset="tiny", image_size=16, batch_size=4, max_steps=6, sample_interval=1000,
-                checkpoint_interval=3, output_dir=str(out), progress=False, seed=1)
+                checkpoint_interval=3, output_dir=str(out), progress=False, seed=1,
+                precision="fp32")  # rounding-level comparisons below; bf16 in tests/test_precision.py
     return TrainConfig(**{**base, **kw})
 
 
@@ -144,7 +145,8 @@ def test_torchrun_two_processes_equal_one_process(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
            "-m", "retree_core", "train", "--mode", "concat", "--preset", "tiny", "--image_size", "16",
            "--batch_size", "2", "--max_steps", "3", "--seed", "1", "--sample_interval", "1000",
-           "--checkpoint_interval", "3", "--output_dir", str(tmp_path / "ddp"), "--no_progress"]
+           "--checkpoint_interval", "3", "--output_dir", str(tmp_path / "ddp"), "--no_progress",
+           "--precision", "fp32"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ddp = load_checkpoint(tmp_path / "ddp" / "last.ckpt")

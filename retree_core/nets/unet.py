@@ -17,10 +17,13 @@ from .blocks import DoubleConv, Down, TransformerBlock, Up, timestep_embedding
 SIGMA_DATA = 0.5  # assumed standard deviation of images in [-1, 1] (as in EDM, Karras et al. 2022)
 
 
-def eps_skip_coefficients(alpha_bar: Tensor, sigma_data: float = SIGMA_DATA) -> Tensor:
+def eps_skip_coefficients(alpha_bar: Tensor, sigma_data: float = SIGMA_DATA, prediction: str = "eps") -> Tensor:
     """c(t) such that c(t) x_t is the best linear estimate of the noise in x_t = sqrt(ab) x0 + sqrt(1-ab) eps
-    for data of variance sigma_data^2: Cov(eps, x_t) / Var(x_t). It is ~1 at pure noise, 0 at t = 0."""
+    for data of variance sigma_data^2: Cov(eps, x_t) / Var(x_t). It is ~1 at pure noise, 0 at t = 0.
+    For v prediction (v = sqrt(ab) eps - sqrt(1-ab) x0): Cov(v, x_t) / Var(x_t), 0 at both ends."""
     ab = alpha_bar.double()
+    if prediction == "v":
+        return ((ab * (1 - ab)).sqrt() * (1 - sigma_data ** 2) / (ab * sigma_data ** 2 + 1 - ab)).float()
     return ((1 - ab).sqrt() / (ab * sigma_data ** 2 + 1 - ab)).float()
 
 
@@ -32,12 +35,12 @@ class ReTreeUNet(nn.Module):
     having to learn to copy its input, which is most of what an untrained denoiser gets wrong.
     """
 
-    def __init__(self, cfg: NetConfig, alpha_bar: Tensor | None = None):
+    def __init__(self, cfg: NetConfig, alpha_bar: Tensor | None = None, prediction: str = "eps"):
         super().__init__()
         self.cfg = cfg
         if cfg.input_skip and alpha_bar is None:
             raise ValueError("a network with input_skip needs the noise schedule's alpha_bar")
-        skip = eps_skip_coefficients(alpha_bar) if cfg.input_skip else torch.zeros(0)
+        skip = eps_skip_coefficients(alpha_bar, prediction=prediction) if cfg.input_skip else torch.zeros(0)
         self.register_buffer("eps_skip", skip, persistent=False)  # rebuilt from the configs, not saved
         c, g, p = cfg.channels, cfg.groups, cfg.patch_px
         spade_dec = (cfg.spade_hidden, p * p) if cfg.role == "spade" else None
@@ -101,7 +104,8 @@ class ReTreeUNet(nn.Module):
             h = block(h, cond)
         for up, attn, skip in zip(self.ups, self.up_attn, reversed(skips[:-1])):
             h = attn(up(h, skip, emb, cond))
-        out = self.outc(h)
+        with torch.autocast(x.device.type, enabled=False):  # the output layer and the skip stay fp32 under
+            out = self.outc(h.float())  # bf16 autocast: their rounding would shift the whole image's colour
         out = F.pixel_shuffle(out, cfg.patch_px) if cfg.patch_px > 1 else out
         if cfg.input_skip:
             out = out + self.eps_skip[t.long()].view(-1, 1, 1, 1).to(out.dtype) * x
@@ -113,8 +117,9 @@ def build_net(cfg: NetConfig, diffusion_cfg: DiffusionConfig | None = None) -> R
     input skip's coefficients."""
     from ..diffusion import NoiseSchedule
 
-    alpha_bar = NoiseSchedule(diffusion_cfg or DiffusionConfig()).alpha_bar if cfg.input_skip else None
-    return ReTreeUNet(cfg, alpha_bar)
+    diffusion_cfg = diffusion_cfg or DiffusionConfig()
+    alpha_bar = NoiseSchedule(diffusion_cfg).alpha_bar if cfg.input_skip else None
+    return ReTreeUNet(cfg, alpha_bar, diffusion_cfg.prediction)
 
 
 def count_parameters(net: nn.Module) -> int:
