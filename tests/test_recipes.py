@@ -1,0 +1,105 @@
+"""Training recipes: v prediction and min-SNR weighting against hand-computed values, files of today's
+recipe sampling exactly as before, and the equal-compute recipe study end to end on the tiny preset."""
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from retree_core.config import DiffusionConfig, from_dict, net_config
+from retree_core.diffusion import NoiseSchedule, diffusion_loss
+from retree_core.nets import build_net
+from retree_core.nets.unet import eps_skip_coefficients
+from retree_core.pipeline import generate
+from retree_core.samplers import dpmpp_2m, guided, make_generators, randn
+from retree_core.weights import LoadedModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+
+def schedule_at(prediction="v", weighting="min_snr", gamma=5.0):
+    s = NoiseSchedule(DiffusionConfig(prediction=prediction, loss_weighting=weighting, min_snr_gamma=gamma))
+    t = int(torch.argmin((s.alpha_bar - 0.8).abs()))  # a timestep with alpha_bar close to 0.8
+    return s, torch.tensor([t]), float(s.alpha_bar[t])
+
+
+def test_v_target_and_its_conversion_to_noise_by_hand():
+    s, t, ab = schedule_at()
+    x0, eps = torch.full((1, 1, 2, 2), 0.5), torch.full((1, 1, 2, 2), -1.0)
+    v = s.target(x0, t, eps)
+    assert torch.allclose(v, torch.full_like(v, math.sqrt(ab) * -1.0 - math.sqrt(1 - ab) * 0.5), atol=1e-6)
+    x_t = s.add_noise(x0, t, eps)
+    assert torch.allclose(s.eps_fn(lambda x, tt: v)(x_t, t), eps, atol=1e-5)  # v -> eps is exact
+
+
+def test_min_snr_weights_by_hand():
+    s, t, ab = schedule_at(gamma=2.0)
+    snr = ab / (1 - ab)  # about 4, above gamma
+    assert s.item_weights(t).item() == pytest.approx(2.0 / (snr + 1), rel=1e-5)
+    eps_s = NoiseSchedule(DiffusionConfig(loss_weighting="min_snr", min_snr_gamma=2.0))
+    assert eps_s.item_weights(t).item() == pytest.approx(2.0 / snr, rel=1e-5)
+    late = torch.tensor([999])  # SNR far below gamma: the v weight is SNR / (SNR + 1), the eps weight 1
+    assert eps_s.item_weights(late).item() == pytest.approx(1.0)
+    assert NoiseSchedule(DiffusionConfig()).item_weights(t) is None
+
+
+def test_item_weighted_loss_by_hand():
+    cfg = DiffusionConfig(l1_weight=0.0)
+    pred, target = torch.zeros(2, 1, 1, 2), torch.tensor([[[[1.0, 1.0]]], [[[2.0, 2.0]]]])
+    assert diffusion_loss(pred, target, cfg, item_weight=torch.tensor([0.5, 0.25])).item() == pytest.approx(
+        (0.5 * 1 + 0.25 * 4) / 2)
+
+
+def test_v_skip_is_the_best_linear_estimate_by_hand():
+    ab = torch.tensor([0.5, 1.0, 0.0], dtype=torch.float64)
+    c = eps_skip_coefficients(ab, sigma_data=0.5, prediction="v")
+    assert c[0].item() == pytest.approx(math.sqrt(0.25) * 0.75 / (0.5 * 0.25 + 0.5))  # 0.6
+    assert c[1].item() == pytest.approx(0.0) and c[2].item() == pytest.approx(0.0)
+
+
+def test_unknown_recipe_values_are_refused_with_their_names():
+    with pytest.raises(ValueError, match="unknown prediction 'x0'"):
+        DiffusionConfig(prediction="x0")
+    with pytest.raises(ValueError, match="unknown loss_weighting"):
+        DiffusionConfig(loss_weighting="snr")
+
+
+def test_a_file_of_todays_recipe_samples_exactly_as_the_plain_sampler_does():
+    old = {"schedule": "linear", "timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02, "l1_weight": 1.0,
+           "mse_weight": 1.0, "p_uncond": 0.1}  # a DiffusionConfig as files before the recipe fields hold it
+    diff = from_dict(DiffusionConfig, old)
+    assert diff.prediction == "eps" and diff.loss_weighting == "uniform"
+    cfg = net_config("tiny", "concat", 16)
+    torch.manual_seed(0)
+    net = build_net(cfg, diff).eval().requires_grad_(False)
+    mask = np.zeros((16, 16), bool)
+    mask[8, 2:14] = True
+    ours = generate(LoadedModel(net, cfg, diff, "tiny"), mask, [3, 4], steps=6, guidance=2.0)
+    gens = make_generators([3, 4])
+    cond = torch.from_numpy(np.stack([mask, mask])[:, None]).float() * 2 - 1
+    plain = dpmpp_2m(guided(net, cond, 2.0), randn((2, 3, 16, 16), gens), NoiseSchedule(diff), 6, generators=gens)
+    assert torch.equal(ours, plain)
+    schedule = NoiseSchedule(diff)
+    fn = guided(net, cond, 2.0)
+    assert schedule.eps_fn(fn) is fn  # nothing is added on the eps path
+
+
+def test_recipe_study_end_to_end_on_the_tiny_preset(tmp_path):
+    import recipes
+
+    out = tmp_path / "study"
+    assert recipes.main(["--preset", "tiny", "--image_size", "32", "--max_steps", "2", "--recipes", "today",
+                         "v_min_snr", "--sr", "none", "--eval_seeds", "1", "--segmenter", "classical",
+                         "--precision", "fp32", "--out", str(out)]) == 0
+    results = json.loads((out / "recipes.json").read_text())
+    assert [r["recipe"] for r in results] == ["today", "v_min_snr"]
+    assert all(r["steps"] == 2 and r["images_seen"] == 16 and 0 <= r["fidelity"] <= 1 for r in results)
+    saved = json.loads(Path(results[1]["checkpoint"]).with_name("log.jsonl").read_text().splitlines()[0])
+    assert saved["step"] == 1
+    state = torch.load(results[1]["checkpoint"], weights_only=True)
+    assert state["config"]["diffusion"]["prediction"] == "v"
+    assert "| v_min_snr | 2 | 16 |" in (out / "recipes.md").read_text()
+    assert (out / "recipes.png").stat().st_size > 0
