@@ -3,7 +3,7 @@
 #   DATA_ROOT  dataset folder(s) (unset: the embedded scikit-image fundus photograph)
 #   PRESET (lean)  SIZE (256)  STEPS (training steps, 2000)  BATCH (4)  DEVICE (cpu)
 #   MASKS (assets/masks)  SAMPLE_STEPS (20)  SAMPLER (dpmpp)  MINUTES (wall-time budget per training, unset: none)
-#   GUIDANCE (3: the guidance scale `release` stores with the concat and SPADE models, as the model card says)
+#   GUIDANCE (2: the guidance scale `release` stores with the concat and SPADE models; the shipped ones recommend 2)
 #   SOFT_TREE_PX (1.5: the vessel model learns soft trees, weights/README.md "Stage 1"; 0 for binary masks)
 #   train_segment / train_sr: BATCH_CROPS (8 crops of 128 px from 512 px views), LR (1e-3)
 set -euo pipefail
@@ -35,7 +35,7 @@ release() {  # vessel, concat and spade side by side (one device), then exported
   [ "$failed" = 0 ] || { echo "a training failed: see runs/vessel.out, runs/concat.out, runs/spade.out" >&2; return 1; }
   python -m retree_core export --checkpoint runs/vessel/last.ckpt --out weights/vessel
   for mode in concat spade; do
-    python -m retree_core export --checkpoint "runs/$mode/last.ckpt" --out "weights/$mode" --guidance "${GUIDANCE:-3}"
+    python -m retree_core export --checkpoint "runs/$mode/last.ckpt" --out "weights/$mode" --guidance "${GUIDANCE:-2}"
   done
 }
 sample() {  # sample MODE: fundus images for every mask in $MASKS

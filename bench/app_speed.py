@@ -1,4 +1,4 @@
-"""Speed of the app's Generate tab, measured through its own event function (`app.Handlers.run`).
+"""Speed of the app's Generate tab, measured through its own event function (`ui.Handlers.run`).
 
 Time to the first streamed frame and to the final image (super-resolved when the shipped sr model is
 beside the concat one, as in the app) at the default settings (DPM-Solver++,
@@ -25,14 +25,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-import app  # noqa: E402
-from retree_core import compute  # noqa: E402
-from retree_core.app_settings import StudioSettings  # noqa: E402
+from retree_studio import ui  # noqa: E402
+from retree_core import compute, precision  # noqa: E402
+from retree_studio.settings import StudioSettings  # noqa: E402
 from retree_core.config import DiffusionConfig, SampleConfig, net_config, to_dict  # noqa: E402
 from retree_core.data.procedural import procedural_tree  # noqa: E402
-from retree_core.mask_sources import LoadedMask  # noqa: E402
+from retree_studio.mask_sources import LoadedMask  # noqa: E402
 from retree_core.nets import build_net  # noqa: E402
-from retree_core.services import Studio  # noqa: E402
+from retree_studio.services import Studio  # noqa: E402
 
 
 def random_lean_weights(folder: Path) -> Path:
@@ -47,7 +47,7 @@ def random_lean_weights(folder: Path) -> Path:
     return path
 
 
-def one_run(handlers: app.Handlers, loaded: LoadedMask, seed: int, guidance: float) -> dict[str, float]:
+def one_run(handlers: ui.Handlers, loaded: LoadedMask, seed: int, guidance: float) -> dict[str, float]:
     d = SampleConfig()
     tic = time.perf_counter()
     times: dict[str, float] = {}
@@ -67,6 +67,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--weights", default=str(ROOT / "weights" / "concat.safetensors"))
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--precision", default=precision.DEFAULT, choices=precision.PRECISIONS,
+                        help="as `python app.py --precision` (default: auto, bf16 where the CPU runs it natively)")
     parser.add_argument("--no-helpers", action="store_true",
                         help="without the shipped sr and segment models beside the concat one")
     args = parser.parse_args()
@@ -92,15 +94,15 @@ def main() -> None:
         compute.run(random_lean_weights, weights_dir)
         which = "randomly initialised lean concat model (no weights/concat.safetensors)"
     studio = Studio(StudioSettings(weights_dir=weights_dir, runs_dir=tmp / "runs", work_dir=tmp / "work",
-                                   warm_up=False))
-    handlers = app.Handlers(studio)
+                                   warm_up=False, precision=precision.resolve(args.precision, "cpu")))
+    handlers = ui.Handlers(studio)
     model = studio.catalog.load(studio.catalog.default("concat").path, "concat")
     size = model.net_cfg.image_size
     loaded = LoadedMask.from_mask(procedural_tree(512, seed=1), "bench tree")
 
     d = SampleConfig()
     print(f"model: {which}; {size}x{size} px; sampler {d.sampler}, {d.steps} steps, guidance {model.guidance:g}; "
-          f"torch threads {torch.get_num_threads()}")
+          f"{model.precision}; torch threads {torch.get_num_threads()}")
     cold = one_run(handlers, loaded, seed=0, guidance=model.guidance)
     print(f"warm-up run (model already loaded): first frame {cold['first_frame_s']:.2f} s, "
           f"final image {cold['final_image_s']:.2f} s ({cold['result_px']} px result; super-resolution "

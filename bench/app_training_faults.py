@@ -2,7 +2,7 @@
 and the run resumed the way a user does it.
 
 The app runs trainings in a thread of its own process, so a crash of the app is a crash of the training.
-Each launch is a child process holding the app's event handlers (app.Handlers over retree_core.services,
+Each launch is a child process holding the app's event handlers (ui.Handlers over retree_studio.services,
 as `python app.py` builds them) on one runs folder: the first calls Train tab > Start (role concat,
 embedded data, preset tiny, 16 px, batch 2), later ones find the run in the Resume list and call Resume;
 each then polls like the tab's timer. The child is SIGKILLed `--kills` times at a random moment once its
@@ -29,7 +29,7 @@ from types import SimpleNamespace
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
-from retree_core.catalog import RUN_MODEL_NAME  # noqa: E402
+from retree_studio.catalog import RUN_MODEL_NAME  # noqa: E402
 from training_faults import (  # noqa: E402
     Failure, checkpoint_step, last_logged_step, log_rows, temp_files, wait_or_kill, yes,
 )
@@ -40,14 +40,14 @@ SESSION = SimpleNamespace(session_hash="fault-bench")
 
 def app_handlers(root: Path):
     """The app's event handlers over the settings `python app.py --runs-dir root/runs ...` would use."""
-    import app
-    from retree_core.app_settings import StudioSettings
-    from retree_core.services import Studio
+    from retree_studio import ui
+    from retree_studio.settings import StudioSettings
+    from retree_studio.services import Studio
 
     settings = StudioSettings(weights_dir=root / "weights", runs_dir=root / "runs", work_dir=root / "work",
                               device="cpu", warm_up=False)
     (root / "weights").mkdir(exist_ok=True)
-    return app.Handlers(Studio(settings))
+    return ui.Handlers(Studio(settings))
 
 
 def child(root: Path, steps: int, sample_every: int) -> int:

@@ -24,8 +24,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from retree_core.config import SampleConfig  # noqa: E402
 from retree_core.evaluate import GenerationOptions, evaluate_generator, load_segmenter  # noqa: E402
 from retree_core.images import grid, save_png  # noqa: E402
+from retree_core.pipeline import FundusPipeline  # noqa: E402
 
 GRID_ROWS = 6
 
@@ -50,12 +52,12 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     columns: dict[str, np.ndarray] = {}
     for model in args.models:
+        pipe = FundusPipeline.load(model, sr=args.sr, aperture=args.aperture)
         for setting in args.settings:
             sampler, steps, guidance = (setting.split(":") + ["1"])[:3]
-            options = GenerationOptions(sampler=sampler, steps=int(steps), seed=args.seed, guidance=float(guidance),
-                                        sr=args.sr, aperture=args.aperture)
+            options = GenerationOptions(SampleConfig(sampler, int(steps), float(guidance), args.seed))
             tic = time.perf_counter()
-            report = evaluate_generator(model, args.data_root, segmenter, "val", options)
+            report = evaluate_generator(pipe, args.data_root, segmenter, "val", options)
             seconds = time.perf_counter() - tic
             report.save(Path(args.out) / f"{Path(model).stem}_{sampler}{steps}_g{guidance}")
             mean, kid = report.mean(), report.summary["kid"]

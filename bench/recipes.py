@@ -23,9 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from retree_core.config import TrainConfig  # noqa: E402
+from retree_core.config import SampleConfig, TrainConfig  # noqa: E402
 from retree_core.evaluate import GenerationOptions, evaluate_generator, load_segmenter  # noqa: E402
 from retree_core.images import grid, save_png  # noqa: E402
+from retree_core.pipeline import FundusPipeline  # noqa: E402
 from retree_core.train import LOG_NAME, train  # noqa: E402
 
 RECIPES: dict[str, dict] = {
@@ -52,11 +53,11 @@ def run_recipe(name: str, base: TrainConfig, minutes: float | None, out: Path) -
 def score(result: dict, args: argparse.Namespace) -> tuple[dict, np.ndarray, np.ndarray]:
     """KID (mean and spread over seeds), fidelity and grain of a recipe's checkpoint on the validation split."""
     segmenter = load_segmenter(args.segmenter)
+    pipe = FundusPipeline.load(result["checkpoint"], sr=args.sr, precision=args.precision)
     kids, reports = [], []
     for s in range(args.eval_seeds):
-        options = GenerationOptions(steps=args.steps, guidance=args.guidance, seed=1000 * s, sr=args.sr,
-                                    precision=args.precision, num=args.num)
-        report = evaluate_generator(result["checkpoint"], args.data_root, segmenter, "val", options)
+        sample = SampleConfig(steps=args.steps, guidance=args.guidance, seed=1000 * s)
+        report = evaluate_generator(pipe, args.data_root, segmenter, "val", GenerationOptions(sample, args.num))
         reports.append(report)
         if report.summary["kid"] is not None:
             kids.append(report.summary["kid"]["mean"])

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     name = torch.cuda.get_device_name(dev) if dev.startswith("cuda") else platform.processor() or platform.machine()
     print(f"torch {torch.__version__}, device {dev} ({name}), threads {torch.get_num_threads()}, python {sys.version.split()[0]}")
     if args.train_roles and not dev.startswith("cuda"):
-        print(f"\ntraining images/s (128 px, batch 8, the role's shipped preset): "
+        print("\ntraining images/s (128 px, batch 8, the role's shipped preset): "
               + "  ".join(f"{p:>6}" for p in precisions))
         for role in args.train_roles:
             rates = [compute.run(train_images_per_s, role, 128, 8, p) for p in precisions]

@@ -5,9 +5,10 @@ import argparse
 import math
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from .config import LOSS_WEIGHTINGS, PREDICTIONS, PRESETS, ROLES, SampleConfig, TrainConfig
+from .config import LOSS_WEIGHTINGS, MAX_GUIDANCE, MAX_SEED, PREDICTIONS, PRESETS, ROLES, SampleConfig, TrainConfig
 from .pipeline import TREE_TRIES
 from .precision import DEFAULT as PRECISION_DEFAULT, PRECISIONS
 from .samplers import SAMPLERS
@@ -67,7 +68,7 @@ def device_name(text: str) -> str:
     return text
 
 
-SEED = whole_in(0, 2**31 - 1)
+SEED = whole_in(0, MAX_SEED)
 PRECISION_HELP = ("bf16 autocast of the network (weights, optimiser and losses stay fp32); auto: bf16 where the "
                   "device runs it natively (a GPU with bf16, a CPU with AVX512-BF16 or AMX)")
 
@@ -192,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--out", required=True, help="output path without suffix, e.g. weights/concat")
     e.add_argument("--fp32", action="store_true", help="keep float32 (default: float16)")
-    e.add_argument("--guidance", type=number_in(0, 20), default=None,
+    e.add_argument("--guidance", type=number_in(0, MAX_GUIDANCE), default=None,
                    help="guidance scale to recommend with the model (generate and the app start from it)")
 
     v = sub.add_parser("evaluate", help="vessel metrics of a segmenter, or mask fidelity and KID of a generator")
@@ -209,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--sampler", choices=list(SAMPLERS), default=s.sampler)
     v.add_argument("--steps", type=positive_int, default=s.steps)
     v.add_argument("--seed", type=SEED, default=s.seed, help="image i uses seed + i")
-    v.add_argument("--guidance", type=float, default=s.guidance)
+    v.add_argument("--guidance", type=float, default=s.guidance,
+                   help="classifier-free guidance scale (default: the model's recommended one, else 1)")
     v.add_argument("--batch_size", type=positive_int, default=4)
     v.add_argument("--sr_output", default="auto", metavar="auto|none|NAME|PATH",
                    help="with --generator: super-resolve the generated images first (as generate does)")
@@ -242,31 +244,23 @@ def _mask_files(folder: str) -> list[Path]:
 def run_generate(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from .data import mask_at, prepare_mask
-    from .images import save_png, to_uint8
-    from .pipeline import check_options, generate
     from .checkpoint import CheckpointError
-    from .aperture import apply_aperture
-    from .superres import choose_sr, upscale
-    from .synthesis import tree_masks
+    from .data import prepare_mask
+    from .images import mask_rgb, save_png
+    from .pipeline import FundusPipeline, masks_at, tree_masks
     from .weights import load_model
 
-    model = load_model(args.checkpoint or args.weights or args.mode, role=args.mode, device=args.device,
-                       precision=args.precision)
-    args.guidance = model.guidance if args.guidance is None else args.guidance
-    check_options(args.sampler, args.steps, args.guidance, model.diffusion_cfg.timesteps)
-    size = model.net_cfg.image_size
-    sr = choose_sr(args.sr, size, args.device)
-    out_px = sr.net_cfg.image_size if sr else size
-    if args.masks:  # full-size masks (the output's size) and the generator's, each from the file
+    pipe = FundusPipeline.load(args.checkpoint or args.weights or args.mode, role=args.mode, sr=args.sr,
+                               aperture=args.aperture, device=args.device, precision=args.precision)
+    options = pipe.options(SampleConfig(args.sampler, args.steps, args.guidance, args.seed))
+    out_px = pipe.output_px
+    if args.masks:  # every mask read before any sampling; at each size from the file itself
         files = _mask_files(args.masks)
         names = [p.stem.removeprefix("seg_") for p in files]
-        full = np.stack([prepare_mask(p, out_px) for p in files])  # all read before any sampling
-        masks = full if out_px == size else np.stack([prepare_mask(p, size) for p in files])
+        masks = {px: np.stack([prepare_mask(p, px) for p in files]) for px in {pipe.size_px, out_px}}
     elif args.trees == "procedural":
         names = [f"{args.seed + i:05d}" for i in range(args.num)]
-        full = tree_masks(None, [args.seed + i for i in range(args.num)], out_px, first_seed=args.seed)[0]
-        masks = np.stack([mask_at(m, size) for m in full])
+        masks = {out_px: tree_masks(None, [args.seed + i for i in range(args.num)], out_px, first_seed=args.seed)[0]}
     else:
         try:
             vessel = load_model(args.vessel_weights, role="vessel", device=args.device, precision=args.precision)
@@ -274,7 +268,7 @@ def run_generate(args: argparse.Namespace) -> None:
             raise CheckpointError(f"{exc} (no stage-1 model: add --trees procedural to use the "
                                   "procedural vessel generator)") from None
         names = [f"{args.seed + i:05d}" for i in range(args.num)]
-        masks = full = None
+        masks = None
     out = Path(args.output_dir)
     tic = time.perf_counter()
     stand_ins = 0
@@ -282,23 +276,19 @@ def run_generate(args: argparse.Namespace) -> None:
         chunk = names[start:start + args.batch_size]
         seeds = [args.seed + start + i for i in range(len(chunk))]
         if masks is None:
-            batch_full, stood_in = tree_masks(vessel, seeds, out_px, first_seed=args.seed, max_tries=args.tree_tries,
-                                              min_plausibility=args.min_plausibility, sampler=args.sampler,
-                                              steps=args.steps)
-            batch_masks, stand_ins = np.stack([mask_at(m, size) for m in batch_full]), stand_ins + stood_in
-        else:
-            batch_masks, batch_full = masks[start:start + len(chunk)], full[start:start + len(chunk)]
-        images = to_uint8(generate(model, batch_masks, seeds, sampler=args.sampler, steps=args.steps,
-                                   guidance=args.guidance))
-        if sr is not None:
-            images = upscale(sr, images, batch_full)
-        if args.aperture:
-            images, batch_full = apply_aperture(images, batch_full)
-        for name, image, mask in zip(chunk, images, batch_full):
+            source, stood_in = tree_masks(vessel, seeds, out_px, first_seed=args.seed, max_tries=args.tree_tries,
+                                          min_plausibility=args.min_plausibility, sampler=args.sampler,
+                                          steps=args.steps)
+            stand_ins += stood_in
+        else:  # the rows of this chunk, at each size as read (or resized from the output size)
+            rows = slice(start, start + len(chunk))
+            source = lambda px, rows=rows: masks_at(masks.get(px, masks[out_px])[rows], px)  # noqa: E731
+        images, cut = pipe(source, replace(options, seed=seeds[0]))
+        for name, image, mask in zip(chunk, images, cut):
             save_png(out / "images" / f"img_{name}.png", image)
-            save_png(out / "masks" / f"seg_{name}.png", np.repeat(mask[..., None] * np.uint8(255), 3, -1))
+            save_png(out / "masks" / f"seg_{name}.png", mask_rgb(mask))
         print(f"{start + len(chunk)}/{len(names)} images, {time.perf_counter() - tic:.1f} s")
-    scaled = f", super-resolved to {out_px} px by {sr.source}" if sr else ""
+    scaled = f", super-resolved to {out_px} px by {pipe.sr.source}" if pipe.sr else ""
     print(f"wrote {len(names)} image + mask pairs to {out} (images/, masks/){scaled}")
     if stand_ins:
         print(f"{stand_ins} stage-1 tree(s) stayed below the plausibility threshold in {args.tree_tries} draws: "
@@ -306,21 +296,19 @@ def run_generate(args: argparse.Namespace) -> None:
 
 
 def run_export(args: argparse.Namespace) -> None:
-    from .checkpoint import load_checkpoint
-    from .weights import export_weights
+    from .segmentation import export_run
+    from .weights import read_model_info
 
-    extra = {} if args.guidance is None else {"sample": {"guidance": args.guidance}}
-    train_cfg = load_checkpoint(args.checkpoint)["config"]["train"]
-    if train_cfg["mode"] == "segment":  # the segmenter's threshold: best F1 on its training images
-        from .segmentation import run_threshold
-        threshold = run_threshold(args.checkpoint)
-        print(f"segmenter threshold {threshold:.2f} (best F1 on the run's training images)")
-        extra["segment"] = {"threshold": threshold}
-    print(f"wrote {export_weights(args.checkpoint, args.out, fp16=not args.fp32, extra_meta=extra)}")
+    out = export_run(args.checkpoint, args.out, fp16=not args.fp32, guidance=args.guidance)
+    segment = (read_model_info(out) or {}).get("segment")
+    if segment:
+        print(f"segmenter threshold {segment['threshold']:.2f} (best F1 on the run's training images)")
+    print(f"wrote {out}")
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
     from .evaluate import GenerationOptions, evaluate_generator, evaluate_segmenter, evaluate_sr, load_segmenter
+    from .pipeline import FundusPipeline
 
     if args.sr is not None and args.generator is not None:
         raise ValueError("evaluate either --generator or --sr, not both")
@@ -330,11 +318,12 @@ def run_evaluate(args: argparse.Namespace) -> None:
     elif args.generator is None:
         report = evaluate_segmenter(segmenter, args.data_root, args.split, progress=True)
     else:
-        options = GenerationOptions(args.sampler, args.steps, args.seed, args.guidance, args.num,
-                                    args.batch_size, args.device, args.min_fid_images, args.sr_output, args.aperture,
-                                    args.precision)
-        report = evaluate_generator(args.generator, args.data_root, segmenter, args.split, options,
-                                    progress=True)
+        pipe = FundusPipeline.load(args.generator, role=args.generator if args.generator in ("concat", "spade")
+                                   else None, sr=args.sr_output, aperture=args.aperture, device=args.device,
+                                   precision=args.precision)
+        options = GenerationOptions(SampleConfig(args.sampler, args.steps, args.guidance, args.seed), args.num,
+                                    args.batch_size, args.min_fid_images)
+        report = evaluate_generator(pipe, args.data_root, segmenter, args.split, options, progress=True)
     print(report.render())
     print("wrote " + ", ".join(map(str, report.save(args.output_dir))))
 

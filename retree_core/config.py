@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 # segment: the vessel segmenter; sr: the mask-conditioned super-resolution model (neither is a diffusion model)
@@ -147,14 +148,45 @@ PREDICTIONS = ("eps", "v")
 LOSS_WEIGHTINGS = ("uniform", "min_snr")
 
 
-@dataclass
+SAMPLER_LABELS = {"dpmpp": "DPM-Solver++ (2M)", "ddim": "DDIM", "ddpm": "DDPM (ancestral)"}  # samplers.py
+MAX_GUIDANCE = 20.0  # the largest classifier-free guidance scale accepted anywhere
+DEFAULT_GUIDANCE = 1.0  # the plain conditional model: the scale of a file that recommends none
+MAX_SEED = 2**31 - 1
+
+
+@dataclass(frozen=True)
 class SampleConfig:
-    """Generation settings; the defaults are the app's (and the benchmark's "default path")."""
+    """How one generation samples: the one carrier of sampler, steps, guidance and seed for the command
+    line, the app, the API and evaluation, checked when made. Image i of a call uses seed + i.
+    `guidance` None is the model's recommended scale, filled in by `for_model`."""
 
     sampler: str = "dpmpp"
     steps: int = 20
-    guidance: float = 1.0
+    guidance: float | None = None
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLER_LABELS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; expected one of {', '.join(SAMPLER_LABELS)}")
+        if not _whole(self.steps):  # its range is the model's noise schedule (for_model)
+            raise ValueError(f"steps must be a whole number, got {self.steps!r}")
+        g = self.guidance
+        if g is not None and (isinstance(g, bool) or not isinstance(g, (int, float))
+                              or not math.isfinite(g) or not 0 <= g <= MAX_GUIDANCE):
+            raise ValueError(f"guidance must be between 0 and {MAX_GUIDANCE:g}, got {g!r}")
+        if not _whole(self.seed) or not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be a whole number from 0 to {MAX_SEED}, got {self.seed!r}")
+
+    def for_model(self, timesteps: int, recommended: float) -> "SampleConfig":
+        """These options for one model: its recommended guidance when none was given, steps within its
+        noise schedule."""
+        if not 1 <= self.steps <= timesteps:
+            raise ValueError(f"steps must be a whole number from 1 to {timesteps}, got {self.steps!r}")
+        return dataclasses.replace(self, guidance=float(recommended if self.guidance is None else self.guidance))
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 @dataclass
@@ -247,9 +279,5 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
     return cls(**data)
 
 
-def save_json(path: str | Path, **configs: Any) -> None:
-    Path(path).write_text(json.dumps({k: to_dict(v) for k, v in configs.items()}, indent=2))
-
-
-__all__ = ["ROLES", "NetConfig", "PRESETS", "net_config", "DiffusionConfig", "SampleConfig", "TrainConfig",
-           "to_dict", "from_dict", "save_json"]
+__all__ = ["ROLES", "NetConfig", "PRESETS", "net_config", "DiffusionConfig", "SampleConfig", "SAMPLER_LABELS",
+           "MAX_GUIDANCE", "DEFAULT_GUIDANCE", "MAX_SEED", "TrainConfig", "to_dict", "from_dict"]

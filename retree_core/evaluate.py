@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Protocol, Sequence
 
 import cv2
 import numpy as np
 
+import torch
+
 from .config import SampleConfig
 from .data import AugmentConfig, estimate_fov, make_dataset, split_sample_list
 from .data.embedded import remove_specks, ridge_response, ridge_threshold
 from .data.layouts import load_sample
 from .fidelity import MIN_ANALYSIS_PX, SEGMENTER_NAME
+from .images import grid, mask_rgb, to_uint8
 from .metrics import METRIC_NAMES, dice, vessel_metrics
+from .pipeline import FundusPipeline
+from .realism import fid, grain, inception_features, inception_path, kid
 
 GRID_MAX_ROWS = 8  # images shown in the mask | generated | real picture
 DEFAULT_MIN_FID_IMAGES = 100  # below this many images per set FID is too biased to report
@@ -179,19 +184,13 @@ def evaluate_segmenter(segmenter: Segmenter, data_roots: Sequence[str | Path], s
 
 @dataclass
 class GenerationOptions:
-    """How images are generated for evaluation and how many are measured."""
+    """How images are sampled for evaluation (image i of the split with seed sample.seed + i) and how many
+    are measured; what finishes them (super-resolution, aperture, precision) is the pipeline's."""
 
-    sampler: str = SampleConfig.sampler
-    steps: int = SampleConfig.steps
-    seed: int = SampleConfig.seed  # image i uses seed + i
-    guidance: float = SampleConfig.guidance
+    sample: SampleConfig = field(default_factory=SampleConfig)
     num: int | None = None  # masks used (first of the split); None: all
     batch_size: int = 4
-    device: str = "cpu"
     min_fid_images: int = DEFAULT_MIN_FID_IMAGES
-    sr: str = "auto"  # super-resolution of the results (superres.choose_sr): auto | none | NAME | PATH
-    aperture: bool = True  # finish the results with the camera's round aperture (aperture.py)
-    precision: str = "fp32"  # the generator's network: auto | fp32 | bf16 (precision.py)
 
 
 def mask_fidelity(segmenter: Segmenter, image_rgb: np.ndarray, mask: np.ndarray, fov: np.ndarray) -> float:
@@ -209,41 +208,20 @@ def mask_fidelity(segmenter: Segmenter, image_rgb: np.ndarray, mask: np.ndarray,
     return dice(found, mask, fov)
 
 
-def _as_rgb(mask: np.ndarray) -> np.ndarray:
-    return np.repeat(mask[..., None].astype(np.uint8) * 255, 3, axis=2)
-
-
-def evaluate_generator(generator: str, data_roots: Sequence[str | Path], segmenter: Segmenter,
+def evaluate_generator(pipe: FundusPipeline, data_roots: Sequence[str | Path], segmenter: Segmenter,
                        split: str = "val", options: GenerationOptions | None = None,
                        progress: bool = False) -> Report:
-    """Mask fidelity per image and KID (FID with enough images) of a concat/spade model on a split.
+    """Mask fidelity per image and KID (FID with enough images) of a fundus pipeline on a split.
 
-    Masks, FOVs and real images come from the dataset at the model's size, framed as in training
-    (square around the FOV, no augmentation). Image i is generated from mask i with seed + i; KID
-    compares the generated images with all real images of the split. The report's picture is a
+    Masks, FOVs and real images come from the dataset at the pipeline's output size, framed as in
+    training (square around the FOV, no augmentation). Image i is generated from mask i with seed + i;
+    KID compares the generated images with all real images of the split. The report's picture is a
     mask | generated | real grid.
     """
-    import torch
-
-    from .images import grid, to_uint8
-    from .pipeline import check_options, generate
-    from .data import mask_at
-    from .realism import fid, grain, inception_features, inception_path, kid
-    from .aperture import apply_aperture
-    from .superres import choose_sr, upscale
-    from .weights import load_model
-
     options = options or GenerationOptions()
     inception_path()  # fail before any sampling if the Inception weights are missing
-    role = generator if generator in ("concat", "spade") else None
-    model = load_model(generator, role=role, device=options.device, precision=options.precision)
-    if not model.net_cfg.conditional:
-        raise ValueError(f"--generator {generator}: a {model.net_cfg.role!r} model draws vessel trees; "
-                         "evaluation needs a concat or spade model")
-    check_options(options.sampler, options.steps, options.guidance, model.diffusion_cfg.timesteps)
-    size_px = model.net_cfg.image_size
-    sr = choose_sr(options.sr, size_px, options.device)
-    out_px = sr.net_cfg.image_size if sr else size_px  # masks, real images and scores at the output's size
+    sample = pipe.options(options.sample)
+    out_px = pipe.output_px  # masks, real images and scores at the output's size
     dataset = make_dataset(data_roots, out_px, AugmentConfig(enabled=False), split=split)
     items = [dataset[i] for i in range(len(dataset))]
     real = to_uint8(torch.stack([item["image"] for item in items]))
@@ -254,35 +232,35 @@ def evaluate_generator(generator: str, data_roots: Sequence[str | Path], segment
     generated = []
     for start in range(0, count, options.batch_size):
         stop = min(start + options.batch_size, count)
-        seeds = [options.seed + i for i in range(start, stop)]
-        small = np.stack([mask_at(m, size_px) for m in masks[start:stop]])
-        images = to_uint8(generate(model, small, seeds, sampler=options.sampler, steps=options.steps,
-                                   guidance=options.guidance))
-        images = images if sr is None else upscale(sr, images, masks[start:stop])
-        generated.append(apply_aperture(images)[0] if options.aperture else images)
+        generated.append(pipe(masks[start:stop], replace(sample, seed=sample.seed + start))[0])
         if progress:
             print(f"  generated {stop}/{count}", flush=True)
     generated = np.concatenate(generated)
 
-    settings = {"generator": generator, "source": model.source, "role": model.net_cfg.role,
-                "image_size_px": size_px, "output_px": out_px, "sr_source": sr.source if sr else None, "split": split, "data_roots": [str(r) for r in data_roots or []],
-                "segmenter": segmenter.name, **asdict(options)}
-    scaled = f" super-resolved to {out_px} px" if sr else ""
-    title = (f"{generator} ({model.net_cfg.role}, {size_px} px{scaled}, {options.sampler} {options.steps} steps): "
-             f"mask fidelity = Dice in the FOV by {segmenter.name}, {split} split:")
+    model = pipe.model
+    settings = {"source": model.source, "role": model.net_cfg.role, "image_size_px": pipe.size_px,
+                "output_px": out_px, "sr_source": pipe.sr.source if pipe.sr else None, "aperture": pipe.aperture,
+                "precision": model.precision, "split": split, "data_roots": [str(r) for r in data_roots or []],
+                "segmenter": segmenter.name, **asdict(sample),
+                **{k: v for k, v in asdict(options).items() if k != "sample"}}
+    scaled = f" super-resolved to {out_px} px" if pipe.sr else ""
+    title = (f"{Path(model.source).stem} ({model.net_cfg.role}, {pipe.size_px} px{scaled}, {sample.sampler} "
+             f"{sample.steps} steps, guidance {sample.guidance:g}): mask fidelity = Dice in the FOV by "
+             f"{segmenter.name}, {split} split:")
     # real_image_dice: the same score on the real photograph, the ceiling the segmenter allows at this size;
     # grain / real_grain: pixel-scale noise (realism.grain) of the generated and the real image
     report = Report("generator", title, settings,
                     ["name", "seed", "fidelity_dice", "real_image_dice", "grain", "real_grain"])
     for i in range(count):
-        report.rows.append({"name": dataset.names[i], "seed": options.seed + i,
+        report.rows.append({"name": dataset.names[i], "seed": sample.seed + i,
                             "fidelity_dice": mask_fidelity(segmenter, generated[i], masks[i], fovs[i]),
                             "real_image_dice": mask_fidelity(segmenter, real[i], masks[i], fovs[i]),
                             "grain": grain(generated[i], fovs[i]), "real_grain": grain(real[i], fovs[i])})
 
+    device = next(model.net.parameters()).device
     if min(count, len(real)) >= 2:
-        generated_features = inception_features(generated, device=options.device)
-        real_features = inception_features(real, device=options.device)
+        generated_features = inception_features(generated, device=device)
+        real_features = inception_features(real, device=device)
         kid_result = kid(generated_features, real_features)
         fid_result = (fid(generated_features, real_features)
                       if min(count, len(real)) >= options.min_fid_images else None)
@@ -295,9 +273,9 @@ def evaluate_generator(generator: str, data_roots: Sequence[str | Path], segment
     report.notes = [kid_note, str(fid_result) if fid_result is not None else
                     f"FID not reported: {count} generated and {len(real)} real images, "
                     f"fewer than {options.min_fid_images} per set"]
-    rows = [np.stack([_as_rgb(masks[i]), generated[i], real[i]]) for i in range(min(count, GRID_MAX_ROWS))]
+    rows = [np.stack([mask_rgb(masks[i]), generated[i], real[i]]) for i in range(min(count, GRID_MAX_ROWS))]
     report.picture = grid(rows)
-    report.arrays = {"mask": np.stack([_as_rgb(m) for m in masks[:count]]), "generated": generated,
+    report.arrays = {"mask": np.stack([mask_rgb(m) for m in masks[:count]]), "generated": generated,
                      "real": real[:count]}
     return report
 
@@ -311,9 +289,6 @@ def evaluate_sr(name_or_path: str, data_roots: Sequence[str | Path], split: str 
     Each photograph is framed as in training at the model's output size (square around the FOV); the
     input is that image area-downsampled by the model's factor, the target the image itself.
     """
-    import torch
-
-    from .images import grid, to_uint8
     from .superres import bicubic, downsample, psnr, sr_forward, ssim
     from .weights import load_model
 

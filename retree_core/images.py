@@ -21,6 +21,11 @@ def to_uint8(x: Tensor) -> np.ndarray:
     return arr[0] if single else arr
 
 
+def mask_rgb(mask: np.ndarray) -> np.ndarray:
+    """bool (..., H, W) -> uint8 (..., H, W, 3), vessels white on black: how masks are saved and shown."""
+    return np.repeat(np.asarray(mask, dtype=bool)[..., None] * np.uint8(255), 3, axis=-1)
+
+
 def mask_to_tensor(mask: np.ndarray) -> Tensor:
     """bool (H, W) or (B, H, W) -> float (B, 1, H, W), vessel +1, background -1."""
     m = torch.from_numpy(np.array(mask, dtype=bool))  # a copy: read-only arrays are fine

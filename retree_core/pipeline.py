@@ -1,25 +1,34 @@
-"""Generation: vessel tree -> fundus image, as a batch call or as a stream of frames.
+"""Generation: vessel tree -> fundus photograph, for every caller.
 
-`generate` is what the command line and evaluation call; `stream` runs the same thing in a worker
-thread and yields a `Frame` per sampler step, which is what the app shows live. Closing the stream
-(the app's Stop button) ends sampling at the next step.
+`FundusPipeline` is what the command line, the app, its API, synthesis and evaluation use: masks in,
+the concat or SPADE model, then super-resolution (if any) and the camera's round aperture, finished
+images out; `.stream()` yields a `Frame` per sampler step for the app's live view. Below it,
+`generate` samples one network and `stream` runs it in a worker thread (closing the stream ends
+sampling at the next step); `dream_trees` and `tree_masks` are stage 1 (vessel trees).
 """
 from __future__ import annotations
 
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence, Union
 
 import numpy as np
 import torch
 
 from . import compute, precision
-from .config import SampleConfig
+from .aperture import apply_aperture
+from .config import DEFAULT_GUIDANCE, SampleConfig
+from .data import mask_at
+from .data.procedural import TreeParams, procedural_tree
 from .diffusion import NoiseSchedule
+from . import plausibility as plaus  # the filter's threshold is read when used (tests lower it)
 from .images import mask_to_tensor, to_uint8
 from .samplers import Callback, Step, StopSampling, get_sampler, guided, make_generators, randn
-from .weights import LoadedModel
+from .superres import choose_sr, fits, upscale
+from .weights import LoadedModel, load_model
+
+MaskSource = Union[np.ndarray, Callable[[int], np.ndarray]]  # masks, or a function giving them at a size
 
 
 @dataclass
@@ -32,27 +41,19 @@ class Frame:
     x0: np.ndarray
     final: bool = False
     images: np.ndarray | None = None  # (B, H, W, 3) on the final frame
-
-
-def check_options(sampler: str, steps: int, guidance: float, timesteps: int) -> None:
-    """Reject out-of-range options with a message naming the option."""
-    get_sampler(sampler)
-    if not isinstance(steps, (int, np.integer)) or not 1 <= steps <= timesteps:
-        raise ValueError(f"steps must be a whole number from 1 to {timesteps}, got {steps!r}")
-    if not np.isfinite(guidance) or not 0 <= guidance <= 20:
-        raise ValueError(f"guidance must be between 0 and 20, got {guidance!r}")
+    masks: np.ndarray | None = None  # FundusPipeline.stream: the masks at the output size, cut to the aperture
 
 
 @compute.on_compute_thread
 @torch.inference_mode()
 def generate(model: LoadedModel, masks: np.ndarray | None = None, seeds: Sequence[int] = (0,), *,
              sampler: str = SampleConfig.sampler, steps: int = SampleConfig.steps,
-             guidance: float = SampleConfig.guidance, callback: Callback | None = None) -> torch.Tensor:
+             guidance: float = DEFAULT_GUIDANCE, callback: Callback | None = None) -> torch.Tensor:
     """Sample one image per seed, in [-1, 1], (B, C, H, W). `masks` (B, H, W) bool, at the model's size,
-    conditions concat/spade models; the vessel model takes none."""
+    conditions concat/spade models; the vessel model takes none. Options are checked by SampleConfig."""
     cfg = model.net_cfg
     schedule = NoiseSchedule(model.diffusion_cfg)
-    check_options(sampler, steps, guidance, schedule.timesteps)
+    SampleConfig(sampler, steps, guidance).for_model(schedule.timesteps, guidance)
     device = next(model.net.parameters()).device
     cond = None
     if cfg.conditional:
@@ -92,8 +93,6 @@ def dream_trees(model: LoadedModel, seeds: Sequence[int], *, min_plausibility: f
     new seeds, up to `max_tries` draws in all; `on_draw(draw, max_tries)` is called before each round
     (draw counts from 1). Returns the trees, None for those that never passed, and the seeds that made
     them (for a None, its last draw's)."""
-    from .plausibility import plausibility
-
     if model.net_cfg.role != "vessel":
         raise ValueError(f"dreaming trees needs a vessel model, not a {model.net_cfg.role!r} one")
     if max_tries < 1:
@@ -111,9 +110,36 @@ def dream_trees(model: LoadedModel, seeds: Sequence[int], *, min_plausibility: f
             seeds[i] = first[i] + REDRAW_SEED_STRIDE * attempt
         drawn = vessel_masks(generate(model, None, [seeds[i] for i in todo], **options))
         for i, tree in zip(todo, drawn):
-            if tree.any() and (min_plausibility <= 0 or plausibility(tree).value >= min_plausibility):
+            if tree.any() and (min_plausibility <= 0 or plaus.plausibility(tree).value >= min_plausibility):
                 trees[i] = tree
     return trees, seeds
+
+
+def varied_tree_params(seed: int, index: int) -> TreeParams:
+    """Procedural knobs drawn per pair, so a synthetic dataset is not one tree shape repeated."""
+    rng = np.random.default_rng([seed, index])
+    return TreeParams(main_vessels=int(rng.integers(3, 6)), nasal_vessels=int(rng.integers(1, 4)),
+                      macular_vessels=int(rng.integers(1, 4)), depth=int(rng.integers(4, 7)),
+                      tortuosity=float(rng.uniform(0.2, 0.8)), width_px=float(rng.uniform(6.5, 10.0)),
+                      eye=("left", "right")[int(rng.integers(2))])
+
+
+def tree_masks(vessel_model: LoadedModel | None, seeds: list[int], size_px: int, *, trees: str = "vessel",
+               first_seed: int = 0, min_plausibility: float | None = None, max_tries: int = TREE_TRIES,
+               **options) -> tuple[np.ndarray, int]:
+    """Stage 1 for a batch of seeds: trees from the vessel model, redrawn below the plausibility
+    threshold (default plausibility.DEFAULT_THRESHOLD; `dream_trees`), or procedural ones (knobs varied
+    per pair). Returns the masks at size_px and how many procedural trees stood in for stage-1 trees
+    that stayed implausible."""
+    def procedural(seed: int) -> np.ndarray:
+        return procedural_tree(size_px, varied_tree_params(first_seed, seed - first_seed), seed)
+
+    if vessel_model is None or trees == "procedural":
+        return np.stack([procedural(seed) for seed in seeds]), 0
+    threshold = plaus.DEFAULT_THRESHOLD if min_plausibility is None else min_plausibility
+    dreamt, _ = dream_trees(vessel_model, seeds, min_plausibility=threshold, max_tries=max_tries, **options)
+    masks = [procedural(seed) if tree is None else mask_at(tree, size_px) for tree, seed in zip(dreamt, seeds)]
+    return np.stack(masks), sum(tree is None for tree in dreamt)
 
 
 def stream(model: LoadedModel, masks: np.ndarray | None = None, seeds: Sequence[int] = (0,),
@@ -157,3 +183,94 @@ def stream(model: LoadedModel, masks: np.ndarray | None = None, seeds: Sequence[
                     frames.get(timeout=0.05)
                 except queue.Empty:
                     pass
+
+
+def masks_at(masks: MaskSource, size_px: int) -> np.ndarray:
+    """(B, size_px, size_px) bool masks from a source: a function of the size (a file read at that size),
+    or masks, resized (data.mask_at) unless they are that size already."""
+    if callable(masks):
+        out = np.asarray(masks(size_px), dtype=bool)
+        return out[None] if out.ndim == 2 else out
+    out = np.asarray(masks, dtype=bool)
+    out = out[None] if out.ndim == 2 else out
+    return np.stack([mask_at(m, size_px) for m in out])
+
+
+@dataclass
+class FundusPipeline:
+    """Vessel masks in, fundus photographs out: the concat or SPADE model at its size, then the
+    super-resolution model (when given; conditioned on the masks at its output size), then the camera's
+    round aperture (when asked; the masks cut to it). Image i of a call uses seed options.seed + i."""
+
+    model: LoadedModel
+    sr: LoadedModel | None = None
+    aperture: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.model.net_cfg.conditional:
+            raise ValueError(f"{self.model.source}: a {self.model.net_cfg.role!r} model draws vessel trees; "
+                             "fundus images need a concat or spade model")
+        if self.sr is not None and not fits(self.sr, self.size_px):
+            raise ValueError(f"the super-resolution model takes {self.sr.net_cfg.sr_input_px} px images; "
+                             f"the image model makes {self.size_px} px ones")
+
+    @classmethod
+    def load(cls, generator: str = "concat", *, role: str | None = None, sr: str | None = "auto",
+             aperture: bool = True, device: str = "cpu", precision: str = "fp32") -> "FundusPipeline":
+        """From model files: `generator` a shipped name or a path; `sr` auto (the shipped sr model when it
+        fits), none, or a name or path (superres.choose_sr)."""
+        model = load_model(generator, role=role, device=device, precision=precision)
+        if not model.net_cfg.conditional:
+            return cls(model)  # refused, with the model named
+        return cls(model, choose_sr(sr, model.net_cfg.image_size, device), aperture)
+
+    @property
+    def size_px(self) -> int:
+        """The generator's image size."""
+        return self.model.net_cfg.image_size
+
+    @property
+    def output_px(self) -> int:
+        """The finished images' size: the super-resolution model's output, else the generator's."""
+        return self.sr.net_cfg.image_size if self.sr is not None else self.size_px
+
+    def options(self, options: SampleConfig | None = None) -> SampleConfig:
+        """The options this pipeline samples with: guidance None becomes the model's recommended scale."""
+        return (options or SampleConfig()).for_model(self.model.diffusion_cfg.timesteps, self.model.guidance)
+
+    def finish(self, images: np.ndarray, masks: MaskSource) -> tuple[np.ndarray, np.ndarray]:
+        """The generator's uint8 images (B, H, W, 3) or (H, W, 3) -> (finished images, masks at the
+        output size cut to the aperture), each of the same batch shape as `images`."""
+        single = np.asarray(images).ndim == 3
+        full = masks_at(masks, self.output_px)
+        images = np.asarray(images)[None] if single else np.asarray(images)
+        if self.sr is not None:
+            images = upscale(self.sr, images, full)
+        if self.aperture:
+            images, full = apply_aperture(images, full)
+        return (images[0], full[0]) if single else (images, full)
+
+    def __call__(self, masks: MaskSource, options: SampleConfig | None = None,
+                 callback: Callback | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Finished images (B, H, W, 3) uint8 and their masks (B, H, W) bool for masks at any size."""
+        options = self.options(options)
+        small = masks_at(masks, self.size_px)
+        seeds = [options.seed + i for i in range(len(small))]
+        raw = to_uint8(generate(self.model, small, seeds, sampler=options.sampler, steps=options.steps,
+                                guidance=options.guidance, callback=callback))
+        return self.finish(raw, masks)
+
+    def stream(self, masks: MaskSource, options: SampleConfig | None = None) -> Iterator[Frame]:
+        """`stream` for the first mask: a frame per sampler step; the final frame's `images` and `masks`
+        are finished (super-resolved, aperture). Closing the iterator stops the sampler."""
+        options = self.options(options)
+        small = masks_at(masks, self.size_px)[:1]
+        frames = stream(self.model, small, [options.seed], sampler=options.sampler, steps=options.steps,
+                        guidance=options.guidance)
+        try:
+            for frame in frames:
+                if frame.final:
+                    frame.images, frame.masks = self.finish(frame.images, masks_at(masks, self.output_px)[:1])
+                yield frame
+        finally:
+            frames.close()

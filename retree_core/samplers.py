@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from .config import SAMPLER_LABELS
 from .diffusion import NoiseSchedule
 
 EpsFn = Callable[[Tensor, Tensor], Tensor]
@@ -147,7 +148,8 @@ def dpmpp_2m(eps_fn: EpsFn, x: Tensor, schedule: NoiseSchedule, steps: int, *,
     return x
 
 
-SAMPLERS: dict[str, Callable[..., Tensor]] = {"ddpm": ddpm, "ddim": ddim, "dpmpp": dpmpp_2m}
+SAMPLERS: dict[str, Callable[..., Tensor]] = {"dpmpp": dpmpp_2m, "ddim": ddim, "ddpm": ddpm}
+assert SAMPLERS.keys() == SAMPLER_LABELS.keys(), "config.SAMPLER_LABELS names the samplers offered"
 
 
 def get_sampler(name: str) -> Callable[..., Tensor]:

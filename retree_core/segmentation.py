@@ -14,7 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from . import compute
-from .weights import LoadedModel
+from .checkpoint import load_checkpoint
+from .data import embedded_example, estimate_fov, split_sample_list
+from .data.layouts import load_sample
+from .weights import LoadedModel, export_weights, load_model, read_model_info, resolve
 
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.01), 2)
 
@@ -78,9 +81,6 @@ def best_threshold(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray], fo
 def choose_threshold(model: LoadedModel, data_roots: Sequence[str] | None, split: str = "train") -> float:
     """The best-F1 threshold of a segmenter on a split of its training data (the fixed validation split is
     kept for reporting); the embedded example when there are no data roots."""
-    from .data import embedded_example, estimate_fov, split_sample_list
-    from .data.layouts import load_sample
-
     if data_roots:
         triples = [load_sample(s) for s in split_sample_list(data_roots, split)]
     else:
@@ -97,20 +97,23 @@ def choose_threshold(model: LoadedModel, data_roots: Sequence[str] | None, split
 def run_threshold(checkpoint) -> float:
     """The threshold to export with a segmenter run: best F1 on the images it trained on (its synthetic
     pairs for a synthetic-only run, else its real data)."""
-    from .checkpoint import load_checkpoint
-    from .weights import load_model
-
     cfg = load_checkpoint(checkpoint)["config"]["train"]
     synthetic_only = cfg.get("synthetic_root") and cfg.get("synthetic_fraction", 0) >= 1
     roots = cfg["synthetic_root"] if synthetic_only else cfg["data_root"]
     return choose_threshold(load_model(checkpoint, role="segment"), roots)
 
 
+def export_run(checkpoint, out_path, fp16: bool = True, guidance: float | None = None) -> Path:
+    """A training run's weights file (`export` and the app's finished runs): a segmenter with its threshold
+    (`run_threshold`), a fundus model with the guidance scale to recommend, if given."""
+    extra = {} if guidance is None else {"sample": {"guidance": guidance}}
+    if load_checkpoint(checkpoint)["config"]["train"]["mode"] == "segment":
+        extra["segment"] = {"threshold": run_threshold(checkpoint)}
+    return export_weights(checkpoint, out_path, fp16=fp16, extra_meta=extra)
+
+
 def stored_threshold(path) -> float:
     """The threshold exported with a segmenter's weights (0.5 for a checkpoint or a file without one)."""
-    from .catalog import read_model_info
-    from .weights import resolve
-
     path = resolve(path)
     info = read_model_info(path) if path.suffix == ".safetensors" else None
     return float(((info or {}).get("segment") or {}).get("threshold", 0.5))
@@ -118,8 +121,6 @@ def stored_threshold(path) -> float:
 
 def load_learned_segmenter(name_or_path: str, device: str = "cpu") -> "LearnedSegmenter":
     """A segmenter from weights (name or .safetensors/.ckpt path) with its stored threshold (0.5 if none)."""
-    from .weights import load_model, resolve
-
     return LearnedSegmenter.from_file(load_model(name_or_path, role="segment", device=device), resolve(name_or_path))
 
 
@@ -140,4 +141,4 @@ class LearnedSegmenter:
         return predict_vessels(self.model, image_rgb, fov)
 
 
-__all__ = ["LearnedSegmenter", "best_threshold", "choose_threshold", "load_learned_segmenter", "predict_vessels", "run_threshold", "stored_threshold", "segment_logits", "segmentation_loss"]
+__all__ = ["LearnedSegmenter", "best_threshold", "choose_threshold", "export_run", "load_learned_segmenter", "predict_vessels", "run_threshold", "stored_threshold", "segment_logits", "segmentation_loss"]

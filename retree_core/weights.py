@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint
 from . import compute
 from . import precision as precisions
-from .config import DiffusionConfig, NetConfig, SampleConfig, from_dict
+from .config import DEFAULT_GUIDANCE, MAX_GUIDANCE, DiffusionConfig, NetConfig, from_dict
 from .nets import ReTreeUNet, build_net
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -32,16 +32,17 @@ class LoadedModel:
     net_cfg: NetConfig
     diffusion_cfg: DiffusionConfig
     source: str
-    guidance: float = SampleConfig.guidance  # the scale its model card recommends (`export --guidance`)
+    guidance: float = DEFAULT_GUIDANCE  # the scale its model card recommends (`export --guidance`)
     trained_steps: int = 0  # optimiser steps behind the weights, over all runs that led to them
     precision: str = "fp32"  # what sampling runs the network in: fp32 or bf16 (autocast), see precision.py
 
 
 def recommended_guidance(meta: dict, origin: str) -> float:
     """The guidance scale stored with a model (meta["sample"]["guidance"]), the default when there is none."""
-    value = (meta.get("sample") or {}).get("guidance", SampleConfig.guidance)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 20:
-        raise CheckpointError(f"{origin}: config is invalid (sample.guidance {value!r}, expected 0 to 20)")
+    value = (meta.get("sample") or {}).get("guidance", DEFAULT_GUIDANCE)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_GUIDANCE:
+        raise CheckpointError(f"{origin}: config is invalid (sample.guidance {value!r}, expected 0 to "
+                              f"{MAX_GUIDANCE:g})")
     return float(value)
 
 
@@ -100,6 +101,31 @@ def _build(net_cfg: NetConfig, diff_cfg: DiffusionConfig, state: dict[str, torch
     return net.eval().requires_grad_(False)
 
 
+def read_model_info(path: str | Path, strict: bool = False) -> dict | None:
+    """The config stored with a safetensors weight file: its metadata, else the sidecar `.json`. Reads the
+    header only (cheap, for listing models). None for an unreadable file or config, unless `strict`:
+    then a CheckpointError names the problem."""
+    path = Path(path)
+    sidecar = path.with_suffix(".json")
+    try:
+        with safe_open(path, framework="pt") as f:
+            text, where = (f.metadata() or {}).get("retree"), "its metadata"
+        if text is None and sidecar.exists():
+            text, where = sidecar.read_text(errors="replace"), sidecar.name
+        if text is None:
+            raise CheckpointError(f"{path}: no ReTree config in its metadata and no {sidecar.name} beside it")
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: the config in {where} is not valid JSON ({exc})") from None
+    except (SafetensorError, OSError, ValueError) as exc:  # CheckpointError is a ValueError
+        if not strict:
+            return None
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
 def trained_steps(state: dict) -> int:
     """A checkpoint's steps, counting those of the weights its run started from (`--init_weights`)."""
     return int(state["step"]) + int(state.get("init_steps", 0))
@@ -149,18 +175,9 @@ def load_model(name_or_path: str | Path, role: str | None = None, device: str | 
         try:
             with safe_open(path, framework="pt") as f:
                 state = {k: f.get_tensor(k) for k in f.keys()}
-                text, where = (f.metadata() or {}).get("retree"), "its metadata"
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(f"{origin}: not a readable safetensors file ({exc})") from None
-        sidecar = path.with_suffix(".json")
-        if text is None and sidecar.exists():
-            text, where = sidecar.read_text(errors="replace"), sidecar.name
-        try:
-            meta = json.loads(text) if text is not None else None
-        except ValueError as exc:
-            raise CheckpointError(f"{origin}: the config in {where} is not valid JSON ({exc})") from None
-        if meta is None:
-            raise CheckpointError(f"{origin}: no ReTree config in its metadata and no {sidecar.name} beside it")
+        meta = read_model_info(path, strict=True)
     else:
         ckpt = load_checkpoint(path)
         state, meta = ckpt["ema"], {**ckpt["config"], "trained_steps": trained_steps(ckpt)}
@@ -177,5 +194,5 @@ def weights_size_mb(directory: Path = WEIGHTS_DIR) -> float:
     return sum(p.stat().st_size for p in directory.rglob("*.safetensors")) / 2 ** 20  # in_training/ too
 
 
-__all__ = ["LoadedModel", "export_weights", "load_model", "recommended_guidance", "resolve", "weights_size_mb",
-           "WEIGHTS_DIR"]
+__all__ = ["LoadedModel", "export_weights", "load_model", "read_model_info", "recommended_guidance", "resolve",
+           "weights_size_mb", "WEIGHTS_DIR"]

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import app
+from retree_studio import ui
 from hostile import pickled_checkpoint
-from retree_core.app_settings import StudioSettings
-from retree_core.mask_sources import canvas_mask, current_mask, editor_image, mask_for_model
-from retree_core.services import Studio
+from retree_studio.settings import StudioSettings
+from retree_studio.mask_sources import canvas_mask, current_mask, editor_image, mask_for_model
+from retree_studio.services import Studio
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -30,13 +30,13 @@ def settings(tmp_path, weights_dir, **kw):
 
 @pytest.fixture()
 def handlers(tmp_path, tiny_weights):
-    return app.Handlers(Studio(settings(tmp_path, tiny_weights.parent)))
+    return ui.Handlers(Studio(settings(tmp_path, tiny_weights.parent)))
 
 
 @pytest.fixture()
 def empty_handlers(tmp_path):
     (tmp_path / "no_weights").mkdir()
-    return app.Handlers(Studio(settings(tmp_path, tmp_path / "no_weights")))
+    return ui.Handlers(Studio(settings(tmp_path, tmp_path / "no_weights")))
 
 
 def tree_image(size=64, mode="L"):
@@ -255,6 +255,17 @@ def test_api_generate_returns_the_image(handlers, tmp_path):
         handlers.api_generate(path, "spade", "dpmpp", 4, 1.0, 0, REQUEST)
 
 
+def test_api_generate_without_guidance_uses_the_models_recommended_scale(tmp_path, tiny_checkpoint):
+    from retree_core.weights import export_weights
+
+    export_weights(tiny_checkpoint, tmp_path / "w" / "concat", extra_meta={"sample": {"guidance": 3.0}})
+    h = ui.Handlers(Studio(settings(tmp_path, tmp_path / "w")))
+    path = save(tmp_path, "mask.png", tree_image(64))
+    default = h.api_generate(path, "concat", "dpmpp", 3, None, 0, REQUEST)
+    assert np.array_equal(default, h.api_generate(path, "concat", "dpmpp", 3, 3.0, 0, REQUEST))
+    assert not np.array_equal(default, h.api_generate(path, "concat", "dpmpp", 3, 1.0, 0, REQUEST))
+
+
 def test_compare_shows_the_available_model(handlers):
     outputs = list(handlers.compare(*mask_in(), "dpmpp", 3, 1.0, 0, True, request=REQUEST))
     assert isinstance(outputs[-1][0], np.ndarray) and outputs[-1][1] is None and "concat" in outputs[-1][2]
@@ -361,10 +372,10 @@ def test_training_from_an_uploaded_zip(handlers, tmp_path):
 
 def test_segmenter_training_mixes_synthetic_pairs_starts_from_a_segmenter_and_is_evaluated(tmp_path, full_weights):
     """The study's arms from the Train tab: synthetic only, then real starting from that segmenter."""
-    from retree_core.catalog import read_model_info
+    from retree_core.weights import read_model_info
     from retree_core.checkpoint import load_checkpoint
 
-    handlers = app.Handlers(Studio(settings(tmp_path, full_weights)))
+    handlers = ui.Handlers(Studio(settings(tmp_path, full_weights)))
     jobs = handlers.studio.jobs
     synth_zip = list(handlers.synthesise("concat", "concat", "procedural", 2, 0, "ddim", 2, True,
                                          request=REQUEST))[-1][2]["value"]  # 64 px pairs (the sr model's)
@@ -404,7 +415,7 @@ def test_segmenter_training_mixes_synthetic_pairs_starts_from_a_segmenter_and_is
 
 
 def test_hosted_mode_refuses_server_paths_and_keeps_runs_private(tmp_path, tiny_weights):
-    hosted = app.Handlers(Studio(settings(tmp_path, tiny_weights.parent).make_hosted()))
+    hosted = ui.Handlers(Studio(settings(tmp_path, tiny_weights.parent).make_hosted()))
     with pytest.raises(gr.Error, match="not accepted"):
         hosted.train_start(*start_args(source="folder", folder=str(tmp_path), steps=2), request=REQUEST)
     hosted.train_start(*start_args(steps=2, name="mine"), request=REQUEST)
@@ -432,7 +443,7 @@ def test_dream_and_synthesis_use_a_vessel_model(tmp_path, tiny_weights, monkeypa
                       sample_interval=10_000, checkpoint_interval=10_000, output_dir=str(tmp_path / "vessel_run"),
                       progress=False)
     export_weights(train(cfg), weights_dir / "vessel")
-    handlers = app.Handlers(Studio(settings(tmp_path, weights_dir)))
+    handlers = ui.Handlers(Studio(settings(tmp_path, weights_dir)))
     monkeypatch.setattr(retree_core.plausibility, "DEFAULT_THRESHOLD", 1.01)  # no tree can pass
     warnings = []
     monkeypatch.setattr(gr, "Warning", warnings.append)
@@ -450,7 +461,7 @@ def test_dream_and_synthesis_use_a_vessel_model(tmp_path, tiny_weights, monkeypa
 
 
 def test_hosted_mode_reads_uploaded_checkpoints_without_unpickling(tmp_path, tiny_weights, tiny_checkpoint):
-    hosted = app.Handlers(Studio(settings(tmp_path, tiny_weights.parent).make_hosted()))
+    hosted = ui.Handlers(Studio(settings(tmp_path, tiny_weights.parent).make_hosted()))
     evil = pickled_checkpoint(tmp_path / "evil.ckpt", tmp_path / "PWNED")
     with pytest.raises(gr.Error, match="posix.mkdir, refused") as err:
         next(hosted.run(*mask_in(), "concat", None, str(evil), "ddim", 2, 1.0, 0, True, request=REQUEST))
@@ -460,7 +471,7 @@ def test_hosted_mode_reads_uploaded_checkpoints_without_unpickling(tmp_path, tin
 
 
 def test_hosted_mode_keeps_each_sessions_downloads_apart(tmp_path, tiny_weights):
-    hosted = app.Handlers(Studio(settings(tmp_path, tiny_weights.parent).make_hosted()))
+    hosted = ui.Handlers(Studio(settings(tmp_path, tiny_weights.parent).make_hosted()))
     outputs = list(hosted.run(*mask_in(), "concat", None, None, "ddim", 2, 1.0, 0, True, request=REQUEST))
     png = next(Path(o[6]["value"]) for o in outputs if isinstance(o[6], dict) and o[6].get("value"))
     theirs = list(hosted.synthesise("concat", None, "procedural", 1, 0, "ddim", 2, True, request=OTHER))[-1][2]["value"]
@@ -481,13 +492,13 @@ def test_hosted_mode_upload_limits(tmp_path, tiny_weights, monkeypatch):
             captured["launch"] = kw
 
     local, hosted = settings(tmp_path, tiny_weights.parent), settings(tmp_path, tiny_weights.parent).make_hosted()
-    app.launch(FakeDemo(), local)
+    ui.launch(FakeDemo(), local)
     assert captured["launch"]["max_file_size"] == f"{local.max_upload_mb}mb" == "200mb"
-    app.launch(FakeDemo(), hosted)  # gradio refuses larger uploads with 413 (test_app_client)
+    ui.launch(FakeDemo(), hosted)  # gradio refuses larger uploads with 413 (test_app_client)
     assert captured["launch"]["max_file_size"] == "100mb" and captured["queue"]["max_size"] == hosted.queue_size
 
     hosted.max_mask_mb, hosted.max_zip_members = 1, 5
-    handlers = app.Handlers(Studio(hosted))
+    handlers = ui.Handlers(Studio(hosted))
     big = tmp_path / "big.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (800, 800, 3), np.uint8)).save(big)  # ~1.8 MB
     with pytest.raises(gr.Error, match="too large for a mask"):
@@ -505,7 +516,7 @@ def test_choosing_a_model_sets_its_recommended_guidance(tmp_path, tiny_checkpoin
     from retree_core.weights import export_weights
 
     export_weights(tiny_checkpoint, tmp_path / "w" / "concat", extra_meta={"sample": {"guidance": 3.0}})
-    h = app.Handlers(Studio(settings(tmp_path, tmp_path / "w")))
+    h = ui.Handlers(Studio(settings(tmp_path, tmp_path / "w")))
     assert h.model_guidance("concat", "concat", REQUEST) == 3.0
 
 
@@ -531,7 +542,7 @@ def full_weights(tmp_path_factory, tiny_weights):
 
 
 def test_results_are_super_resolved_and_scored_by_the_shipped_segmenter(tmp_path, full_weights):
-    handlers = app.Handlers(Studio(settings(tmp_path, full_weights)))
+    handlers = ui.Handlers(Studio(settings(tmp_path, full_weights)))
     outputs = list(handlers.run(*mask_in(), "concat", "concat", None, "ddim", 2, 1.0, 0, True, request=REQUEST))
     final = next(o for o in outputs if isinstance(o[3], np.ndarray))
     assert "64 px (super-resolved)" in final[2]
@@ -558,7 +569,7 @@ def test_evaluate_tab_scores_segmenters_and_fundus_models(tmp_path, handlers, fu
         list(handlers.evaluate("segmenter", "learned", "concat", "embedded", None, None, "all", 2, 2, REQUEST))
     with pytest.raises(gr.Error, match="upload a dataset zip"):
         list(handlers.evaluate("segmenter", "classical", "concat", "zip", None, None, "all", 2, 2, REQUEST))
-    full = app.Handlers(Studio(settings(tmp_path / "full", full_weights)))
+    full = ui.Handlers(Studio(settings(tmp_path / "full", full_weights)))
     summary, table, picture, files = list(full.evaluate("generator", "learned", "concat", "embedded", None, None,
                                                         "all", 1, 2, REQUEST))[-1]
     assert "learned segmenter segment" in summary and "super-resolved to 64 px" in summary

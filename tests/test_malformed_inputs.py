@@ -1,10 +1,10 @@
-"""Malformed inputs at every place a user gives input: 241 cases, each refused with the right kind of
+"""Malformed inputs at every place a user gives input: 240 cases, each refused with the right kind of
 error and a message that names the problem, quickly (each well under a second here), and without leaving
 a file behind.
 
     image files: mask uploads, the /generate API's mask, a photograph        55
     sketch-canvas values sent by the editor                                  20
-    generation options: the /generate API and the Run button                 37
+    generation options: the /generate API and the Run button                 36
     model files uploaded in the Generate tab                                  6
     command line: exit code 2 and a message on stderr, never a traceback     46
     dataset folders: make_dataset, find_samples_many, the Train tab          20
@@ -40,16 +40,16 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-import app
-from retree_core.app_settings import StudioSettings
-from retree_core.archives import ZipLimits, unpack_zip
-from retree_core.catalog import ModelCatalog
+from retree_studio import ui
+from retree_studio.settings import StudioSettings
+from retree_studio.archives import ZipLimits, unpack_zip
+from retree_studio.catalog import ModelCatalog
 from retree_core.checkpoint import CheckpointError, load_checkpoint
 from retree_core.cli import main as cli_main
 from retree_core.data import DataError, find_samples_many, make_dataset, read_rgb
-from retree_core.mask_sources import LoadedMask, current_mask, random_tree
-from retree_core.services import Studio
-from retree_core.training_data import training_data
+from retree_studio.mask_sources import LoadedMask, current_mask, random_tree
+from retree_studio.services import Studio
+from retree_studio.training_data import training_data
 from retree_core.weights import load_model
 
 from hostile import Payload, pickled_checkpoint
@@ -66,7 +66,7 @@ class Ctx:
     """What a case builds its input from: a fresh folder, the shared app handlers, a tiny model."""
 
     tmp: Path
-    handlers: app.Handlers
+    handlers: ui.Handlers
     weights: Path  # tiny concat model (.safetensors with a .json beside it)
     checkpoint: Path  # its training checkpoint
 
@@ -338,7 +338,7 @@ OPTIONS = [  # (id, words, one option out of range; the others valid)
     ("guidance infinite", "guidance must be", {"guidance": float("inf")}),
     ("guidance 1e9", "guidance must be", {"guidance": 1e9}),
     ("guidance text", "guidance must be a number", {"guidance": "strong"}),
-    ("guidance missing", "guidance must be a number", {"guidance": None}),
+    # guidance missing (None) is the model's recommended scale (tests/test_app_events.py)
     ("sampler unknown", "unknown sampler", {"sampler": "euler"}),
     ("sampler missing", "unknown sampler", {"sampler": None}),
     ("sampler empty", "unknown sampler", {"sampler": ""}),
@@ -817,7 +817,7 @@ def _(ctx):
 @pytest.fixture(scope="module")
 def handlers(tiny_weights, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("malformed_app")
-    return app.Handlers(Studio(StudioSettings(weights_dir=tiny_weights.parent, runs_dir=tmp / "runs",
+    return ui.Handlers(Studio(StudioSettings(weights_dir=tiny_weights.parent, runs_dir=tmp / "runs",
                                               work_dir=tmp / "work", warm_up=False)))
 
 

@@ -117,7 +117,9 @@ def test_train_sr_learns_and_resumes_with_its_critic(tmp_path, seed_dataset):
 
 
 def test_generate_evaluation_and_synthesis_use_a_fitting_sr_model(tmp_path, tiny_weights, seed_dataset):
-    from retree_core.synthesis import SynthesisConfig, synthesise_pairs
+    from retree_core.config import SampleConfig
+    from retree_core.pipeline import FundusPipeline
+    from retree_studio.synthesis import SynthesisConfig, synthesise_pairs
 
     generator = load_model(tiny_weights)  # 16 px concat
     common = dict(mode="sr", preset="tiny", image_size=64, sr_scale=4, batch_size=2, max_steps=1,
@@ -133,12 +135,13 @@ def test_generate_evaluation_and_synthesis_use_a_fitting_sr_model(tmp_path, tiny
     for name in ("images/img_00000.png", "masks/seg_00000.png"):
         assert Image.open(out / name).size == (64, 64)
     sr = load_model(sr_path)
-    items = list(synthesise_pairs(generator, None, SynthesisConfig(count=1, trees="procedural", steps=2),
-                                  tmp_path / "pairs.zip", sr_model=sr))
+    items = list(synthesise_pairs(FundusPipeline(generator, sr), None,
+                                  SynthesisConfig(count=1, trees="procedural", sample=SampleConfig(steps=2)),
+                                  tmp_path / "pairs.zip"))
     assert items[0].image.shape == (64, 64, 3) and items[0].mask.shape == (64, 64)
     from retree_core.evaluate import ClassicalSegmenter, GenerationOptions, evaluate_generator
 
-    report = evaluate_generator(str(tiny_weights), [str(seed_dataset)], ClassicalSegmenter(), "all",
-                                GenerationOptions(steps=2, sr=str(sr_path)))
+    report = evaluate_generator(FundusPipeline.load(str(tiny_weights), sr=str(sr_path)), [str(seed_dataset)],
+                                ClassicalSegmenter(), "all", GenerationOptions(SampleConfig(steps=2)))
     assert report.settings["output_px"] == 64 and report.arrays["generated"].shape == (2, 64, 64, 3)
     assert report.arrays["real"].shape == (2, 64, 64, 3) and "super-resolved to 64 px" in report.title

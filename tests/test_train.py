@@ -211,7 +211,7 @@ def test_cli_train_export_generate(tmp_path, capsys):
 
 
 def test_procedural_stage_one_varies_per_seed():
-    from retree_core.synthesis import tree_masks
+    from retree_core.pipeline import tree_masks
     masks, stand_ins = tree_masks(None, [3, 4], 64, first_seed=3)
     assert masks.shape == (2, 64, 64) and stand_ins == 0
     assert all(0.02 < m.mean() < 0.3 for m in masks) and not np.array_equal(masks[0], masks[1])
@@ -220,7 +220,7 @@ def test_procedural_stage_one_varies_per_seed():
 def test_procedural_trees_stand_in_for_implausible_stage_one_trees(tmp_path):
     from retree_core.data import mask_at
     from retree_core.pipeline import generate, vessel_masks
-    from retree_core.synthesis import tree_masks
+    from retree_core.pipeline import tree_masks
     from retree_core.weights import load_model
 
     train(TrainConfig(mode="vessel", preset="tiny", image_size=32, max_steps=1, output_dir=str(tmp_path),

@@ -112,7 +112,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
 def test_recommended_guidance_travels_with_the_model(tiny_checkpoint, tmp_path):
     """`export --guidance G` stores G; loading, the catalog and `generate` without --guidance start from it."""
-    from retree_core.catalog import ModelCatalog
+    from retree_studio.catalog import ModelCatalog
     from retree_core.cli import main
 
     assert load_model(tiny_checkpoint).guidance == 1.0  # nothing stored: plain conditional

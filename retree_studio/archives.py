@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
-from .data import DataError, find_samples
+from retree_core.data import DataError, find_samples
 
 CHUNK_BYTES = 1 << 20
 

@@ -16,12 +16,12 @@ import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from retree_core.checkpoint import CHECKPOINT_NAME, atomic_write
+from retree_core.config import TrainConfig, from_dict, to_dict
+from retree_core.segmentation import export_run
+from retree_core.train import LOG_NAME, train
+
 from .catalog import RUN_INFO_NAME, RUN_MODEL_NAME, run_owner
-from .checkpoint import CHECKPOINT_NAME, atomic_write
-from .config import TrainConfig, from_dict, to_dict
-from .segmentation import run_threshold
-from .train import LOG_NAME, train
-from .weights import export_weights
 
 BUSY_STATES = ("preparing", "running", "stopping")
 RATE_WINDOW = 50  # steps over which speed and ETA are measured
@@ -221,8 +221,7 @@ class TrainingJobs:
             ckpt = train(cfg, on_log=self._on_log, should_stop=self._stop.is_set)
             weights = None
             if ckpt.exists():
-                extra = {"segment": {"threshold": run_threshold(ckpt)}} if cfg.mode == "segment" else None
-                weights = export_weights(ckpt, run_dir / RUN_MODEL_NAME, extra_meta=extra)
+                weights = export_run(ckpt, run_dir / RUN_MODEL_NAME)
             with self._lock:
                 stopped = self._stop.is_set() and self._job.step < self._job.total_steps
                 self._job.state = "stopped" if stopped else "finished"

@@ -11,10 +11,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from safetensors import safe_open
-
-from .checkpoint import CheckpointError
-from .weights import LoadedModel, load_model, recommended_guidance
+from retree_core.checkpoint import CheckpointError
+from retree_core.weights import LoadedModel, load_model, read_model_info, recommended_guidance
 
 RUN_MODEL_NAME = "model.safetensors"  # a run's exported weights, next to its last.ckpt
 RUN_INFO_NAME = "run.json"  # a run's settings and owner, written by jobs.TrainingJobs
@@ -31,19 +29,6 @@ class ModelEntry:
     trained_steps: int | None
     kind: str  # shipped | run
     guidance: float  # recommended guidance scale (weights.recommended_guidance)
-
-
-def read_model_info(path: Path) -> dict | None:
-    """The config stored with a weight file (safetensors metadata or sidecar JSON), or None."""
-    try:
-        with safe_open(path, framework="pt") as f:
-            text = (f.metadata() or {}).get("retree")
-        if text:
-            return json.loads(text)
-        sidecar = path.with_suffix(".json")
-        return json.loads(sidecar.read_text()) if sidecar.exists() else None
-    except Exception:  # unreadable files are simply not listed
-        return None
 
 
 def _entry(path: Path, kind: str, label: str) -> ModelEntry | None:

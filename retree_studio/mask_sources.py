@@ -12,12 +12,14 @@ from typing import Callable
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .data import DataError, binarize_mask, prepare_mask, read_mask
-from .data.procedural import TreeParams, procedural_tree
-from .weights import LoadedModel
+from retree_core.data import DataError, binarize_mask, prepare_mask, read_mask
+from retree_core.data.procedural import TreeParams, procedural_tree
+from retree_core.images import mask_rgb
+from retree_core.pipeline import dream_trees, generate, vessel_masks
+from retree_core import plausibility as plaus  # the filter's threshold is read when used (tests lower it)
+from retree_core.weights import LoadedModel
 
 CANVAS_PX = 512  # side of the sketch canvas; masks loaded into it are drawn at this size
-VESSEL_RGB = (255, 255, 255)
 
 
 @dataclass(frozen=True)
@@ -116,8 +118,8 @@ def mask_for_model(image: np.ndarray | None, size_px: int, source: str = "The ca
 def mask_picture(mask: np.ndarray, min_px: int = 256) -> np.ndarray:
     """A bool mask as a white-on-black uint8 RGB picture, enlarged (nearest) to at least `min_px`."""
     factor = max(1, -(-min_px // max(mask.shape)))
-    big = np.kron(mask.astype(np.uint8), np.ones((factor, factor), np.uint8)) if factor > 1 else mask.astype(np.uint8)
-    return np.repeat(big[..., None] * np.uint8(255), 3, axis=2)
+    big = np.kron(mask.astype(np.uint8), np.ones((factor, factor), np.uint8)) if factor > 1 else mask
+    return mask_rgb(big)
 
 
 @dataclass(frozen=True)
@@ -194,19 +196,16 @@ def dream_tree(model: LoadedModel, seed: int, sampler: str = "dpmpp", steps: int
     it scores below the plausibility threshold; with a note on the seed and score, and whether it passed.
     When no try passes, the seed's own tree comes back (passed False), so a user sees what the model draws.
     `on_draw(draw, max_tries)` reports each draw (pipeline.dream_trees)."""
-    from .pipeline import dream_trees, generate, vessel_masks
-    from .plausibility import DEFAULT_THRESHOLD, plausibility
-
-    trees, seeds = dream_trees(model, [int(seed)], min_plausibility=DEFAULT_THRESHOLD,
+    trees, seeds = dream_trees(model, [int(seed)], min_plausibility=plaus.DEFAULT_THRESHOLD,
                                 on_draw=on_draw, sampler=sampler, steps=steps)
     if trees[0] is None:
         tree = vessel_masks(generate(model, None, [int(seed)], sampler=sampler, steps=steps))[0]
         if not tree.any():
             raise DataError(f"the vessel model drew an empty tree from seed {seed}; try another seed")
-        return tree, (f"seed {seed}, plausibility {plausibility(tree).value:.2f}: no try reached the "
-                      f"threshold {DEFAULT_THRESHOLD}, the filter would reject it"), False
+        return tree, (f"seed {seed}, plausibility {plaus.plausibility(tree).value:.2f}: no try reached the "
+                      f"threshold {plaus.DEFAULT_THRESHOLD}, the filter would reject it"), False
     redrawn = f", redrawn as seed {seeds[0]}" if seeds[0] != seed else ""
-    return trees[0], f"seed {seed}{redrawn}, plausibility {plausibility(trees[0]).value:.2f}", True
+    return trees[0], f"seed {seed}{redrawn}, plausibility {plaus.plausibility(trees[0]).value:.2f}", True
 
 
 __all__ = ["CANVAS_PX", "UploadLimits", "check_upload", "mask_from_upload", "editor_image", "mask_for_model",

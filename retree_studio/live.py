@@ -1,9 +1,9 @@
 """Live generation for an interactive front end: frames with timings, and a Stop that works per user.
 
-`live_frames` wraps `pipeline.stream`: it adds the elapsed time to every frame and, when the caller's
-stop event is set, closes the stream (the sampler ends at its next step) and hands back the last
-prediction of the clean image as the result. `StopSignals` keeps one stop event per session, so a
-Stop button stops that session's run only.
+`live_frames` wraps `FundusPipeline.stream`: it adds the elapsed time to every frame and, when the
+caller's stop event is set, closes the stream (the sampler ends at its next step) and hands back the
+last prediction of the clean image, finished by the pipeline, as the result. `StopSignals` keeps one
+stop event per session, so a Stop button stops that session's run only.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Iterator
 
 import numpy as np
 
-from .pipeline import check_options, stream
-from .weights import LoadedModel
+from retree_core.config import SampleConfig
+from retree_core.pipeline import FundusPipeline, MaskSource, masks_at
 
 
 @dataclass
@@ -23,10 +23,12 @@ class LiveFrame:
     step: int
     total: int
     x_t: np.ndarray | None  # uint8 HxWx3; None on the final frame
-    x0: np.ndarray  # current prediction of the clean image; the result on the final frame
+    x0: np.ndarray  # current prediction of the clean image at the model's size
     elapsed_s: float
     final: bool = False
     stopped: bool = False  # ended early by the stop event; x0 is the last prediction
+    image: np.ndarray | None = None  # final frame: x0 finished by the pipeline (super-resolution, aperture)
+    mask: np.ndarray | None = None  # final frame: the mask at the image's size, cut to the aperture
 
 
 class StopSignals:
@@ -51,9 +53,6 @@ class StopSignals:
         event.set()
         return True
 
-    def forget(self, key: str) -> None:
-        with self._lock:
-            self._events.pop(key, None)
 
 
 class _Latest:
@@ -80,41 +79,42 @@ class _Latest:
             return self._item
 
 
-def live_frames(model: LoadedModel, mask: np.ndarray | None, seed: int, *, sampler: str, steps: int,
-                guidance: float, stop: threading.Event | None = None,
-                min_interval_s: float = 0.0) -> Iterator[LiveFrame]:
-    """Frames of one generation, newest first: the sampler runs at full speed in its own thread and a
-    slow consumer (a browser) skips frames instead of slowing it down; `min_interval_s` caps the frame
-    rate (each frame shown costs image encoding). The last frame has final=True (finished, or stopped
-    by `stop`: then it holds the last prediction). Closing this iterator also stops the sampler."""
-    check_options(sampler, steps, guidance, model.diffusion_cfg.timesteps)
+def live_frames(pipe: FundusPipeline, masks: MaskSource, options: SampleConfig, *,
+                stop: threading.Event | None = None, min_interval_s: float = 0.0) -> Iterator[LiveFrame]:
+    """Frames of one generation (the first mask, seed options.seed), newest first: the sampler runs at
+    full speed in its own thread and a slow consumer (a browser) skips frames instead of slowing it down;
+    `min_interval_s` caps the frame rate (each frame shown costs image encoding). The last frame has
+    final=True and the finished image (finished, or stopped by `stop`: then of the last prediction).
+    Closing this iterator also stops the sampler."""
+    options = pipe.options(options)  # bad options fail here, in the caller's thread
     start = time.perf_counter()
     mailbox = _Latest()
     abandoned = threading.Event()
 
     def pump() -> None:
-        frames = stream(model, mask, [int(seed)], sampler=sampler, steps=steps, guidance=guidance)
+        frames = pipe.stream(masks, options)
         last = None
         try:
             for frame in frames:
                 elapsed = time.perf_counter() - start
                 if frame.final:
-                    mailbox.put(LiveFrame(frame.step, frame.total, None, frame.x0, elapsed, final=True), final=True)
+                    mailbox.put(LiveFrame(frame.step, frame.total, None, frame.x0, elapsed, final=True,
+                                          image=frame.images[0], mask=frame.masks[0]), final=True)
                     return
                 last = LiveFrame(frame.step, frame.total, frame.x_t, frame.x0, elapsed)
                 mailbox.put(last)
                 if abandoned.is_set() or (stop is not None and stop.is_set()):
                     break
+            frames.close()
+            if last is None:
+                raise RuntimeError("generation stopped before its first step")
+            image, mask = pipe.finish(last.x0, masks_at(masks, pipe.output_px)[0])
+            mailbox.put(LiveFrame(last.step, last.total, None, last.x0, time.perf_counter() - start,
+                                  final=True, stopped=True, image=image, mask=mask), final=True)
         except Exception as exc:  # raised in the consumer's thread
             mailbox.put(exc, final=True)
-            return
         finally:
             frames.close()
-        if last is not None:
-            mailbox.put(LiveFrame(last.step, last.total, None, last.x0, time.perf_counter() - start,
-                                  final=True, stopped=True), final=True)
-        else:
-            mailbox.put(RuntimeError("generation stopped before its first step"), final=True)
 
     thread = threading.Thread(target=pump, daemon=True, name="live-frames")
     thread.start()

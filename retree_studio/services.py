@@ -8,11 +8,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import compute
-from .app_settings import StudioSettings
+import numpy as np
+
+from retree_core import compute
+from retree_core.pipeline import generate
+from retree_core.segmentation import LearnedSegmenter
+from retree_core.superres import fits
+
 from .catalog import ModelCatalog
-from .generation import StopSignals
 from .jobs import TrainingJobs
+from .live import StopSignals
+from .settings import StudioSettings
 
 OUTPUT_MAX_AGE_S = 2 * 3600  # downloads are kept this long after a session last wrote one
 
@@ -54,8 +60,6 @@ class Studio:
     def segmenter(self):
         """The shipped vessel segmenter (weights/segment) with its threshold, or None (the app then
         measures mask fidelity with the classical ridge filter)."""
-        from .segmentation import LearnedSegmenter
-
         entry = self.catalog.default("segment")
         if entry is None or entry.kind != "shipped":
             return None
@@ -63,8 +67,6 @@ class Studio:
 
     def super_resolution(self, image_px: int):
         """The shipped super-resolution model if it takes `image_px` images, else None."""
-        from .superres import fits
-
         entry = self.catalog.default("sr")
         if entry is None or entry.kind != "shipped":
             return None
@@ -74,10 +76,6 @@ class Studio:
     def warm_up(self, background: bool = True) -> threading.Thread | None:
         """Load the default concat model and run one denoising step (first-call costs paid up front)."""
         def work() -> None:
-            import numpy as np
-
-            from .pipeline import generate
-
             entry = self.catalog.default("concat")
             if entry is None:
                 return

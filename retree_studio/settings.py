@@ -11,8 +11,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .precision import DEFAULT as PRECISION, PRECISIONS, resolve as resolve_precision
-from .weights import WEIGHTS_DIR
+from retree_core.precision import DEFAULT as PRECISION, PRECISIONS, resolve as resolve_precision
+from retree_core.weights import WEIGHTS_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 

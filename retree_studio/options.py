@@ -33,10 +33,4 @@ def bounded_number(value, name: str, low: float, high: float) -> float:
     return number
 
 
-def one_of(value, name: str, allowed) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
-    return value
-
-
-__all__ = ["whole_number", "bounded_number", "one_of"]
+__all__ = ["whole_number", "bounded_number"]

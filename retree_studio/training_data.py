@@ -8,8 +8,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
+from retree_core.data import DataError, embedded_example, find_samples
+
 from .archives import ZipLimits, dataset_root, unpack_zip
-from .data import DataError, find_samples
 
 DATA_SOURCES = ("embedded", "zip", "folder")
 EMBEDDED_NOTE = "embedded example (scikit-image retina photograph, CC0, with a ridge-filter mask)"
@@ -57,11 +61,6 @@ def training_data(source: str, zip_path: str | None, folders: str | None, unpack
 def embedded_folder(root: Path) -> Path:
     """The embedded example as a one-pair dataset folder in the seed layout (written once), for the
     commands that read folders (evaluation)."""
-    import numpy as np
-    from PIL import Image
-
-    from .data import embedded_example
-
     if not (root / "images" / "img_0.png").exists():
         for folder, name, arr in zip(("images", "masks", "fov"), ("img_0", "seg_0", "fov_0"), embedded_example()):
             (root / folder).mkdir(parents=True, exist_ok=True)

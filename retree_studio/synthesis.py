@@ -1,0 +1,98 @@
+"""Synthetic training data: N (fundus image, vessel mask) pairs from both stages, as a dataset zip.
+
+Stage 1 draws a vessel tree (the vessel model, or the procedural generator when there is none);
+stage 2 paints a fundus photograph for it (a concat or SPADE model). The zip has the seed's layout,
+`images/img_XXX.png` + `masks/seg_XXX.png`, so it can be trained on directly (also by this app).
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+from PIL import Image
+
+from retree_core.config import SampleConfig
+from retree_core.pipeline import FundusPipeline, tree_masks
+from retree_core.weights import LoadedModel
+
+from .archives import write_pairs_zip
+
+TREE_SOURCES = ("vessel", "procedural")
+
+
+@dataclass
+class SynthesisConfig:
+    count: int = 8
+    trees: str = "vessel"  # vessel: the stage-1 model; procedural: the learning-free generator
+    sample: SampleConfig = field(default_factory=SampleConfig)  # pair i: seed sample.seed + i, both stages
+
+    def check(self, max_count: int) -> None:
+        if not isinstance(self.count, (int, np.integer)) or not 1 <= self.count <= max_count:
+            raise ValueError(f"the number of pairs must be from 1 to {max_count}, got {self.count!r}")
+        if self.trees not in TREE_SOURCES:
+            raise ValueError(f"trees must be one of {', '.join(TREE_SOURCES)}, got {self.trees!r}")
+
+
+@dataclass
+class SynthesisProgress:
+    """After each pair: how far, the pair just made, and the zip once everything is written."""
+
+    done: int
+    total: int
+    image: np.ndarray | None
+    mask: np.ndarray | None
+    zip_path: Path | None = None
+    note: str = ""
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_single_pair(folder: Path, stem: str, image: np.ndarray, mask: np.ndarray) -> tuple[Path, Path]:
+    """One generated image as `stem.png`, and with its mask as `stem_pair.zip` in the seed layout."""
+    folder.mkdir(parents=True, exist_ok=True)
+    png = folder / f"{stem}.png"
+    png.write_bytes(png_bytes(image))
+    pair = write_pairs_zip(folder / f"{stem}_pair.zip", [("images/img_000.png", png_bytes(image)),
+                                                        ("masks/seg_000.png", png_bytes(mask.astype(np.uint8) * 255))])
+    return png, pair
+
+
+def synthesise_pairs(pipe: FundusPipeline, vessel_model: LoadedModel | None, cfg: SynthesisConfig,
+                     zip_path: str | Path, max_count: int = 1000,
+                     should_stop: Callable[[], bool] | None = None) -> Iterator[SynthesisProgress]:
+    """Make `cfg.count` pairs one at a time, yielding progress; the last item carries the zip. If
+    stopped, the zip holds the pairs finished so far. Nothing is written if anything fails. Trees are
+    drawn at the pipeline's output size (its super-resolution model's, when it has one)."""
+    cfg.check(max_count)
+    options = pipe.options(cfg.sample)
+    files: list[tuple[str, bytes]] = []
+    stand_ins = 0
+    for index in range(cfg.count):
+        if should_stop and should_stop():
+            break
+        seed = options.seed + index
+        masks, stood_in = tree_masks(vessel_model, [seed], pipe.output_px, trees=cfg.trees, first_seed=options.seed,
+                                     sampler=options.sampler, steps=options.steps)
+        stand_ins += stood_in
+        images, cut = pipe(masks, replace(options, seed=seed))
+        image, mask = images[0], cut[0]
+        files += [(f"images/img_{index:03d}.png", png_bytes(image)),
+                  (f"masks/seg_{index:03d}.png", png_bytes(mask.astype(np.uint8) * 255))]
+        yield SynthesisProgress(index + 1, cfg.count, image, mask)
+    done = len(files) // 2
+    note = f"{stand_ins} implausible stage-1 tree(s) replaced by procedural ones" if stand_ins else ""
+    if done == 0:
+        yield SynthesisProgress(0, cfg.count, None, None, None, "stopped before the first pair")
+        return
+    yield SynthesisProgress(done, cfg.count, None, None, write_pairs_zip(zip_path, files), note)
+
+
+__all__ = ["TREE_SOURCES", "SynthesisConfig", "SynthesisProgress", "png_bytes", "write_single_pair",
+           "synthesise_pairs"]

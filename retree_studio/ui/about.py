@@ -1,0 +1,83 @@
+"""The About tab: what ReTree is, the shipped models (their figures read from the weight files), data and
+licences, and how to run the app."""
+from __future__ import annotations
+
+from retree_core.pipeline import TREE_TRIES
+
+from ..catalog import ModelCatalog
+
+ABOUT = """
+## What is ReTree?
+ReTree (Alimanov & Islam, *Denoising Diffusion Probabilistic Model for Retinal Image Generation and Segmentation*, ICCP 2023,
+[arXiv:2308.08339](https://arxiv.org/abs/2308.08339)) generates retinal fundus photographs in two stages:
+a diffusion model first draws a **vessel tree**, a second diffusion model then paints a **fundus photograph**
+that follows it. The second stage takes the mask either as an extra input channel (**concat**) or through
+spatially-adaptive normalisation (**SPADE**). The pairs are synthetic training data for vessel segmentation.
+
+ReTree Studio is an independent re-implementation: a UNet with locality self-attention, DDPM/DDIM/DPM-Solver++
+samplers, and `lean` network presets that run on a 2-core CPU (256 px images denoised at 128 px internally).
+{models}
+
+## Data and licences
+- **Shipped weights** (`weights/`, see `weights/README.md`): trained on the DRIVE training images
+  (Staal et al., IEEE TMI 2004; research use, cite the paper) and CHASE_DB1 (Fraz et al., IEEE TBME 2012;
+  Kingston University, **CC BY 4.0**), with a fixed validation split never trained on (DRIVE 37–40,
+  CHASE_DB1 subjects 12–14). No photographs of these datasets ship with the app.
+- **Example masks** (`assets/masks/`): three CHASE_DB1 first-observer annotations (images 12L, 13R, 14L of
+  the validation split; Fraz et al., IEEE TBME 2012; Kingston University; **CC BY 4.0**; cropped to the
+  field of view and resized to 512 px), and masks drawn by the project's procedural vessel generator.
+- **Embedded training example**: `skimage.data.retina()` (CC0), with a vessel mask from a classical ridge filter.
+- **Mask fidelity** uses the shipped vessel segmenter (trained on the same data and split) to find vessels
+  in generated images, and a classical ridge filter (Sato) when none is shipped; either way its Dice is a
+  guide to how well the image follows the mask, not a clinical measure.
+- Generated images are synthetic and **not for diagnosis**.
+
+## Run it locally
+```bash
+python -m venv .venv && . .venv/bin/activate
+pip install -r requirements.txt
+python app.py                       # http://127.0.0.1:7860
+python app.py --help                # --port, --weights-dir, --runs-dir, --share, --device
+```
+Use it from Python with `gradio_client`:
+```python
+from gradio_client import Client, handle_file
+client = Client("http://127.0.0.1:7860/")
+image_path = client.predict(handle_file("assets/masks/left_eye_seed1.png"), "concat", "dpmpp", 20, 1.0, 0,
+                            api_name="/generate")
+```
+"""
+
+
+def models_text(catalog: ModelCatalog) -> str:
+    """What the shipped models are, with the figures their files carry (steps, size, recommended guidance)."""
+    shipped = {e.role: e for e in catalog.entries() if e.kind == "shipped" and e.path.stem == e.role}
+    fundus = [shipped[r] for r in ("concat", "spade") if r in shipped]
+    lines = []
+    if fundus:
+        steps = " and ".join(f"{e.trained_steps:,}" for e in fundus if e.trained_steps is not None)
+        sizes = sorted({e.image_size for e in fundus})
+        guidance = " and ".join(f"{e.guidance:g}" for e in fundus)
+        lines.append(f"The shipped {' and '.join(e.role for e in fundus)} models are early "
+                     f"{'/'.join(map(str, sizes))} px checkpoints trained on a CPU ({steps} steps): they draw the "
+                     "colour, the field of view, a bright disc where the vessels converge and, with their "
+                     f"recommended guidance ({guidance}), dark vessels along the mask, but their images are still "
+                     "grainy. They will be replaced as training continues (`weights/README.md`, the model card, "
+                     "has their figures).")
+    if "sr" in shipped:
+        sr = shipped["sr"]
+        lines.append(f"A mask-conditioned **super-resolution** model takes their results to {sr.image_size} px.")
+    if "segment" in shipped:
+        lines.append("A learned **vessel segmenter** scores how well the generated vessels follow the mask.")
+    if "vessel" in shipped:
+        lines.append(f"The shipped stage-1 **vessel** model ({shipped['vessel'].image_size} px) is early too: the "
+                     "plausibility filter rejects many of its trees (in pieces), so *Dream a tree* and the "
+                     f"Synthesise tab redraw a tree up to {TREE_TRIES} times until one passes.")
+    return " ".join(lines) or "No models ship in this folder: train them in the Train tab."
+
+
+def about_text(catalog: ModelCatalog) -> str:
+    return ABOUT.format(models=models_text(catalog))
+
+
+__all__ = ["about_text", "models_text"]

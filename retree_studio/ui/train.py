@@ -1,0 +1,217 @@
+"""The Train tab: one training at a time (vessel trees, concat, SPADE or the vessel segmenter) with live
+loss, speed, ETA and sample grid; stop and resume; a finished run becomes a model in the other tabs."""
+from __future__ import annotations
+
+import time
+
+import gradio as gr
+import pandas as pd
+
+from retree_core.config import PRESETS, TrainConfig
+
+from ..jobs import TrainingBusy, format_duration, loss_curve
+from ..options import bounded_number, whole_number
+from ..settings import StudioSettings
+from .common import PRIVATE, QUIET, HandlersBase, dataset_sources, session_of, show_dataset_inputs, ui_errors
+
+IMAGE_SIZES = [16, 32, 64, 128, 256, 512]
+TRAIN_ROLES = ("vessel", "concat", "spade", "segment")
+SEGMENT_CROP_PX = 128  # the segmenter trains on crops of this size when its view is larger
+SOFT_TREE_PX = 1.5  # the vessel model's training target in the Train tab (the in-training one's, model card)
+
+
+class TrainHandlers(HandlersBase):
+    """Event functions of the Train tab."""
+
+    def _train_cfg(self, role, preset, size, batch, steps, lr, sample_every, data_root,
+                   procedural=0.0, soft_tree=0.0) -> TrainConfig:
+        if role not in TRAIN_ROLES:
+            raise ValueError(f"role must be {', '.join(TRAIN_ROLES)}, got {role!r}")
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}")
+        steps = whole_number(steps, "steps", 1, self.settings.max_train_steps)
+        every = whole_number(sample_every, "sample every", 1, 1_000_000)
+        procedural = bounded_number(procedural, "procedural share", 0, 1) if role == "vessel" else 0.0
+        soft_tree = bounded_number(soft_tree, "soft tree target", 0, 64) if role == "vessel" else 0.0
+        size = whole_number(size, "image size", 8, 1024)
+        crop = SEGMENT_CROP_PX if role == "segment" and size > SEGMENT_CROP_PX else None  # patch training
+        return TrainConfig(mode=role, preset=preset, data_root=data_root, image_size=size, crop_px=crop,
+                           batch_size=whole_number(batch, "batch size", 1, 256),
+                           max_steps=steps, lr=bounded_number(lr, "learning rate", 1e-7, 1e-1),
+                           sample_interval=every, checkpoint_interval=max(1, min(every, 250)),
+                           procedural_fraction=procedural, soft_tree_px=soft_tree)
+
+    @ui_errors
+    def train_start(self, role, source, zip_path, folder, preset, size, batch, steps, lr, sample_every, name,
+                    procedural=0.0, synth_zip=None, synth_share=0.5, start_from=None, soft_tree=0.0,
+                    request: gr.Request | None = None):
+        """Start a run. Segmenter runs may mix in a synthetic-pairs zip (the Synthesise tab's) at a share, and
+        may start from a segmenter's weights (pre-training on synthetic pairs, then real ones)."""
+        session = session_of(request)
+        jobs = self.studio.jobs
+        if jobs.snapshot().busy:
+            raise TrainingBusy(jobs.busy_message(session))
+        name = (name or "").strip() or f"{role}_{preset}_{size}px_{time.strftime('%Y%m%d-%H%M%S')}"
+        cfg = self._train_cfg(role, preset, size, batch, steps, lr, sample_every, None, procedural, soft_tree)
+        cfg.net()  # a preset that does not fit the size fails before data is unpacked
+        if role == "segment" and start_from:
+            cfg.init_weights = str(self._segmenter_entry(start_from, session).path)
+        share = bounded_number(synth_share, "synthetic share", 0, 1) if role == "segment" and synth_zip else 0.0
+        if synth_zip and role == "segment" and share == 0:
+            raise ValueError("the synthetic share is 0: raise it, or remove the synthetic pairs zip")
+        data, synthetic = self._training_data(source, zip_path, folder), None
+        if share:
+            synthetic = self._training_data("zip", synth_zip, None)
+            cfg.synthetic_root, cfg.synthetic_fraction = synthetic.roots, share
+        cfg.data_root = data.roots
+        note = data.note if synthetic is None else (
+            f"{data.note} and {synthetic.note} ({share:.0%} of the crops)" if share < 1 else synthetic.note)
+        jobs.start(cfg, name, owner=session, data_note=note)
+        gr.Info(f"Training '{name}' started on the {note}.")
+        return (*self.train_poll(None, request)[:-1], gr.Timer(active=True))
+
+
+
+
+
+    def train_role(self, role: str, start_from: str | None, request: gr.Request | None = None):
+        """What the role changes in the Train tab: the vessel model's options, the segmenter's options,
+        and the preset and size its training usually takes. Outputs: vessel group, segmenter group,
+        start-from, preset, size, learning rate, batch size."""
+        d = TrainConfig()
+        segment = role == "segment"  # the shipped segmenter's settings (model card)
+        preset, size, lr, batch = ("fine", 512, 1e-3, 8) if segment else (d.preset, d.image_size, d.lr, d.batch_size)
+        return (gr.update(visible=role == "vessel"), gr.update(visible=segment),
+                self.segmenter_choices(start_from, False, request), preset, size, lr, batch)
+
+    @ui_errors
+    def train_stop(self, request: gr.Request | None = None):
+        self.studio.jobs.stop(owner=session_of(request))
+        return self.train_poll(None, request)[:-1]
+
+    @ui_errors
+    def train_resume(self, run_name, steps, request: gr.Request | None = None):
+        session = session_of(request)
+        if not run_name:
+            raise ValueError("choose a run to resume (runs with a checkpoint are listed)")
+        jobs = self.studio.jobs
+        if jobs.snapshot().busy:
+            raise TrainingBusy(jobs.busy_message(session))
+        jobs.resume(run_name, whole_number(steps, "steps", 1, self.settings.max_train_steps), owner=session)
+        return (*self.train_poll(None, request)[:-1], gr.Timer(active=True))
+
+    def train_poll(self, shown_sample: str | None, request: gr.Request | None = None):
+        """Status, loss plot, newest sample grid, model download; stops the timer and refreshes the list
+        of resumable runs when idle. Outputs: status, plot, sample grid, shown-sample state, download,
+        runs, timer."""
+        job = self.studio.jobs.snapshot()
+        session = session_of(request)
+        if self.settings.hosted and job.owner not in (None, session) and job.busy:
+            status = f"**busy** · another session is training ({job.step} / {job.total_steps} steps)"
+            return status, None, None, None, gr.update(visible=False), gr.skip(), gr.Timer(active=True)
+        if job.state == "idle":
+            status = "No training yet in this app session. Choose the settings and press **Start**."
+        else:
+            speed = f"{job.images_per_s:.2f} img/s" if job.images_per_s else "– img/s"
+            status = (f"**{job.state}** · run `{job.run_name}` ({job.role}) · step {job.step} / {job.total_steps} · "
+                      f"{speed} · ETA {format_duration(job.eta_s)}<br>{job.message}")
+        curve = loss_curve(job.rows)
+        plot = pd.DataFrame(curve) if curve else None
+        sample = str(job.sample_path) if job.sample_path else None
+        sample_out = sample if sample != shown_sample else gr.skip()
+        download = gr.update(value=str(job.weights_path), visible=True) if job.weights_path else \
+            gr.update(visible=False)
+        runs = gr.skip() if job.busy else self.train_runs(request)
+        return status, plot, sample_out, sample, download, runs, gr.Timer(active=job.busy)
+
+    def train_runs(self, request: gr.Request | None = None):
+        runs = self.studio.jobs.runs(session_of(request))
+        return gr.update(choices=runs, value=runs[0] if runs else None)
+
+    def train_on_load(self, request: gr.Request | None = None):
+        return gr.Timer(active=self.studio.jobs.snapshot().busy)
+
+
+def train_tab(h: TrainHandlers, s: StudioSettings) -> dict:
+    d = TrainConfig()
+    sources = dataset_sources(s)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=4):
+            role = gr.Radio([("Vessel trees (stage 1)", "vessel"), ("Concat", "concat"), ("SPADE", "spade"),
+                             ("Vessel segmenter", "segment")], value="concat", label="Role", elem_id="rt-train-role")
+            source = gr.Radio(sources, value="embedded", label="Dataset")
+            data_zip = gr.File(label="Dataset zip: images/img_X.png + masks/seg_X.png (or DRIVE, CHASE_DB1, "
+                               "STARE, HRF layouts)", file_types=[".zip"], visible=False, height=90)
+            folder = gr.Textbox(label="Dataset folder(s) on this machine (separate several with ;)",
+                                placeholder="/data/DRIVE/training", visible=False)
+            with gr.Row():
+                preset = gr.Radio(list(PRESETS), value=d.preset, label="Preset", elem_id="rt-train-preset",
+                                  info="lean: fast on CPU · paper: original widths · tiny: for tests")
+                size = gr.Radio(IMAGE_SIZES, value=d.image_size, label="Image size (px)", elem_id="rt-train-size")
+            with gr.Row():
+                batch = gr.Number(d.batch_size, precision=0, label="Batch size", minimum=1, elem_id="rt-train-batch")
+                steps = gr.Number(2000, precision=0, label="Steps", minimum=1, maximum=s.max_train_steps,
+                                  elem_id="rt-train-steps")
+            with gr.Row():
+                lr = gr.Number(d.lr, label="Learning rate", elem_id="rt-train-lr")
+                sample_every = gr.Number(200, precision=0, label="Sample grid every (steps)", minimum=1,
+                                         elem_id="rt-train-every")
+            with gr.Group(visible=False) as vessel_opts:
+                procedural = gr.Slider(0, 1, d.procedural_fraction, step=0.05, label="Procedural trees (share)",
+                                       elem_id="rt-train-procedural",
+                                       info="this share of the training trees comes from the procedural generator, "
+                                            "drawn on the fly, the rest from the dataset")
+                soft_tree = gr.Number(SOFT_TREE_PX, label="Soft tree target (px)", minimum=0, maximum=64,
+                                      elem_id="rt-train-soft",
+                                      info="learn tanh(distance to the vessel edge / this) instead of the binary "
+                                           "mask: connected trees far sooner (model card); 0: the binary mask")
+            with gr.Group(visible=False) as segment_opts:
+                synth_zip = gr.File(label="Synthetic pairs zip (from the Synthesise tab), mixed into the dataset",
+                                    file_types=[".zip"], height=120, elem_id="rt-train-synth")
+                synth_share = gr.Slider(0, 1, 0.5, step=0.05, label="Synthetic share", elem_id="rt-train-share",
+                                        info="share of the training crops drawn from the synthetic pairs "
+                                             "(1: synthetic only)")
+                start_from = gr.Dropdown([("From scratch", "")], value="", label="Start from",
+                                         elem_id="rt-train-from",
+                                         info="a segmenter's weights, e.g. one trained on synthetic pairs: on few "
+                                              "real annotations, pre-training on synthetic pairs helps (model card)")
+            name = gr.Textbox(label="Run name (optional)", placeholder="e.g. concat_drive_256", elem_id="rt-train-name")
+            with gr.Row():
+                start = gr.Button("Start", variant="primary", elem_id="rt-train-start")
+                stop = gr.Button("Stop", variant="stop", elem_id="rt-train-stop")
+            with gr.Row():
+                runs = gr.Dropdown([], label="Resume run (continues up to Steps above)", scale=3,
+                                   elem_id="rt-train-runs")
+                resume = gr.Button("Resume", scale=1, elem_id="rt-train-resume")
+            gr.Markdown("One training at a time on this machine. Generation stays available but is slower "
+                        "while a training runs. A stopped or finished run becomes a model in the Generate tab "
+                        "(a segmenter: in the Evaluate tab).",
+                        elem_classes="rt-note")
+        with gr.Column(scale=6):
+            status = gr.Markdown("No training yet in this app session.", elem_id="rt-train-status")
+            plot = gr.LinePlot(None, x="step", y="loss",
+                               color="series", title="Training loss", height=260,
+                               color_map={"loss": "#c8c8d0", "smoothed": "#e4572e"})
+            grid = gr.Image(label="Sample grid (rows: mask, sample, real image; segmenter: photograph, annotation, "
+                                  "prediction)", height=300, interactive=False,
+                            elem_id="rt-train-grid")
+            model_dl = gr.DownloadButton("Download trained model (.safetensors)", visible=False,
+                                         elem_id="rt-train-download")
+    shown = gr.State(None)
+    timer = gr.Timer(1.0, active=False)
+
+    private, quiet = PRIVATE, QUIET
+    source.change(show_dataset_inputs, source, [data_zip, folder], **quiet)
+    poll_out = [status, plot, grid, shown, model_dl, runs, timer]
+    role.change(h.train_role, [role, start_from], [vessel_opts, segment_opts, start_from, preset, size, lr, batch],
+                **quiet)
+    start.click(h.train_start, [role, source, data_zip, folder, preset, size, batch, steps, lr, sample_every, name,
+                                procedural, synth_zip, synth_share, start_from, soft_tree],
+                poll_out, concurrency_id="train-control", **private)
+    stop.click(h.train_stop, None, poll_out[:-1], concurrency_limit=None, **quiet)
+    resume.click(h.train_resume, [runs, steps], poll_out, concurrency_id="train-control", **private)
+    timer.tick(h.train_poll, shown, poll_out, concurrency_limit=None, **quiet)
+    return dict(timer=timer, runs=runs)
+
+
+__all__ = ["TRAIN_ROLES", "TrainHandlers", "train_tab"]
