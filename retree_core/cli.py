@@ -2,19 +2,18 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from .config import LOSS_WEIGHTINGS, MAX_GUIDANCE, MAX_SEED, PREDICTIONS, PRESETS, ROLES, SampleConfig, TrainConfig
+from .config import MAX_GUIDANCE, MAX_SEED, PRECISION_HELP, PRECISIONS, SampleConfig, TrainConfig
+from .data.imageio import IMAGE_SUFFIXES
 from .pipeline import TREE_TRIES
-from .precision import DEFAULT as PRECISION_DEFAULT, PRECISIONS
+from .precision import DEFAULT as PRECISION_DEFAULT
 from .samplers import SAMPLERS
-from .weights import MAX_IMAGE_PX, MAX_TIMESTEPS
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".bmp"}
 
 
 def positive_int(text: str) -> int:
@@ -24,14 +23,16 @@ def positive_int(text: str) -> int:
     return value
 
 
-def whole_in(low: int, high: int):
-    """An argparse type: a whole number from `low` to `high`."""
+def whole_in(low: int, high: int | None):
+    """An argparse type: a whole number from `low` to `high` (None: at least `low`)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-        if not low <= value <= high:
+        if high is None and value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        if high is not None and not low <= value <= high:
             raise argparse.ArgumentTypeError(f"must be a whole number from {low} to {high}, got {value}")
         return value
     return parse
@@ -69,94 +70,41 @@ def device_name(text: str) -> str:
 
 
 SEED = whole_in(0, MAX_SEED)
-PRECISION_HELP = ("bf16 autocast of the network (weights, optimiser and losses stay fp32); auto: bf16 where the "
-                  "device runs it natively (a GPU with bf16, a CPU with AVX512-BF16 or AMX)")
+
+
+def add_config_options(parser: argparse.ArgumentParser, cls: type) -> None:
+    """--NAME for each field of a config dataclass, from its metadata (config.option): help, bounds, choices."""
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if not meta.get("cli", True):
+            continue
+        kw: dict = {"default": f.default, "help": meta.get("help") or None}
+        if meta.get("flag"):  # a switch: --no_X turns a default-on field off, --X a default-off one on
+            parser.add_argument(meta["flag"], dest=f.name, action="store_false" if f.default else "store_true",
+                                help=kw["help"])
+            continue
+        if meta.get("choices"):
+            kw["choices"] = list(meta["choices"])
+        elif meta.get("nargs"):
+            kw["nargs"] = meta["nargs"]
+        elif meta.get("kind") == "device":
+            kw["type"] = device_name
+        elif f.type.startswith("int"):
+            kw["type"] = whole_in(meta["low"], meta["high"])
+        elif f.type.startswith("float"):
+            low_open = meta["above"] is not None
+            kw["type"] = number_in(meta["above"] if low_open else meta["low"], meta["high"], low_open=low_open)
+        if meta.get("metavar"):
+            kw["metavar"] = meta["metavar"]
+        parser.add_argument(f"--{f.name}", **kw)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m retree_core", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    d = TrainConfig()
 
     t = sub.add_parser("train", help="train a vessel, concat, spade, segment or sr model")
-    t.add_argument("--mode", choices=ROLES, default=d.mode)
-    t.add_argument("--data_root", nargs="+", default=None,
-                   help="dataset folder(s); omitted: the embedded scikit-image fundus photograph")
-    t.add_argument("--preset", choices=list(PRESETS), default=d.preset)
-    t.add_argument("--image_size", type=whole_in(8, MAX_IMAGE_PX), default=d.image_size)
-    t.add_argument("--crop_px", type=whole_in(8, MAX_IMAGE_PX), default=None,
-                   help="segment and sr: train on random crops of this size (patch training)")
-    t.add_argument("--synthetic_root", nargs="+", default=None,
-                   help="folder(s) of synthetic pairs (generate --num / Synthesise) mixed into the training data")
-    t.add_argument("--synthetic_fraction", type=number_in(0, 1), default=d.synthetic_fraction,
-                   help="share of training items drawn from --synthetic_root (1: synthetic only)")
-    t.add_argument("--procedural_fraction", type=number_in(0, 1), default=d.procedural_fraction,
-                   help="vessel: share of training trees drawn from the procedural generator (on the fly)")
-    t.add_argument("--soft_tree_px", type=number_in(0, 64), default=d.soft_tree_px,
-                   help="vessel: learn a smooth tree, tanh(signed distance to the vessel edge / this many px), "
-                        "positive exactly on the vessels (sampled trees are its positive part as always); 0: the "
-                        "binary mask")
-    t.add_argument("--sr_scale", type=whole_in(1, 16), default=d.sr_scale, help="sr: upscaling factor")
-    t.add_argument("--ssim_weight", type=number_in(0, 100), default=d.ssim_weight, help="sr: weight of 1 - SSIM")
-    t.add_argument("--adversarial_weight", type=number_in(0, 100), default=d.adversarial_weight,
-                   help="sr: weight of the discriminator's BCE")
-    t.add_argument("--perceptual_weight", type=number_in(0, 100), default=d.perceptual_weight,
-                   help="sr: weight of the segmenter-feature L1")
-    t.add_argument("--perceptual_net", default=d.perceptual_net, metavar="NAME|PATH",
-                   help="sr: the segmenter whose features the perceptual term compares")
-    t.add_argument("--sr_input_noise", type=number_in(0, 1), default=d.sr_input_noise,
-                   help="sr: Gaussian noise of a std drawn per item up to this is added to the low-res input, "
-                        "so the model learns to clean a generator's grain (conditioning augmentation)")
-    t.add_argument("--batch_size", type=positive_int, default=d.batch_size, help="per process")
-    t.add_argument("--grad_accum", type=positive_int, default=d.grad_accum)
-    t.add_argument("--epochs", type=positive_int, default=d.epochs)
-    t.add_argument("--max_steps", type=positive_int, default=None, help="overrides --epochs")
-    t.add_argument("--max_minutes", type=number_in(0, 10**6, low_open=True), default=None,
-                   help="stop (with a checkpoint, resumable) after this much wall time")
-    t.add_argument("--lr", type=number_in(0, 1, low_open=True), default=d.lr)
-    t.add_argument("--ema_decay", type=number_in(0, 1), default=d.ema_decay)
-    t.add_argument("--noise_steps", type=whole_in(1, MAX_TIMESTEPS), default=d.noise_steps)
-    t.add_argument("--schedule", choices=("linear", "cosine"), default=d.schedule)
-    t.add_argument("--emb_dim", type=whole_in(1, 4096), default=None, help="overrides the preset's")
-    t.add_argument("--p_uncond", type=number_in(0, 1), default=d.p_uncond, help="mask dropout for guidance")
-    t.add_argument("--prediction", choices=PREDICTIONS, default=d.prediction,
-                   help="what the denoiser predicts: the noise (eps, the paper's) or v (Salimans & Ho)")
-    t.add_argument("--loss_weighting", choices=LOSS_WEIGHTINGS, default=d.loss_weighting,
-                   help="per-timestep loss weights: uniform, or min_snr (min-SNR-gamma, Hang et al. 2023)")
-    t.add_argument("--min_snr_gamma", type=number_in(0, 1000, low_open=True), default=d.min_snr_gamma)
-    t.add_argument("--l1_weight", type=number_in(0, 100), default=d.l1_weight, help="denoiser loss: L1 weight")
-    t.add_argument("--mse_weight", type=number_in(0, 100), default=d.mse_weight, help="denoiser loss: MSE weight")
-    t.add_argument("--sample_interval", type=positive_int, default=d.sample_interval)
-    t.add_argument("--checkpoint_interval", type=positive_int, default=d.checkpoint_interval)
-    t.add_argument("--output_dir", default=d.output_dir)
-    t.add_argument("--device", type=device_name, default=d.device)
-    t.add_argument("--seed", type=SEED, default=d.seed)
-    t.add_argument("--num_workers", type=whole_in(0, 64), default=d.num_workers)
-    t.add_argument("--no_augment", dest="augment", action="store_false")
-    t.add_argument("--color_jitter", type=number_in(0, 1), default=d.color_jitter,
-                   help="strength of brightness, contrast, saturation and hue changes")
-    t.add_argument("--vessel_fade", type=number_in(0, 1), default=d.vessel_fade,
-                   help="blend up to this share of the annotated vessels' contrast away, per image (vessels "
-                        "as faint as real thin ones; for segmenters trained on synthetic pairs). This and the four "
-                        "options below apply to the --synthetic_root pairs only when there are any")
-    t.add_argument("--blur_sigma", type=number_in(0, 10), default=d.blur_sigma,
-                   help="Gaussian blur of a sigma drawn per image up to this (pixels of a 512 px view)")
-    t.add_argument("--noise_std", type=number_in(0, 50), default=d.noise_std,
-                   help="Gaussian noise of a std drawn per image up to this (grey levels)")
-    t.add_argument("--vessel_reflex", type=number_in(0, 1), default=d.vessel_reflex,
-                   help="a light stripe along the centre of vessels 4 px wide or more (512 px view), up to this "
-                        "share of their contrast, as the light reflex of real arteries")
-    t.add_argument("--illumination", type=number_in(0, 2), default=d.illumination,
-                   help="uneven lighting: a smooth random gain field, its log of a std drawn up to this")
-    t.add_argument("--fov_margin_px", type=whole_in(0, 64), default=d.fov_margin_px,
-                   help="segment: the loss also covers this band (pixels of the view) beyond the field of view, "
-                        "as background: the FOV rim is not a vessel (synthetic images have a sharp rim)")
-    t.add_argument("--precision", choices=PRECISIONS, default=d.precision, help=PRECISION_HELP)
-    t.add_argument("--no_progress", dest="progress", action="store_false")
-    t.add_argument("--resume", action="store_true", help="continue from output_dir/last.ckpt")
-    t.add_argument("--init_weights", default=None, metavar="NAME|PATH",
-                   help="start a new run from a model's weights (a shipped name, .safetensors or .ckpt) "
-                        "with the same role, preset and size; the optimiser starts afresh")
+    add_config_options(t, TrainConfig)
 
     g = sub.add_parser("generate", help="fundus images from masks, or image + mask pairs from noise")
     g.add_argument("--mode", choices=("concat", "spade"), default="concat")

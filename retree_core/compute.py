@@ -51,6 +51,7 @@ def start(fn: Callable[[], T]) -> Future:
     if _executor is not None:
         return _executor.submit(fn)
     future: Future = Future()
+    future.set_running_or_notify_cancel()  # it starts at once: cancel() must not claim it never ran
 
     def work() -> None:
         try:

@@ -9,8 +9,8 @@ import dataclasses
 import json
 import math
 import numbers
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 # segment: the vessel segmenter; sr: the mask-conditioned super-resolution model (neither is a diffusion model)
 ROLES = ("vessel", "concat", "spade", "segment", "sr")
@@ -189,64 +189,128 @@ def _whole(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def option(default: Any, help: str = "", *, low: float | None = None, high: float | None = None,
+           above: float | None = None, choices: Sequence[str] | None = None, nargs: str | None = None,
+           flag: str | None = None, metavar: str | None = None, kind: str | None = None, cli: bool = True) -> Any:
+    """A TrainConfig field and how the command line offers it (cli.py builds `train`'s options from these):
+    bounds `low`..`high` (`above`: an open lower bound), `choices`, `nargs`, `flag` (a bool's switch, e.g.
+    --no_augment), `kind` ("device"). Every option is defined here, once."""
+    meta = dict(help=help, low=low, high=high, above=above, choices=choices, nargs=nargs, flag=flag,
+                metavar=metavar, kind=kind, cli=cli)
+    return field(default=default, metadata=meta)
+
+
+MAX_IMAGE_PX = 4096  # largest image size a run or a model file may declare
+MAX_TIMESTEPS = 100_000  # largest noise schedule a run or a model file may declare
+PRECISIONS = ("auto", "fp32", "bf16")  # precision.py
+PRECISION_HELP = ("bf16 autocast of the network (weights, optimiser and losses stay fp32); auto: bf16 where the "
+                  "device runs it natively (a GPU with bf16, a CPU with AVX512-BF16 or AMX)")
+EXTRAS_NOTE = " (segmenters; with --synthetic_root, the synthetic pairs only)"
+
+
 @dataclass
 class TrainConfig:
-    """Options of one training run (the command line maps onto these one to one)."""
+    """Options of one training run: `python -m retree_core train --NAME VALUE` for each field."""
 
-    mode: str = "concat"
-    preset: str = "lean"
-    data_root: list[str] | None = None
-    image_size: int = 256
-    crop_px: int | None = None  # patch training: random crop_px squares of the image_size view
-    synthetic_root: list[str] | None = None  # synthetic pairs (generate / Synthesise output) mixed in
-    synthetic_fraction: float = 0.5  # share of training items drawn from synthetic_root (1: synthetic only)
-    procedural_fraction: float = 0.0  # vessel mode: share of training trees drawn from the procedural generator
-    soft_tree_px: float = 0.0  # vessel mode: learn tanh(signed distance to the vessel edge / this); 0: the mask
-    # super-resolution (mode sr): input image_size / sr_scale; loss L1 + SSIM + adversarial (BCE) + perceptual
-    sr_scale: int = 4
-    ssim_weight: float = 1.0
-    adversarial_weight: float = 0.01
-    perceptual_weight: float = 0.1
-    perceptual_net: str | None = "segment"  # features of this segmenter (weights name/path); None: no term
-    sr_input_noise: float = 0.1  # conditioning augmentation: input noise std up to this ([-1, 1] units)
-    batch_size: int = 4  # per process
-    grad_accum: int = 1
-    epochs: int = 500
-    max_steps: int | None = None
-    max_minutes: float | None = None  # wall-clock budget of this invocation: checkpoint and stop when spent
-    lr: float = 3e-4
-    weight_decay: float = 0.0
-    ema_decay: float = 0.999
-    grad_clip: float = 1.0
-    noise_steps: int = 1000
-    emb_dim: int | None = None  # overrides the preset's embedding width
-    schedule: str = "linear"
-    p_uncond: float = 0.1
-    prediction: str = "eps"  # eps | v (DiffusionConfig)
-    loss_weighting: str = "uniform"  # uniform | min_snr
-    min_snr_gamma: float = 5.0
-    l1_weight: float = 1.0  # the loss: l1_weight * L1 + mse_weight * MSE on the prediction
-    mse_weight: float = 1.0
-    sample_interval: int = 500
-    checkpoint_interval: int = 250
-    sample_steps: int = 20  # sampler steps for the sample grid (DPM-Solver++)
-    output_dir: str = "runs/retree"
-    device: str = "cpu"
-    seed: int = 0
-    num_workers: int = 0
-    augment: bool = True
-    color_jitter: float = 0.1  # augmentation strengths (data.AugmentConfig); the extras below are off by default
-    # and, with synthetic_root, apply to the synthetic pairs only
-    vessel_fade: float = 0.0  # up to this share of the annotated vessels' contrast blended away (segmenters)
-    blur_sigma: float = 0.0  # Gaussian blur up to this sigma (px of a 512 px view)
-    noise_std: float = 0.0  # Gaussian noise up to this std (grey levels)
-    vessel_reflex: float = 0.0  # a light stripe along wide vessels' centre lines, up to this share of their contrast
-    illumination: float = 0.0  # smooth brightness field, log-gain std up to this
-    fov_margin_px: int = 0  # segment: the loss also covers this band (px of the view) beyond the FOV
-    precision: str = "auto"  # auto | fp32 | bf16: bf16 autocast where the device runs it natively (precision.py)
-    resume: bool = False
-    init_weights: str | None = None  # start a new run from a model file's weights (e.g. weights/concat)
-    progress: bool = True
+    mode: str = option("concat", choices=ROLES)
+    preset: str = option("lean", choices=tuple(PRESETS))
+    data_root: list[str] | None = option(None, "dataset folder(s); omitted: the embedded scikit-image fundus "
+                                               "photograph", nargs="+")
+    image_size: int = option(256, low=8, high=MAX_IMAGE_PX)
+    crop_px: int | None = option(None, "segment and sr: train on random crops of this size (patch training)",
+                                 low=8, high=MAX_IMAGE_PX)
+    synthetic_root: list[str] | None = option(None, "folder(s) of synthetic pairs (generate --num / Synthesise) "
+                                                    "mixed into the training data", nargs="+")
+    synthetic_fraction: float = option(0.5, "share of training items drawn from --synthetic_root (1: synthetic "
+                                            "only)", low=0, high=1)
+    procedural_fraction: float = option(0.0, "vessel: share of training trees drawn from the procedural "
+                                             "generator (on the fly)", low=0, high=1)
+    soft_tree_px: float = option(0.0, "vessel: learn a smooth tree, tanh(signed distance to the vessel edge / "
+                                      "this many px), positive exactly on the vessels (sampled trees are its "
+                                      "positive part as always); 0: the binary mask", low=0, high=64)
+    sr_scale: int = option(4, "sr: upscaling factor (input image_size / sr_scale)", low=1, high=16)
+    ssim_weight: float = option(1.0, "sr: weight of 1 - SSIM", low=0, high=100)
+    adversarial_weight: float = option(0.01, "sr: weight of the discriminator's BCE", low=0, high=100)
+    perceptual_weight: float = option(0.1, "sr: weight of the segmenter-feature L1", low=0, high=100)
+    perceptual_net: str | None = option("segment", "sr: the segmenter whose features the perceptual term "
+                                                   "compares", metavar="NAME|PATH")
+    sr_input_noise: float = option(0.1, "sr: Gaussian noise of a std drawn per item up to this is added to the "
+                                        "low-res input, so the model learns to clean a generator's grain "
+                                        "(conditioning augmentation)", low=0, high=1)
+    batch_size: int = option(4, "per process", low=1)
+    grad_accum: int = option(1, low=1)
+    epochs: int = option(500, low=1)
+    max_steps: int | None = option(None, "overrides --epochs", low=1)
+    max_minutes: float | None = option(None, "stop (with a checkpoint, resumable) after this much wall time",
+                                       above=0, high=10**6)
+    lr: float = option(3e-4, above=0, high=1)
+    weight_decay: float = option(0.0, cli=False)
+    ema_decay: float = option(0.999, low=0, high=1)
+    grad_clip: float = option(1.0, cli=False)
+    noise_steps: int = option(1000, low=1, high=MAX_TIMESTEPS)
+    emb_dim: int | None = option(None, "overrides the preset's", low=1, high=4096)
+    schedule: str = option("linear", choices=("linear", "cosine"))
+    p_uncond: float = option(0.1, "mask dropout for guidance", low=0, high=1)
+    prediction: str = option("eps", "what the denoiser predicts: the noise (eps, the paper's) or v (Salimans & "
+                                    "Ho)", choices=PREDICTIONS)
+    loss_weighting: str = option("uniform", "per-timestep loss weights: uniform, or min_snr (min-SNR-gamma, Hang "
+                                            "et al. 2023)", choices=LOSS_WEIGHTINGS)
+    min_snr_gamma: float = option(5.0, above=0, high=1000)
+    l1_weight: float = option(1.0, "denoiser loss: L1 weight", low=0, high=100)
+    mse_weight: float = option(1.0, "denoiser loss: MSE weight", low=0, high=100)
+    sample_interval: int = option(500, low=1)
+    checkpoint_interval: int = option(250, low=1)
+    sample_steps: int = option(20, "sampler steps for the sample grid (DPM-Solver++)", cli=False)
+    output_dir: str = option("runs/retree")
+    device: str = option("cpu", kind="device")
+    seed: int = option(0, low=0, high=MAX_SEED)
+    num_workers: int = option(0, low=0, high=64)
+    augment: bool = option(True, flag="--no_augment")
+    color_jitter: float = option(0.1, "strength of brightness, contrast, saturation and hue changes", low=0, high=1)
+    vessel_fade: float = option(0.0, "blend up to this share of the annotated vessels' contrast away, per image "
+                                     "(vessels as faint as real thin ones)" + EXTRAS_NOTE, low=0, high=1)
+    blur_sigma: float = option(0.0, "Gaussian blur of a sigma drawn per image up to this (pixels of a 512 px "
+                                    "view)" + EXTRAS_NOTE, low=0, high=10)
+    noise_std: float = option(0.0, "Gaussian noise of a std drawn per image up to this (grey levels)" + EXTRAS_NOTE,
+                              low=0, high=50)
+    vessel_reflex: float = option(0.0, "a light stripe along the centre of vessels 4 px wide or more (512 px view), "
+                                       "up to this share of their contrast, as the light reflex of real arteries"
+                                  + EXTRAS_NOTE, low=0, high=1)
+    illumination: float = option(0.0, "uneven lighting: a smooth random gain field, its log of a std drawn up to "
+                                      "this" + EXTRAS_NOTE, low=0, high=2)
+    fov_margin_px: int = option(0, "segment: the loss also covers this band (pixels of the view) beyond the field "
+                                   "of view, as background: the FOV rim is not a vessel", low=0, high=64)
+    precision: str = option("auto", PRECISION_HELP, choices=PRECISIONS)
+    resume: bool = option(False, "continue from output_dir/last.ckpt", flag="--resume")
+    init_weights: str | None = option(None, "start a new run from a model's weights (a shipped name, "
+                                            ".safetensors or .ckpt) with the same role, preset and size; the "
+                                            "optimiser starts afresh", metavar="NAME|PATH")
+    progress: bool = option(True, flag="--no_progress")
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Refuse options that do not fit the run's role, each with a message naming it (also called by the
+        loop: the app sets some fields after making the config)."""
+        extras = (self.vessel_fade, self.blur_sigma, self.noise_std, self.vessel_reflex, self.illumination)
+        if self.crop_px is not None and self.mode not in ("segment", "sr"):
+            raise ValueError("--crop_px (patch training) is for the segmenter and sr; diffusion models train on "
+                             "whole images")
+        if self.mode == "sr" and self.crop_px is not None:
+            multiple = self.sr_scale * self.net().stride
+            if self.crop_px % multiple:
+                raise ValueError(f"--crop_px {self.crop_px} must be a multiple of {multiple} (sr_scale x the "
+                                 "network's stride), so that the input crop is whole and fits the network")
+        if self.soft_tree_px and self.mode != "vessel":
+            raise ValueError("--soft_tree_px is the vessel model's training target; it is for --mode vessel")
+        if self.procedural_fraction and (self.mode != "vessel" or self.synthetic_root):
+            raise ValueError("--procedural_fraction mixes procedural trees into a vessel run's real trees; "
+                             "it is for --mode vessel without --synthetic_root")
+        if self.mode != "segment" and (any(x > 0 for x in extras) or self.fov_margin_px):
+            raise ValueError("--vessel_fade, --blur_sigma, --noise_std, --vessel_reflex, --illumination and "
+                             "--fov_margin_px are for --mode segment: on a generator's training images they would "
+                             "teach it faded, blurred, noisy or unevenly lit photographs")
 
     def net(self) -> NetConfig:
         extra = {} if self.emb_dim is None else {"emb_dim": self.emb_dim}

@@ -23,7 +23,7 @@ from .config import SampleConfig
 from .data import AugmentConfig, estimate_fov, make_dataset, split_sample_list
 from .data.embedded import remove_specks, ridge_response, ridge_threshold
 from .data.layouts import load_sample
-from .fidelity import MIN_ANALYSIS_PX, SEGMENTER_NAME
+from .fidelity import SEGMENTER_NAME, analysis_view
 from .images import grid, mask_rgb, to_uint8
 from .metrics import METRIC_NAMES, dice, vessel_metrics
 from .pipeline import FundusPipeline
@@ -199,11 +199,7 @@ def mask_fidelity(segmenter: Segmenter, image_rgb: np.ndarray, mask: np.ndarray,
     Images smaller than fidelity.MIN_ANALYSIS_PX are enlarged first (as in the app's fidelity score):
     a ridge filter needs a few pixels per vessel.
     """
-    side_px = max(image_rgb.shape[0], MIN_ANALYSIS_PX)
-    if image_rgb.shape[:2] != (side_px, side_px):
-        image_rgb = cv2.resize(image_rgb, (side_px, side_px), interpolation=cv2.INTER_CUBIC)
-        mask, fov = (cv2.resize(m.astype(np.uint8), (side_px, side_px), interpolation=cv2.INTER_NEAREST
-                                ).astype(bool) for m in (mask, fov))
+    image_rgb, mask, fov = analysis_view(image_rgb, mask, fov)
     found = resize_map(segmenter(image_rgb, fov), mask.shape) > segmenter.threshold
     return dice(found, mask, fov)
 

@@ -50,15 +50,21 @@ def overlay_picture(image_rgb: np.ndarray, mask: np.ndarray, found: np.ndarray, 
     return out
 
 
-def measure_fidelity(image_rgb: np.ndarray, mask: np.ndarray, segmenter=None) -> Fidelity:
-    """Segment `image_rgb` (uint8 HxWx3) and compare with `mask` (bool, any size) inside the FOV.
-    `segmenter`: a learned one (segmentation.LearnedSegmenter), or None for the classical filter."""
-    image_rgb = np.ascontiguousarray(image_rgb[..., :3])
+def analysis_view(image_rgb: np.ndarray, *masks: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The image enlarged (cubic) to a square of at least MIN_ANALYSIS_PX, and bool masks brought (nearest)
+    to the same size: a ridge filter needs a few pixels per vessel."""
     side_px = max(image_rgb.shape[0], MIN_ANALYSIS_PX)
     if image_rgb.shape[:2] != (side_px, side_px):
         image_rgb = cv2.resize(image_rgb, (side_px, side_px), interpolation=cv2.INTER_CUBIC)
-    if mask.shape != (side_px, side_px):
-        mask = cv2.resize(mask.astype(np.uint8), (side_px, side_px), interpolation=cv2.INTER_NEAREST).astype(bool)
+    return (image_rgb, *[m if m.shape == (side_px, side_px) else
+                         cv2.resize(m.astype(np.uint8), (side_px, side_px), interpolation=cv2.INTER_NEAREST).astype(bool)
+                         for m in masks])
+
+
+def measure_fidelity(image_rgb: np.ndarray, mask: np.ndarray, segmenter=None) -> Fidelity:
+    """Segment `image_rgb` (uint8 HxWx3) and compare with `mask` (bool, any size) inside the FOV.
+    `segmenter`: a learned one (segmentation.LearnedSegmenter), or None for the classical filter."""
+    image_rgb, mask = analysis_view(np.ascontiguousarray(image_rgb[..., :3]), mask)
     fov = estimate_fov(image_rgb)
     if not fov.any():
         found = np.zeros_like(mask)
@@ -71,4 +77,4 @@ def measure_fidelity(image_rgb: np.ndarray, mask: np.ndarray, segmenter=None) ->
     return Fidelity(score, found, mask, fov, overlay_picture(image_rgb, mask, found, fov), name)
 
 
-__all__ = ["Fidelity", "SEGMENTER_NAME", "dice", "overlay_picture", "measure_fidelity"]
+__all__ = ["Fidelity", "SEGMENTER_NAME", "analysis_view", "dice", "overlay_picture", "measure_fidelity"]

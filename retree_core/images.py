@@ -21,6 +21,12 @@ def to_uint8(x: Tensor) -> np.ndarray:
     return arr[0] if single else arr
 
 
+def from_uint8(images: np.ndarray) -> Tensor:
+    """uint8 (H, W, C) or (B, H, W, C) -> float (C, H, W) or (B, C, H, W) in [-1, 1]: the inverse of to_uint8."""
+    arr = np.asarray(images)
+    return torch.from_numpy(np.moveaxis(arr, -1, -3).astype(np.float32) / 127.5 - 1.0)
+
+
 def mask_rgb(mask: np.ndarray) -> np.ndarray:
     """bool (..., H, W) -> uint8 (..., H, W, 3), vessels white on black: how masks are saved and shown."""
     return np.repeat(np.asarray(mask, dtype=bool)[..., None] * np.uint8(255), 3, axis=-1)

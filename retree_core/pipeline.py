@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from . import compute, precision
-from .aperture import apply_aperture
+from . import aperture as camera  # the round aperture that finishes photographs
 from .config import DEFAULT_GUIDANCE, SampleConfig
 from .data import mask_at
 from .data.procedural import TreeParams, procedural_tree
@@ -247,7 +247,7 @@ class FundusPipeline:
         if self.sr is not None:
             images = upscale(self.sr, images, full)
         if self.aperture:
-            images, full = apply_aperture(images, full)
+            images, full = camera.apply_aperture(images, full)
         return (images[0], full[0]) if single else (images, full)
 
     def __call__(self, masks: MaskSource, options: SampleConfig | None = None,

@@ -13,7 +13,7 @@ from typing import ContextManager
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "bf16")
+from .config import PRECISIONS
 DEFAULT = "auto"  # what the command line and the app use unless told otherwise
 CPU_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}  # native bf16 instructions (without them autocast emulates, slowly)
 

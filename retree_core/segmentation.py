@@ -17,6 +17,7 @@ from . import compute
 from .checkpoint import load_checkpoint
 from .data import embedded_example, estimate_fov, split_sample_list
 from .data.layouts import load_sample
+from .images import from_uint8
 from .weights import LoadedModel, export_weights, load_model, read_model_info, resolve
 
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.01), 2)
@@ -62,7 +63,7 @@ def predict_vessels(model: LoadedModel, image_rgb: np.ndarray, fov: np.ndarray) 
     pad_y, pad_x = -size[1] % stride, -size[0] % stride
     small = np.pad(small, ((0, pad_y), (0, pad_x), (0, 0)))
     device = next(model.net.parameters()).device
-    x = torch.from_numpy(small.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1)[None].to(device)
+    x = from_uint8(small)[None].to(device)
     prob = torch.sigmoid(segment_logits(model.net, x))[0, 0].cpu().numpy()[:size[1], :size[0]]
     prob = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
     return np.where(fov, prob, 0).astype(np.float32)

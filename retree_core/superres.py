@@ -19,7 +19,7 @@ from torch import nn
 
 from . import compute
 from .config import TrainConfig
-from .images import mask_to_tensor, to_uint8
+from .images import from_uint8, mask_to_tensor, to_uint8
 from .weights import LoadedModel
 
 
@@ -68,7 +68,7 @@ def upscale(model: LoadedModel, images: np.ndarray, masks: np.ndarray) -> np.nda
     if height % cfg.stride or width % cfg.stride:
         raise ValueError(f"masks are {width}x{height} px; this sr model needs multiples of {cfg.stride}")
     device = next(model.net.parameters()).device
-    lr = torch.from_numpy(images[..., :3].transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1).to(device)
+    lr = from_uint8(images[..., :3]).to(device)
     out = to_uint8(sr_forward(model.net, lr, mask_to_tensor(masks).to(device)))
     return out[0] if single else out
 

@@ -17,7 +17,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterator
 
-import cv2
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -29,11 +28,10 @@ from .checkpoint import (CHECKPOINT_NAME, atomic_write, load_checkpoint, remove_
                          save_checkpoint, set_rng_state)
 from .config import TrainConfig, from_dict, to_dict
 from .data import AugmentConfig, MixedDataset, ProceduralTrees, make_dataset
-from .diffusion import NoiseSchedule, diffusion_loss
-from .images import grid, save_png, to_uint8
+from .images import grid, save_png
 from .nets import build_net, count_parameters
-from .samplers import dpmpp_2m, guided, make_generators, randn
-from .segmentation import segment_logits, segmentation_loss
+from .roles import TrainingRole, make_role
+from .weights import load_model
 
 LOG_NAME = "log.jsonl"
 
@@ -84,50 +82,6 @@ def update_ema(ema: torch.nn.Module, net: torch.nn.Module, decay: float, step: i
             e.copy_(b)
 
 
-def soft_trees(masks: torch.Tensor, px: float) -> torch.Tensor:
-    """Masks (B, 1, H, W) in [-1, 1] as smooth trees: tanh(signed distance to the vessel edge / px), above 0
-    exactly on the vessels, so the tree is the positive part as for a binary mask. Vessels a pixel wide
-    at 128 px become ridges with a few pixels of slope that the coarse levels of the network can see."""
-    out = []
-    for m in (masks[:, 0] > 0).cpu().numpy().astype(np.uint8):
-        inside = cv2.distanceTransform(m, cv2.DIST_L2, 5)  # to the nearest background pixel
-        outside = cv2.distanceTransform(1 - m, cv2.DIST_L2, 5)  # to the nearest vessel pixel
-        out.append(np.tanh(np.where(m > 0, inside - 0.5, 0.5 - outside) / px))
-    return torch.from_numpy(np.stack(out)[:, None]).to(masks)
-
-
-def _training_inputs(batch: dict, role: str, dev: torch.device,
-                     soft_px: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(clean image x0, conditioning mask) for a role: the vessel model learns the masks themselves."""
-    if role == "vessel":  # soft trees are computed where the batch is (the CPU), then moved once
-        return (soft_trees(batch["mask"], soft_px) if soft_px else batch["mask"]).to(dev), None
-    return batch["image"].to(dev), batch["mask"].to(dev)
-
-
-def _item_noise(items: list[tuple[int, int]], shape: torch.Size, timesteps: int,
-                p_uncond: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-item timestep, noise and keep-the-mask flag, each drawn from the item's own seed."""
-    ts, noises, keeps = [], [], []
-    for _, seed in items:
-        g = torch.Generator().manual_seed(seed)
-        ts.append(torch.randint(0, timesteps, (1,), generator=g))
-        noises.append(torch.randn(shape, generator=g))
-        keeps.append(torch.rand(1, generator=g) >= p_uncond)
-    return torch.cat(ts), torch.stack(noises), torch.cat(keeps).float()
-
-
-def _denoising_loss(model: torch.nn.Module, batch: dict, items: list[tuple[int, int]], role: str,
-                    schedule: NoiseSchedule, diff_cfg, dev: torch.device, soft_px: float = 0.0) -> torch.Tensor:
-    """The paper's loss for one micro-batch: noise each item at its own timestep, predict the noise."""
-    x0, mask = _training_inputs(batch, role, dev, soft_px)
-    t, noise, keep = _item_noise(items, x0.shape[1:], schedule.timesteps, diff_cfg.p_uncond)
-    t, noise = t.to(dev), noise.to(dev)
-    if mask is not None:  # classifier-free guidance: drop the mask to the null condition
-        mask = mask * keep.to(dev).view(-1, 1, 1, 1)
-    return diffusion_loss(model(schedule.add_noise(x0, t, noise), t, mask), schedule.target(x0, t, noise), diff_cfg,
-                          item_weight=schedule.item_weights(t))
-
-
 def _row_step(line: str) -> float:
     """The step of a log line; infinity for a blank line or one torn by a kill mid-write (dropped)."""
     try:
@@ -150,33 +104,14 @@ def _truncate_log(path: Path, step: int) -> None:
         atomic_write(path, write)
 
 
-def sample_grid(ema: torch.nn.Module, cfg: TrainConfig, dataset, step: int, out_dir: Path, dev: torch.device) -> Path:
-    """A picture of the EMA model's current samples (rows: mask, sample, real image for conditional roles)."""
-    n = min(4, len(dataset))
-    items = [dataset[(i, i)] for i in range(n)]  # fixed views, comparable across steps
+def sample_grid(ema: torch.nn.Module, role: TrainingRole, dataset, step: int, out_dir: Path,
+                dev: torch.device) -> Path:
+    """A picture of the EMA model's current output on fixed views, comparable across steps (the role's rows)."""
+    items = [dataset[(i, i)] for i in range(min(4, len(dataset)))]
     masks = torch.stack([it["mask"] for it in items]).to(dev)
     images = torch.stack([it["image"] for it in items]).to(dev)
-    net_cfg = ema.cfg
-    role = net_cfg.role
-    if role == "segment":  # rows: photograph, annotation, predicted vessel probability
-        with torch.no_grad():
-            prob = torch.sigmoid(segment_logits(ema, images)) * 2 - 1
-        return save_png(out_dir / "samples" / f"step_{step:07d}.png",
-                        grid([to_uint8(images), to_uint8(masks), to_uint8(prob)]))
-    if role == "sr":  # rows: bicubic upsampling, super-resolved, the real photograph
-        from .superres import bicubic, downsample, sr_forward
-
-        with torch.no_grad():
-            small = downsample(images, net_cfg.sr_scale)
-            rows = [to_uint8(bicubic(small, images.shape[-2:])), to_uint8(sr_forward(ema, small, masks)),
-                    to_uint8(images)]
-        return save_png(out_dir / "samples" / f"step_{step:07d}.png", grid(rows))
-    schedule = NoiseSchedule(cfg.diffusion())
-    gens = make_generators([cfg.seed + i for i in range(n)])
-    x = randn((n, net_cfg.image_channels, cfg.image_size, cfg.image_size), gens, dev)
-    cond = None if role == "vessel" else masks
-    out = dpmpp_2m(schedule.eps_fn(guided(ema, cond)), x, schedule, cfg.sample_steps, generators=gens)
-    rows = [to_uint8(out)] if role == "vessel" else [to_uint8(masks), to_uint8(out), to_uint8(images)]
+    with torch.no_grad():
+        rows = role.grid_rows(ema, images, masks)
     return save_png(out_dir / "samples" / f"step_{step:07d}.png", grid(rows))
 
 
@@ -187,8 +122,6 @@ def warm_start(net: torch.nn.Module, ema: torch.nn.Module, source: str, net_cfg,
     """Copy a model file's weights into a new run's network and EMA (the optimiser starts afresh) and
     return the steps behind them. The file must hold the same network and noise schedule; the
     differences are named if not."""
-    from .weights import load_model
-
     loaded = load_model(source, role=net_cfg.role)
     theirs, ours = to_dict(loaded.net_cfg), to_dict(net_cfg)
     differ = [f"{k} {theirs[k]!r} (this run: {ours[k]!r})" for k in ours if theirs[k] != ours[k]]
@@ -203,26 +136,10 @@ def warm_start(net: torch.nn.Module, ema: torch.nn.Module, source: str, net_cfg,
 
 def training_dataset(cfg: TrainConfig):
     """The run's training items: real data (or the embedded example), optionally mixed with synthetic pairs."""
-    if cfg.crop_px is not None and cfg.mode not in ("segment", "sr"):
-        raise ValueError("--crop_px (patch training) is for the segmenter and sr; diffusion models train on "
-                         "whole images")
-    if cfg.mode == "sr" and cfg.crop_px is not None:
-        multiple = cfg.sr_scale * cfg.net().stride
-        if cfg.crop_px % multiple:
-            raise ValueError(f"--crop_px {cfg.crop_px} must be a multiple of {multiple} (sr_scale x the network's "
-                             "stride), so that the input crop is whole and fits the network")
-    if cfg.soft_tree_px and cfg.mode != "vessel":
-        raise ValueError("--soft_tree_px is the vessel model's training target; it is for --mode vessel")
-    if cfg.procedural_fraction and (cfg.mode != "vessel" or cfg.synthetic_root):
-        raise ValueError("--procedural_fraction mixes procedural trees into a vessel run's real trees; "
-                         "it is for --mode vessel without --synthetic_root")
+    cfg.check()
     extras = AugmentConfig(color_jitter=cfg.color_jitter, vessel_fade=cfg.vessel_fade, blur_sigma=cfg.blur_sigma,
                            noise_std=cfg.noise_std, vessel_reflex=cfg.vessel_reflex, illumination=cfg.illumination,
                            enabled=cfg.augment)
-    if cfg.mode != "segment" and (extras.extras_set or cfg.fov_margin_px):
-        raise ValueError("--vessel_fade, --blur_sigma, --noise_std, --vessel_reflex, --illumination and "
-                         "--fov_margin_px are for --mode segment: on a generator's training images they would "
-                         "teach it faded, blurred, noisy or unevenly lit photographs")
     # the photometric extras make clearly drawn synthetic vessels look like real ones: with synthetic pairs
     # they apply to those only (on real photographs they fade and blur away the faint vessels)
     plain = AugmentConfig(color_jitter=cfg.color_jitter, enabled=cfg.augment) if cfg.synthetic_root else extras
@@ -237,6 +154,50 @@ def training_dataset(cfg: TrainConfig):
     return extra if fraction >= 1 else MixedDataset(real(), extra, fraction)
 
 
+def _checkpoint_to_resume(cfg: TrainConfig, ckpt_path: Path, is_main: bool) -> dict | None:
+    """The run's checkpoint when resuming (refused if it was trained as another model), else None."""
+    if not cfg.resume:
+        return None
+    if not ckpt_path.exists():
+        if is_main:
+            print(f"--resume: no checkpoint in {ckpt_path.parent}, starting a new run")
+        return None
+    state = load_checkpoint(ckpt_path)
+    saved = from_dict(TrainConfig, state["config"]["train"])
+    if saved.mode != cfg.mode or saved.preset != cfg.preset or saved.image_size != cfg.image_size:
+        raise ValueError(f"{ckpt_path}: was trained as mode={saved.mode} preset={saved.preset} "
+                         f"image_size={saved.image_size}; resume with the same settings")
+    return state
+
+
+def _restore(state: dict | None, cfg: TrainConfig, net, ema, opt) -> tuple[int, int]:
+    """Load a resumed run's network, EMA, optimiser and random state (or a new run's `init_weights`);
+    (the run's step, the steps before it)."""
+    if state is None:
+        return 0, warm_start(net, ema, cfg.init_weights, net.cfg, cfg.diffusion()) if cfg.init_weights else 0
+    net.load_state_dict(state["model"])
+    ema.load_state_dict(state["ema"])
+    opt.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"])
+    return int(state["step"]), int(state.get("init_steps", 0))
+
+
+def _gradients(model, role: TrainingRole, batches: Iterator[dict], plan: StepBatches, step: int,
+               cfg: TrainConfig, info) -> tuple[float, dict[str, float]]:
+    """Accumulate one optimiser step's gradients over its micro-batches (autocast per cfg.precision);
+    the mean loss over all processes and the role's logged parts."""
+    loss_sum, parts = 0.0, {}
+    for micro in range(cfg.grad_accum):
+        batch = next(batches)
+        last = micro == cfg.grad_accum - 1
+        with nullcontext() if last or info.world == 1 else model.no_sync():
+            with precision.autocast(cfg.precision, info.device):
+                loss, parts = role.loss(model, batch, plan.batch(step, micro))
+            (loss / cfg.grad_accum).backward()
+        loss_sum += loss.item() / cfg.grad_accum
+    return distributed.mean_across(loss_sum, info.device), parts  # every rank sees the same value
+
+
 def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
           should_stop: Callable[[], bool] | None = None) -> Path:
     """Train until the step budget is spent (or `should_stop()` turns true); return the checkpoint path.
@@ -244,45 +205,21 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
     info = distributed.setup(cfg.device)
     dev, out_dir = info.device, Path(cfg.output_dir)
     net_cfg, diff_cfg = cfg.net(), cfg.diffusion()
-    role = net_cfg.role
     ckpt_path, log_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME
 
     dataset = training_dataset(cfg)  # DataError early
-    state = None
-    if cfg.resume and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
-        saved = from_dict(TrainConfig, state["config"]["train"])
-        if saved.mode != cfg.mode or saved.preset != cfg.preset or saved.image_size != cfg.image_size:
-            raise ValueError(f"{ckpt_path}: was trained as mode={saved.mode} preset={saved.preset} "
-                             f"image_size={saved.image_size}; resume with the same settings")
-    elif cfg.resume and info.is_main:
-        print(f"--resume: no checkpoint in {out_dir}, starting a new run")
-
+    state = _checkpoint_to_resume(cfg, ckpt_path, info.is_main)
     torch.manual_seed(cfg.seed)
     net = build_net(net_cfg, diff_cfg).to(dev)
     ema = copy.deepcopy(net).requires_grad_(False).eval()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start_step, init_steps = 0, 0
-    if state is not None:
-        net.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
-        start_step = int(state["step"])
-        init_steps = int(state.get("init_steps", 0))
-    elif cfg.init_weights:
-        init_steps = warm_start(net, ema, cfg.init_weights, net_cfg, diff_cfg)
+    start_step, init_steps = _restore(state, cfg, net, ema, opt)
     model = DistributedDataParallel(net) if info.world > 1 else net
-    objective = None
-    if role == "sr":  # the adversarial term's critic (and the perceptual network) live beside the model
-        from .superres import SRObjective
-
-        if info.world > 1:
-            raise ValueError("mode sr trains in one process: its discriminator is not distributed")
-
-        objective = SRObjective(cfg, dev)
-        if state is not None and "sr" in state:
-            objective.load_state_dict(state["sr"])
+    role = make_role(cfg, net_cfg, diff_cfg, dev)  # its loss, grid and own state (the sr critic)
+    if info.world > 1 and role.single_process:
+        raise ValueError(f"mode {cfg.mode} trains in one process: {role.single_process}")
+    if state is not None and role.state_key in state:
+        role.load_state_dict(state[role.state_key])
 
     plan = StepBatches(len(dataset), cfg.batch_size, cfg.grad_accum, info.world, info.rank, cfg.seed, start_step, 0)
     steps_per_epoch = max(1, math.ceil(len(dataset) / plan.global_batch))
@@ -290,15 +227,13 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
     plan.total = total_steps
     loader = DataLoader(dataset, batch_sampler=plan, num_workers=cfg.num_workers,
                         persistent_workers=cfg.num_workers > 0)
-    schedule = NoiseSchedule(diff_cfg)
-    autocast = lambda: precision.autocast(cfg.precision, dev)  # noqa: E731
 
     def checkpoint(step: int) -> None:
         if info.is_main:
             save_checkpoint(ckpt_path, {
                 "model": net.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
                 "step": step, "init_steps": init_steps, "rng": rng_state(),
-                **({"sr": objective.state_dict()} if objective else {}),
+                **({role.state_key: role.state_dict()} if role.state_key else {}),
                 "config": {"train": to_dict(cfg), "net": to_dict(net_cfg), "diffusion": to_dict(diff_cfg)}})
         distributed.barrier()
 
@@ -307,7 +242,7 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
         for stale in remove_stale_temps(ckpt_path) + remove_stale_temps(log_path):
             print(f"removed {stale.name}, left by a run killed while writing it")
         _truncate_log(log_path, start_step)
-        print(f"training {role} ({cfg.preset}, {count_parameters(net) / 1e6:.2f} M parameters) on "
+        print(f"training {net_cfg.role} ({cfg.preset}, {count_parameters(net) / 1e6:.2f} M parameters) on "
               f"{len(dataset)} items, {info.world} process(es) on {dev} in "
               f"{precision.resolve(cfg.precision, dev)}, steps {start_step} -> {total_steps}")
     bar = tqdm(total=total_steps, initial=start_step, disable=not (cfg.progress and info.is_main),
@@ -317,33 +252,12 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
     step, tic = start_step, time.perf_counter()
     net.train()
     while step < total_steps and not (should_stop and should_stop()):
-        loss_sum, parts = 0.0, {}
-        for micro in range(cfg.grad_accum):
-            batch = next(batches)
-            last = micro == cfg.grad_accum - 1
-            sync = nullcontext() if last or info.world == 1 else model.no_sync()
-            with sync:
-                with autocast():
-                    if role == "segment":
-                        logits = segment_logits(model, batch["image"].to(dev))
-                        loss = segmentation_loss(logits, batch["mask"].to(dev), batch["fov"].to(dev),
-                                                 margin_px=cfg.fov_margin_px)
-                    elif role == "sr":
-                        loss, parts = objective.generator_loss(model, batch, dev, plan.batch(step, micro))
-                    else:
-                        loss = _denoising_loss(model, batch, plan.batch(step, micro), role, schedule, diff_cfg,
-                                               dev, cfg.soft_tree_px)
-                (loss / cfg.grad_accum).backward()
-            loss_sum += loss.item() / cfg.grad_accum
-        loss_mean = distributed.mean_across(loss_sum, dev)  # every rank sees the same value
-        if not math.isfinite(loss_mean):
-            raise FloatingPointError(f"loss became {loss_mean} at step {step}; lower --lr or check the data")
+        loss_mean, parts = _gradients(model, role, batches, plan, step, cfg, info)
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
         update_ema(ema, net, cfg.ema_decay, step)
-        if objective is not None:
-            parts["discriminator"] = objective.discriminator_step()
+        parts.update(role.after_step())
         step += 1
         if deadline is not None and distributed.mean_across(float(time.monotonic() > deadline), dev) > 0:
             total_steps = step  # the budget is spent: checkpoint, sample, stop (every rank at the same step)
@@ -364,7 +278,7 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
         if step % cfg.checkpoint_interval == 0 or step == total_steps:
             checkpoint(step)
         if info.is_main and (step % cfg.sample_interval == 0 or step == total_steps):
-            sample_grid(ema, cfg, dataset, step, out_dir, dev)
+            sample_grid(ema, role, dataset, step, out_dir, dev)
             tic = time.perf_counter()  # sampling time is not training throughput
     if step % cfg.checkpoint_interval and step != total_steps:  # stopped early: keep what was done
         checkpoint(step)

@@ -16,12 +16,10 @@ from safetensors.torch import save_file
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint
 from . import compute
 from . import precision as precisions
-from .config import DEFAULT_GUIDANCE, MAX_GUIDANCE, DiffusionConfig, NetConfig, from_dict
+from .config import DEFAULT_GUIDANCE, MAX_GUIDANCE, MAX_IMAGE_PX, MAX_TIMESTEPS, DiffusionConfig, NetConfig, from_dict
 from .nets import ReTreeUNet, build_net
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-MAX_IMAGE_PX = 4096  # largest image size a model file may declare
-MAX_TIMESTEPS = 100_000  # largest noise schedule a model file may declare
 
 
 @dataclass

@@ -52,7 +52,8 @@ def test_vessel_run_mixes_procedural_trees(tmp_path):
 
 
 def test_soft_trees_keep_the_tree_as_their_positive_part_and_reach_a_vessel_run(tmp_path):
-    from retree_core.train import _training_inputs, soft_trees, training_dataset
+    from retree_core.roles import Denoise, soft_trees
+    from retree_core.train import training_dataset
 
     masks = -torch.ones(3, 1, 9, 9)
     masks[0, 0, 4, :] = 1  # a one-pixel vessel
@@ -63,9 +64,13 @@ def test_soft_trees_keep_the_tree_as_their_positive_part_and_reach_a_vessel_run(
     assert torch.all(column[:4].diff() > 0) and torch.all(column[5:].diff() < 0)  # a ridge on the vessel
     assert 0.2 < column[4] < 0.5 and column[3] == -column[4]  # the edge halfway between the two pixels
     assert soft[1].max() == -1 and soft[2].min() == 1
-    x0, cond = _training_inputs({"mask": masks}, "vessel", torch.device("cpu"), 1.5)
+    def role(**kw):
+        cfg = tiny_cfg(tmp_path, mode="vessel", **kw)
+        return Denoise(cfg, cfg.net(), cfg.diffusion(), torch.device("cpu"))
+
+    x0, cond = role(soft_tree_px=1.5).inputs({"mask": masks})
     assert cond is None and torch.equal(x0, soft)  # what the vessel model learns
-    assert torch.equal(_training_inputs({"mask": masks}, "vessel", torch.device("cpu"))[0], masks)
+    assert torch.equal(role().inputs({"mask": masks})[0], masks)
     assert train(tiny_cfg(tmp_path, mode="vessel", max_steps=2, soft_tree_px=1.5)).exists()
     with pytest.raises(ValueError, match="soft_tree_px.*--mode vessel"):
         training_dataset(tiny_cfg(tmp_path, mode="concat", soft_tree_px=1.5))

@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 
 from .augment import AugmentConfig, augment, photometric
 from .embedded import embedded_example, estimate_fov
+from ..images import from_uint8
 from .imageio import DataError, mask_at
 from .layouts import Sample, Triple, find_samples_many, load_samples, split_samples
 from .procedural import TreeParams, fov_disc, procedural_tree
@@ -101,7 +102,7 @@ class PairDataset(Dataset):
             image = photometric(image, mask, fov, self.size_px, np.random.default_rng([seed & (2**63 - 1), index, 3]),
                                 self.augment_cfg)
         return {
-            "image": torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0),
+            "image": from_uint8(image),
             "mask": torch.from_numpy(np.where(mask, 1.0, -1.0).astype(np.float32)[None]),
             "fov": torch.from_numpy(fov.astype(np.float32)[None]),
             "name": self.names[which],
