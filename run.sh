@@ -6,6 +6,7 @@
 #   GUIDANCE (2: the guidance scale `release` stores with the concat and SPADE models; the shipped ones recommend 2)
 #   SOFT_TREE_PX (1.5: the vessel model learns soft trees, weights/README.md "Stage 1"; 0 for binary masks)
 #   train_segment / train_sr: BATCH_CROPS (8 crops of 128 px from 512 px views), LR (1e-3)
+#   gpu: OUT (outputs/gpu_session), MINUTES (2.5 per model), BATCH_GPU (64), DEVICE_GPU (cuda), COMPILE (1: torch.compile)
 set -euo pipefail
 cd "$(dirname "$0")"
 PRESET=${PRESET:-lean}; SIZE=${SIZE:-256}; STEPS=${STEPS:-2000}; BATCH=${BATCH:-4}; DEVICE=${DEVICE:-cpu}
@@ -54,5 +55,8 @@ case "${1:-}" in
   sample_spade) sample spade ;;
   all) train concat; train spade; sample concat; sample spade ;;
   release) mkdir -p runs; release ;;
-  *) echo "usage: ./run.sh train_vessel|train_concat|train_spade|train_all|train_segment|train_sr|sample_concat|sample_spade|all|release" >&2; exit 2 ;;
+  gpu)  # one lent accelerator: continue vessel, concat and spade from the shipped files, export and measure
+    python bench/gpu_session.py "${data_args[@]}" --out "${OUT:-outputs/gpu_session}" --minutes "${MINUTES:-2.5}" \
+      --batch_size "${BATCH_GPU:-64}" --device "${DEVICE_GPU:-cuda}" ${COMPILE:+--compile} ;;
+  *) echo "usage: ./run.sh train_vessel|train_concat|train_spade|train_all|train_segment|train_sr|sample_concat|sample_spade|all|release|gpu" >&2; exit 2 ;;
 esac

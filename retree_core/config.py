@@ -281,6 +281,10 @@ class TrainConfig:
     fov_margin_px: int = option(0, "segment: the loss also covers this band (pixels of the view) beyond the field "
                                    "of view, as background: the FOV rim is not a vessel", low=0, high=64)
     precision: str = option("auto", PRECISION_HELP, choices=PRECISIONS)
+    channels_last: bool = option(False, "channels-last memory layout for the network (faster convolutions on "
+                                        "GPUs with tensor cores)", flag="--channels_last")
+    compile: bool = option(False, "torch.compile the network's training forward pass (GPUs; the first steps "
+                                  "compile)", flag="--compile")
     resume: bool = option(False, "continue from output_dir/last.ckpt", flag="--resume")
     init_weights: str | None = option(None, "start a new run from a model's weights (a shipped name, "
                                             ".safetensors or .ckpt) with the same role, preset and size; the "

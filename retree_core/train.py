@@ -210,11 +210,13 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
     dataset = training_dataset(cfg)  # DataError early
     state = _checkpoint_to_resume(cfg, ckpt_path, info.is_main)
     torch.manual_seed(cfg.seed)
-    net = build_net(net_cfg, diff_cfg).to(dev)
+    net = build_net(net_cfg, diff_cfg).to(dev, memory_format=torch.channels_last if cfg.channels_last
+                                          else torch.contiguous_format)
     ema = copy.deepcopy(net).requires_grad_(False).eval()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start_step, init_steps = _restore(state, cfg, net, ema, opt)
     model = DistributedDataParallel(net) if info.world > 1 else net
+    model = torch.compile(model) if cfg.compile else model
     role = make_role(cfg, net_cfg, diff_cfg, dev)  # its loss, grid and own state (the sr critic)
     if info.world > 1 and role.single_process:
         raise ValueError(f"mode {cfg.mode} trains in one process: {role.single_process}")
