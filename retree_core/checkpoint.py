@@ -9,6 +9,7 @@ import os
 import pickle
 import re
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -83,11 +84,29 @@ def _load_failure(exc: Exception) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
+def _check_stored(path: Path) -> None:
+    """Refuse a zip file with compressed entries before torch.load inflates them in full: torch.save writes
+    every entry stored, so a compressed one can only be a file made to inflate to many times its size (a
+    0.3 MB file of DEFLATE entries took 287 MB). Stored entries cannot outgrow the file. Files that are not
+    zips are left to torch.load, which refuses them with its own reason."""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            compressed = [i.filename for i in archive.infolist() if i.compress_type != zipfile.ZIP_STORED]
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return  # a damaged zip: torch.load names the problem
+    if compressed:
+        raise CheckpointError(f"{path}: not a readable ReTree checkpoint ({len(compressed)} compressed entries, "
+                              f"e.g. {compressed[0]}: torch.save never compresses; refused before inflating)")
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by `save_checkpoint`, refusing pickled objects."""
+    """Read a checkpoint written by `save_checkpoint`, refusing pickled objects and compressed entries."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    _check_stored(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, wrong format, pickled objects

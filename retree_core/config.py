@@ -72,6 +72,12 @@ class NetConfig:
         return self.level_px(level) <= self.attn_max_px
 
     @property
+    def attention_tokens(self) -> int:
+        """Positions of the largest feature map with attention (0: none), what attention's memory grows with."""
+        sides = [self.level_px(level) for level in range(len(self.channels)) if self.has_attention(level)]
+        return max(sides, default=0) ** 2
+
+    @property
     def image_channels(self) -> int:
         """Channels the network outputs: 1 for a vessel tree (or the segmenter's vessel logits), 3 for a
         fundus photograph."""
@@ -202,6 +208,7 @@ def option(default: Any, help: str = "", *, low: float | None = None, high: floa
 
 MAX_IMAGE_PX = 4096  # largest image size a run or a model file may declare
 MAX_TIMESTEPS = 100_000  # largest noise schedule a run or a model file may declare
+MAX_ATTENTION_TOKENS = 64 * 64  # largest feature map an attention block may see (its cost grows with the square)
 PRECISIONS = ("auto", "fp32", "bf16")  # precision.py
 PRECISION_HELP = ("bf16 autocast of the network (weights, optimiser and losses stay fp32); auto: bf16 where the "
                   "device runs it natively (a GPU with bf16, a CPU with AVX512-BF16 or AMX)")

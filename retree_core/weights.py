@@ -16,7 +16,8 @@ from safetensors.torch import save_file
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint
 from . import compute
 from . import precision as precisions
-from .config import DEFAULT_GUIDANCE, MAX_GUIDANCE, MAX_IMAGE_PX, MAX_TIMESTEPS, DiffusionConfig, NetConfig, from_dict
+from .config import (DEFAULT_GUIDANCE, MAX_ATTENTION_TOKENS, MAX_GUIDANCE, MAX_IMAGE_PX, MAX_TIMESTEPS, DiffusionConfig,
+                     NetConfig, from_dict)
 from .nets import ReTreeUNet, build_net
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -44,7 +45,7 @@ def recommended_guidance(meta: dict, origin: str) -> float:
     return float(value)
 
 
-def _configs(meta: dict, origin: str) -> tuple[NetConfig, DiffusionConfig]:
+def _configs(meta: dict, origin: str, max_image_px: int = MAX_IMAGE_PX) -> tuple[NetConfig, DiffusionConfig]:
     try:
         net_cfg, diff_cfg = from_dict(NetConfig, meta["net"]), from_dict(DiffusionConfig, meta["diffusion"])
     except KeyError as exc:
@@ -52,10 +53,14 @@ def _configs(meta: dict, origin: str) -> tuple[NetConfig, DiffusionConfig]:
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{origin}: config is missing or invalid ({exc})") from None
     # a file's config sizes what is allocated: refuse sizes no model of this project has
-    for name, value, high in (("image_size", net_cfg.image_size, MAX_IMAGE_PX),
+    for name, value, high in (("image_size", net_cfg.image_size, max_image_px),
                               ("timesteps", diff_cfg.timesteps, MAX_TIMESTEPS)):
         if not isinstance(value, int) or not 1 <= value <= high:
             raise CheckpointError(f"{origin}: config is invalid ({name} {value!r}, expected 1 to {high})")
+    if net_cfg.attention_tokens > MAX_ATTENTION_TOKENS:
+        side = int(MAX_ATTENTION_TOKENS ** 0.5)
+        raise CheckpointError(f"{origin}: config is invalid (attention over {net_cfg.attention_tokens} positions, "
+                              f"at most {MAX_ATTENTION_TOKENS}: {side}x{side} feature maps)")
     return net_cfg, diff_cfg
 
 
@@ -161,25 +166,27 @@ def resolve(name_or_path: str | Path) -> Path:
 
 @compute.on_compute_thread
 def load_model(name_or_path: str | Path, role: str | None = None, device: str | torch.device = "cpu",
-               precision: str = "fp32") -> LoadedModel:
+               precision: str = "fp32", max_image_px: int = MAX_IMAGE_PX) -> LoadedModel:
     """Load a model by name or path without unpickling anything; check its role if one is expected.
-    `precision` (auto, fp32, bf16) is what generation will run the network in on `device`."""
+    `precision` (auto, fp32, bf16) is what generation will run the network in on `device`; a file declaring
+    images larger than `max_image_px` is refused before its tensors are read (a server's uploads)."""
     run_in = precisions.resolve(precision, device)  # an unsupported request fails before any reading
     path = resolve(name_or_path)
     origin = str(path)
     if not path.is_file():
         raise CheckpointError(f"{origin}: no such file")
     if path.suffix == ".safetensors":
+        meta = read_model_info(path, strict=True)
+        net_cfg, diff_cfg = _configs(meta, origin, max_image_px)  # before any tensor is read
         try:
             with safe_open(path, framework="pt") as f:
                 state = {k: f.get_tensor(k) for k in f.keys()}
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(f"{origin}: not a readable safetensors file ({exc})") from None
-        meta = read_model_info(path, strict=True)
     else:
         ckpt = load_checkpoint(path)
         state, meta = ckpt["ema"], {**ckpt["config"], "trained_steps": trained_steps(ckpt)}
-    net_cfg, diff_cfg = _configs(meta, origin)
+        net_cfg, diff_cfg = _configs(meta, origin, max_image_px)
     if role is not None and net_cfg.role != role:
         raise CheckpointError(f"{origin}: this is a {net_cfg.role!r} model, but a {role!r} model is needed")
     guidance = recommended_guidance(meta, origin)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retree_core.checkpoint import CheckpointError
+from retree_core.config import MAX_IMAGE_PX
 from retree_core.weights import LoadedModel, load_model, read_model_info, recommended_guidance
 
 RUN_MODEL_NAME = "model.safetensors"  # a run's exported weights, next to its last.ckpt
@@ -52,9 +53,9 @@ class ModelCatalog:
     """Lists models by role and loads them on demand (a few kept in memory, keyed by file and mtime)."""
 
     def __init__(self, weights_dir: Path, runs_dir: Path, device: str = "cpu", precision: str = "fp32",
-                 cache_size: int = 3):
+                 cache_size: int = 3, max_upload_px: int = MAX_IMAGE_PX):
         self.weights_dir, self.runs_dir, self.device = Path(weights_dir), Path(runs_dir), device
-        self.precision = precision
+        self.precision, self.max_upload_px = precision, max_upload_px
         self._cache: OrderedDict[tuple[str, float], LoadedModel] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -90,8 +91,9 @@ class ModelCatalog:
     def find(self, label: str, role: str, owner: str | None = None, hosted: bool = False) -> ModelEntry | None:
         return next((e for e in self.entries(role, owner, hosted) if e.label == label), None)
 
-    def load(self, path: str | Path, role: str | None = None) -> LoadedModel:
-        """A ready model; raises CheckpointError (a ValueError) with a readable message."""
+    def load(self, path: str | Path, role: str | None = None, uploaded: bool = False) -> LoadedModel:
+        """A ready model; raises CheckpointError (a ValueError) with a readable message. An `uploaded` file
+        may declare images up to `max_upload_px` only."""
         path = Path(path)
         try:
             key = (str(path.resolve()), path.stat().st_mtime)
@@ -100,7 +102,8 @@ class ModelCatalog:
         with self._lock:
             model = self._cache.get(key)
             if model is None:
-                model = load_model(path, role=role, device=self.device, precision=self.precision)
+                model = load_model(path, role=role, device=self.device, precision=self.precision,
+                                   max_image_px=self.max_upload_px if uploaded else MAX_IMAGE_PX)
                 self._cache[key] = model
                 while len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)

@@ -6,12 +6,14 @@ Read from the command line and the environment so that the same `app.py` runs on
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from retree_core.precision import DEFAULT as PRECISION, PRECISIONS, resolve as resolve_precision
+from retree_core.config import MAX_IMAGE_PX
 from retree_core.weights import WEIGHTS_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +50,7 @@ class StudioSettings:
     max_train_steps: int = 1_000_000
     max_synth_pairs: int = 200
     max_sample_steps: int = 1000
+    max_model_px: int = MAX_IMAGE_PX  # image size an uploaded model may declare (its memory grows with it)
     warm_up: bool = True  # load the default model and run one step at start-up, so Run is fast
 
     @property
@@ -66,6 +69,7 @@ class StudioSettings:
         self.max_train_steps = min(self.max_train_steps, 5000)
         self.max_synth_pairs = min(self.max_synth_pairs, 32)
         self.max_sample_steps = min(self.max_sample_steps, 250)
+        self.max_model_px = min(self.max_model_px, 512)
         return self
 
 
@@ -74,7 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--share", action="store_true", help="public gradio.live link (turns on hosted mode)")
-    parser.add_argument("--hosted", action="store_true", help="hosted-mode rules without a public link")
+    parser.add_argument("--hosted", action="store_true", help="hosted-mode rules without a public link (the "
+                        "default when --host is not a loopback address)")
+    parser.add_argument("--not-hosted", dest="not_hosted", action="store_true",
+                        help="local-mode rules even on a non-loopback --host (a trusted network only)")
     parser.add_argument("--weights-dir", default=os.environ.get("RETREE_WEIGHTS_DIR"),
                         help=f"folder of NAME.safetensors models (default {WEIGHTS_DIR})")
     parser.add_argument("--runs-dir", default=os.environ.get("RETREE_RUNS_DIR"),
@@ -89,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def is_loopback(host: str) -> bool:
+    """Whether a server address is reachable from this machine only."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def settings_from_args(argv: list[str] | None = None) -> tuple[StudioSettings, argparse.Namespace]:
     """Settings from command-line flags and RETREE_* / SPACE_ID environment variables."""
     args = build_parser().parse_args(argv)
@@ -100,7 +115,8 @@ def settings_from_args(argv: list[str] | None = None) -> tuple[StudioSettings, a
         s.runs_dir = Path(args.runs_dir).resolve()
     if args.work_dir:
         s.work_dir = Path(args.work_dir).resolve()
-    if args.share or args.hosted or os.environ.get("SPACE_ID") or os.environ.get("RETREE_HOSTED") == "1":
+    exposed = not args.not_hosted and not is_loopback(args.host)  # others can reach it: their rules
+    if args.share or args.hosted or exposed or os.environ.get("SPACE_ID") or os.environ.get("RETREE_HOSTED") == "1":
         s.make_hosted()
     return s, args
 

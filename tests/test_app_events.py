@@ -460,14 +460,48 @@ def test_dream_and_synthesis_use_a_vessel_model(tmp_path, tiny_weights, monkeypa
 
 
 
-def test_hosted_mode_reads_uploaded_checkpoints_without_unpickling(tmp_path, tiny_weights, tiny_checkpoint):
-    hosted = ui.Handlers(Studio(settings(tmp_path, tiny_weights.parent).make_hosted()))
+def test_uploaded_checkpoints_are_read_without_unpickling_and_refused_when_hosted(tmp_path, tiny_weights,
+                                                                                     tiny_checkpoint):
+    local = ui.Handlers(Studio(settings(tmp_path, tiny_weights.parent)))
     evil = pickled_checkpoint(tmp_path / "evil.ckpt", tmp_path / "PWNED")
     with pytest.raises(gr.Error, match="posix.mkdir, refused") as err:
-        next(hosted.run(*mask_in(), "concat", None, str(evil), "ddim", 2, 1.0, 0, True, request=REQUEST))
+        next(local.run(*mask_in(), "concat", None, str(evil), "ddim", 2, 1.0, 0, True, request=REQUEST))
     assert not (tmp_path / "PWNED").exists() and str(tmp_path) not in err.value.message
-    outputs = list(hosted.run(*mask_in(), "concat", None, str(tiny_checkpoint), "ddim", 2, 1.0, 0, True, request=REQUEST))
+    outputs = list(local.run(*mask_in(), "concat", None, str(tiny_checkpoint), "ddim", 2, 1.0, 0, True, request=REQUEST))
     assert any(isinstance(o[3], np.ndarray) for o in outputs)  # a genuine checkpoint loads (weights only)
+    hosted = ui.Handlers(Studio(settings(tmp_path, tiny_weights.parent).make_hosted()))
+    for upload in (evil, tiny_checkpoint):  # a shared server takes weight files only
+        with pytest.raises(gr.Error, match="a model file ends in .safetensors here"):
+            next(hosted.run(*mask_in(), "concat", None, str(upload), "ddim", 2, 1.0, 0, True, request=REQUEST))
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_hosted_mode_caps_what_an_uploaded_model_may_allocate(tmp_path, tiny_weights):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    hosted = ui.Handlers(Studio(settings(tmp_path, tiny_weights.parent).make_hosted()))
+    meta = json.loads(tiny_weights.with_suffix(".json").read_text())
+    tensors = load_file(tiny_weights)
+    for name, change, words in (("big.safetensors", {"image_size": 4096}, "image_size 4096, expected 1 to 512"),
+                                ("wide.safetensors", {"image_size": 256, "attn_max_px": 256},
+                                 "attention over 65536 positions")):
+        net = {**meta["net"], **change}
+        save_file(tensors, tmp_path / name, metadata={"retree": json.dumps({**meta, "net": net})})
+        with pytest.raises(gr.Error, match=words):
+            next(hosted.run(*mask_in(), "concat", None, str(tmp_path / name), "ddim", 2, 1.0, 0, True,
+                            request=REQUEST))
+
+
+def test_hosted_training_status_is_its_owners_only_after_the_run_too(tmp_path, tiny_weights):
+    hosted = ui.Handlers(Studio(settings(tmp_path, tiny_weights.parent).make_hosted()))
+    hosted.train_start(*start_args(steps=2, name="private", sample_every=1), request=REQUEST)
+    assert hosted.studio.jobs.wait(60)
+    mine, other = hosted.train_poll(None, REQUEST), hosted.train_poll(None, OTHER)
+    assert "private" in mine[0] and mine[2] is not None and mine[4]["visible"]  # status, grid, download
+    assert "private" not in other[0] and other[1] is None and other[2] is None and not other[4]["visible"]
+    assert other[5]["choices"] == []  # nothing to resume either
 
 
 def test_hosted_mode_keeps_each_sessions_downloads_apart(tmp_path, tiny_weights):
@@ -576,3 +610,14 @@ def test_evaluate_tab_scores_segmenters_and_fundus_models(tmp_path, handlers, fu
     assert "KID not reported" in summary  # one image
     assert {"fidelity_dice", "real_image_dice"} <= set(table.columns) and picture is not None
     assert "grid.png" in {Path(f).name for f in files}
+
+
+@pytest.mark.parametrize("argv,hosted", [([], False), (["--host", "127.0.0.1"], False), (["--host", "localhost"], False),
+                                         (["--host", "0.0.0.0"], True), (["--host", "0.0.0.0", "--not-hosted"], False),
+                                         (["--hosted"], True)])
+def test_a_server_reachable_from_other_machines_runs_in_hosted_mode(argv, hosted, monkeypatch):
+    from retree_studio.settings import settings_from_args
+
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.delenv("RETREE_HOSTED", raising=False)
+    assert settings_from_args(argv)[0].hosted is hosted

@@ -1,5 +1,6 @@
 """Weight files: export, load by name or path, and a clear refusal of every kind of wrong file."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,3 +140,27 @@ def test_invalid_recommended_guidance_is_named(tiny_weights, tmp_path):
     save_file(tensors, tmp_path / "odd.safetensors", metadata={"retree": json.dumps(meta)})
     with pytest.raises(CheckpointError, match=r"sample.guidance 'lots', expected 0 to 20"):
         load_model(tmp_path / "odd.safetensors")
+
+
+def test_a_compressed_checkpoint_is_refused_before_it_is_inflated(tmp_path):
+    """A DEFLATE bomb shaped like a checkpoint: refused in a fresh process whose memory stays bounded."""
+    import io
+    import subprocess
+    import sys
+    import zipfile
+
+    buffer = io.BytesIO()
+    torch.save({"model": {"w": torch.zeros(2**26)}, "ema": {}, "step": 0, "config": {}}, buffer)  # 256 MB inside
+    with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as plain, \
+            zipfile.ZipFile(tmp_path / "bomb.ckpt", "w", zipfile.ZIP_DEFLATED) as bomb:
+        for name in plain.namelist():
+            bomb.writestr(name, plain.read(name))
+    assert (tmp_path / "bomb.ckpt").stat().st_size < 2**20
+    probe = ("import resource, sys; from retree_core.checkpoint import load_checkpoint, CheckpointError\n"
+             "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+             "try:\n    load_checkpoint(sys.argv[1])\nexcept CheckpointError as exc:\n    print(exc)\n"
+             "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)")
+    out = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "bomb.ckpt")], capture_output=True, text=True,
+                         timeout=120, cwd=Path(__file__).resolve().parents[1]).stdout.splitlines()
+    assert "compressed entries" in out[0] and "refused before inflating" in out[0]
+    assert int(out[1]) < 32  # MB grown while refusing (inflating would take 256)

@@ -116,9 +116,12 @@ class HandlersBase:
         if role not in ("concat", "spade", "vessel"):
             raise ValueError(f"mode must be concat or spade, got {role!r}")
         if custom:
-            if Path(custom).suffix.lower() not in (".safetensors", ".ckpt"):
-                raise ValueError(f"{Path(custom).name}: a model file ends in .safetensors or .ckpt")
-            return self.studio.catalog.load(custom, role)
+            allowed = (".safetensors",) if self.settings.hosted else (".safetensors", ".ckpt")
+            if Path(custom).suffix.lower() not in allowed:
+                raise ValueError(f"{Path(custom).name}: a model file ends in {' or '.join(allowed)}"
+                                 + (" here (training checkpoints are not accepted on a shared server)"
+                                    if self.settings.hosted else ""))
+            return self.studio.catalog.load(custom, role, uploaded=True)
         catalog, hosted = self.studio.catalog, self.settings.hosted
         entry = catalog.find(label, role, session, hosted) if label else None
         entry = entry or catalog.default(role, session, hosted)

@@ -323,8 +323,9 @@ def generate_tab(h: GenerateHandlers, s: StudioSettings) -> dict:
                 refresh = gr.Button("↻", scale=0, min_width=44, elem_id="rt-refresh")
             model_note = gr.Markdown(elem_classes="rt-note")
             with gr.Accordion("Use your own model file", open=False):
-                custom = gr.File(label=".safetensors (or a training .ckpt, read without unpickling)",
-                                 file_types=[".safetensors", ".ckpt"], height=90)
+                custom = gr.File(label=".safetensors" if s.hosted else
+                                 ".safetensors (or a training .ckpt, read without unpickling)",
+                                 file_types=[".safetensors"] if s.hosted else [".safetensors", ".ckpt"], height=90)
             sampler = gr.Radio(SAMPLERS, value=d.sampler, label="Sampler", elem_id="rt-sampler")
             with gr.Row():
                 steps = gr.Slider(1, min(200, s.max_sample_steps), d.steps, step=1, label="Steps", elem_id="rt-steps")

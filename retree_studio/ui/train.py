@@ -106,9 +106,11 @@ class TrainHandlers(HandlersBase):
         runs, timer."""
         job = self.studio.jobs.snapshot()
         session = session_of(request)
-        if self.settings.hosted and job.owner not in (None, session) and job.busy:
-            status = f"**busy** · another session is training ({job.step} / {job.total_steps} steps)"
-            return status, None, None, None, gr.update(visible=False), gr.skip(), gr.Timer(active=True)
+        if self.settings.hosted and job.owner not in (None, session):  # busy or done: another session's run
+            status = (f"**busy** · another session is training ({job.step} / {job.total_steps} steps)" if job.busy
+                      else "No training yet in this app session. Choose the settings and press **Start**.")
+            runs = gr.skip() if job.busy else self.train_runs(request)
+            return status, None, None, None, gr.update(visible=False), runs, gr.Timer(active=job.busy)
         if job.state == "idle":
             status = "No training yet in this app session. Choose the settings and press **Start**."
         else:
