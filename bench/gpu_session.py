@@ -36,6 +36,7 @@ from retree_core.weights import load_model  # noqa: E402
 
 BASE_LR, BASE_BATCH = 5e-4, 8  # the shipped runs' settings
 RECOMMENDED_GUIDANCE = 2.0  # what the shipped fundus models recommend (their files)
+SHIPPED_RECIPE = dict(prediction="eps", loss_weighting="uniform", l1_weight=1.0)  # continuing them needs theirs
 
 
 def train_one(mode: str, args: argparse.Namespace, runs: Path) -> Path:
@@ -47,7 +48,7 @@ def train_one(mode: str, args: argparse.Namespace, runs: Path) -> Path:
                       soft_tree_px=1.5 if mode == "vessel" else 0.0, output_dir=str(runs / mode),
                       sample_interval=10**9, checkpoint_interval=500, device=args.device, precision=args.precision,
                       channels_last=args.device.startswith("cuda"), compile=args.compile, progress=False,
-                      resume=True)
+                      resume=True, **({} if args.from_scratch else SHIPPED_RECIPE))
     return train(cfg)
 
 

@@ -29,11 +29,12 @@ from retree_core.images import grid, save_png  # noqa: E402
 from retree_core.pipeline import FundusPipeline  # noqa: E402
 from retree_core.train import LOG_NAME, train  # noqa: E402
 
+TODAY = dict(prediction="eps", loss_weighting="uniform", l1_weight=1.0)  # the paper's: the shipped files'
 RECIPES: dict[str, dict] = {
-    "today": {},  # epsilon prediction, linear betas, L1 + MSE, uniform t, batch 8, lr 5e-4, EMA 0.999
-    "v_min_snr": dict(prediction="v", loss_weighting="min_snr", min_snr_gamma=5.0, l1_weight=0.0),
-    "eps_min_snr": dict(loss_weighting="min_snr", min_snr_gamma=5.0),
-    "batch16_lr1e-3": dict(batch_size=16, lr=1e-3),
+    "today": TODAY,  # epsilon prediction, linear betas, L1 + MSE, uniform t, batch 8, lr 5e-4, EMA 0.999
+    "v_min_snr": dict(prediction="v", loss_weighting="min_snr", min_snr_gamma=5.0, l1_weight=0.0),  # the default
+    "eps_min_snr": dict(TODAY, loss_weighting="min_snr", min_snr_gamma=5.0),
+    "batch16_lr1e-3": dict(batch_size=16, lr=1e-3),  # the default recipe otherwise
     "ema_0.9995": dict(ema_decay=0.9995),
 }
 

@@ -128,7 +128,10 @@ def warm_start(net: torch.nn.Module, ema: torch.nn.Module, source: str, net_cfg,
     theirs, ours = to_dict(loaded.diffusion_cfg), to_dict(diff_cfg)
     differ += [f"{k} {theirs[k]!r} (this run: {ours[k]!r})" for k in SCHEDULE_FIELDS if theirs[k] != ours[k]]
     if differ:
-        raise ValueError(f"--init_weights {source}: the file's model differs from this run's: {'; '.join(differ)}")
+        hint = (" (the shipped files use the paper's recipe: add --prediction eps --loss_weighting uniform "
+                "--l1_weight 1)" if theirs["prediction"] != ours["prediction"] else "")
+        raise ValueError(f"--init_weights {source}: the file's model differs from this run's: {'; '.join(differ)}"
+                         f"{hint}")
     net.load_state_dict(loaded.net.state_dict())
     ema.load_state_dict(loaded.net.state_dict())
     return loaded.trained_steps

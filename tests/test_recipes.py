@@ -103,3 +103,20 @@ def test_recipe_study_end_to_end_on_the_tiny_preset(tmp_path):
     assert state["config"]["diffusion"]["prediction"] == "v"
     assert "| v_min_snr | 2 | 16 |" in (out / "recipes.md").read_text()
     assert (out / "recipes.png").stat().st_size > 0
+
+
+def test_new_runs_default_to_the_winning_recipe_and_continue_old_files_with_theirs(tmp_path):
+    from retree_core.config import TrainConfig
+    from retree_core.train import train
+    from retree_core.weights import export_weights
+
+    cfg = TrainConfig()
+    assert (cfg.prediction, cfg.loss_weighting, cfg.l1_weight) == ("v", "min_snr", 0.0)
+    assert DiffusionConfig().prediction == "eps"  # files without the field are read as they were trained
+    common = dict(mode="concat", preset="tiny", image_size=16, batch_size=2, max_steps=1, sample_interval=100,
+                  progress=False, precision="fp32")
+    paper = dict(prediction="eps", loss_weighting="uniform", l1_weight=1.0)  # the shipped files' recipe
+    old = export_weights(train(TrainConfig(output_dir=str(tmp_path / "old"), **paper, **common)), tmp_path / "old")
+    with pytest.raises(ValueError, match="prediction 'eps' .this run: 'v'.*add --prediction eps"):
+        train(TrainConfig(output_dir=str(tmp_path / "v"), init_weights=str(old), **common))
+    assert train(TrainConfig(output_dir=str(tmp_path / "eps"), init_weights=str(old), **paper, **common)).exists()
