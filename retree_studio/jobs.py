@@ -22,6 +22,7 @@ from retree_core.segmentation import export_run
 from retree_core.train import LOG_NAME, train
 
 from .catalog import RUN_INFO_NAME, RUN_MODEL_NAME, run_owner
+from .options import readable
 
 BUSY_STATES = ("preparing", "running", "stopping")
 RATE_WINDOW = 50  # steps over which speed and ETA are measured
@@ -234,8 +235,8 @@ class TrainingJobs:
             traceback.print_exc()
             with self._lock:
                 self._job.state = "failed"
-                self._job.message = f"training failed: {exc}" if isinstance(exc, ValueError) else \
-                    f"training failed: {type(exc).__name__}: {exc}"
+                self._job.message = (f"training failed: {readable(exc)}" if isinstance(exc, ValueError) else
+                                     f"training failed: {type(exc).__name__}: {readable(exc)}")  # no server paths
 
 
 def loss_curve(rows: list[dict], max_points: int = 400, smoothing: float = 0.95) -> list[dict]:

@@ -3,6 +3,15 @@ with messages that name the option and its allowed range."""
 from __future__ import annotations
 
 import math
+import re
+
+PATH_IN_MESSAGE = re.compile(r"(?<![\w.~])(?:/[^\s/:'\"]+)+/([^\s/:'\"]+)")  # absolute paths
+
+
+def readable(exc: BaseException | str) -> str:
+    """An exception (or a message) for people: server folders stripped from paths, the file names kept."""
+    text = str(exc)
+    return PATH_IN_MESSAGE.sub(r"\1", text) or (type(exc).__name__ if isinstance(exc, BaseException) else "")
 
 
 def _number(value) -> float:
@@ -33,4 +42,4 @@ def bounded_number(value, name: str, low: float, high: float) -> float:
     return number
 
 
-__all__ = ["whole_number", "bounded_number"]
+__all__ = ["readable", "whole_number", "bounded_number"]

@@ -621,3 +621,17 @@ def test_a_server_reachable_from_other_machines_runs_in_hosted_mode(argv, hosted
     monkeypatch.delenv("SPACE_ID", raising=False)
     monkeypatch.delenv("RETREE_HOSTED", raising=False)
     assert settings_from_args(argv)[0].hosted is hosted
+
+
+def test_a_failed_trainings_message_names_no_server_folder(tmp_path, tiny_weights, monkeypatch):
+    import retree_studio.jobs
+
+    def broken(cfg, **kw):
+        raise ValueError(f"{tmp_path}/secret/place/img_3.png: unreadable")
+
+    monkeypatch.setattr(retree_studio.jobs, "train", broken)
+    handlers = ui.Handlers(Studio(settings(tmp_path, tiny_weights.parent)))
+    handlers.train_start(*start_args(steps=2, name="fails"), request=REQUEST)
+    assert handlers.studio.jobs.wait(30)
+    job = handlers.studio.jobs.snapshot()
+    assert job.state == "failed" and "img_3.png: unreadable" in job.message and str(tmp_path) not in job.message

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import re
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from retree_core.weights import read_model_info
 from ..archives import ZipLimits
 from ..jobs import TrainingBusy
 from ..mask_sources import UploadLimits
-from ..options import bounded_number, whole_number
+from ..options import bounded_number, readable, whole_number
 from ..services import Studio
 from ..settings import ROOT, StudioSettings
 from ..synthesis import write_single_pair
@@ -31,7 +30,6 @@ EXAMPLES_DIR = ROOT / "assets" / "masks"
 SAMPLERS = [(label, name) for name, label in SAMPLER_LABELS.items()]
 MODES = [("Concat", "concat"), ("SPADE", "spade")]
 DISPLAY_MIN_PX = 256  # small model outputs are enlarged (nearest) for display
-PATH_IN_MESSAGE = re.compile(r"(?<![\w.~])(?:/[^\s/:'\"]+)+/([^\s/:'\"]+)")  # absolute paths
 PRIVATE = dict(api_visibility="private")  # events that are not part of the public API
 QUIET = dict(show_progress="hidden", **PRIVATE)
 
@@ -39,11 +37,6 @@ QUIET = dict(show_progress="hidden", **PRIVATE)
 def no_model_message(role: str) -> str:
     return (f"No {role} model yet: train one in the Train tab (role {role}) "
             f"or add weights/{role}.safetensors")
-
-
-def readable(exc: BaseException) -> str:
-    """An exception as a message for people: server folders stripped from paths."""
-    return PATH_IN_MESSAGE.sub(r"\1", str(exc)) or type(exc).__name__
 
 
 def ui_errors(fn):
