@@ -157,6 +157,14 @@ def training_dataset(cfg: TrainConfig):
     return extra if fraction >= 1 else MixedDataset(real(), extra, fraction)
 
 
+def _append_row(log_path: Path, row: dict, on_log: Callable[[dict], None] | None) -> None:
+    """One loss-log row: appended to log.jsonl, and handed to `on_log` (the app plots them)."""
+    with open(log_path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    if on_log:
+        on_log(row)
+
+
 def _checkpoint_to_resume(cfg: TrainConfig, ckpt_path: Path, is_main: bool) -> dict | None:
     """The run's checkpoint when resuming (refused if it was trained as another model), else None."""
     if not cfg.resume:
@@ -276,10 +284,7 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
         bar.update(1)
         bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=row["images_per_s"])
         if info.is_main:
-            with open(log_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
-            if on_log:
-                on_log(row)
+            _append_row(log_path, row, on_log)
         if step % cfg.checkpoint_interval == 0 or step == total_steps:
             checkpoint(step)
         if info.is_main and (step % cfg.sample_interval == 0 or step == total_steps):
