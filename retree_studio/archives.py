@@ -19,6 +19,20 @@ from typing import Iterable
 from retree_core.data import DataError, find_samples
 
 CHUNK_BYTES = 1 << 20
+SMALL_MEMBER_BYTES = 64 << 10  # members this small may compress better than max_ratio (the total may not)
+EOCD = b"PK\x05\x06"  # the end-of-central-directory record, within the last 64 KiB + 22 bytes of a zip
+
+
+def declared_entries(path: Path) -> int | None:
+    """The entry count the zip's end record declares (65,535 stands for "more", as in ZIP64), read without
+    parsing the central directory; None if no end record is found (ZipFile then says what is wrong)."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - (1 << 16) - 22))
+        tail = f.read()
+    at = tail.rfind(EOCD)
+    return int.from_bytes(tail[at + 10:at + 12], "little") if at >= 0 and len(tail) >= at + 12 else None
 
 
 @dataclass(frozen=True)
@@ -45,9 +59,13 @@ def unpack_zip(zip_path: str | Path, dest: str | Path, limits: ZipLimits = ZipLi
     """Unpack `zip_path` into the new folder `dest` (removed again on any error) and return it."""
     zip_path, dest = Path(zip_path), Path(dest)
     try:
-        archive = zipfile.ZipFile(zip_path)
+        entries = declared_entries(zip_path)
+        archive = None if entries is not None and entries > limits.max_members else zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise DataError(f"{zip_path.name}: not a readable zip file ({exc})") from None
+    if archive is None:  # refused from the end record, before the directory is read into memory
+        raise DataError(f"{zip_path.name}: {entries}{'+' if entries == 0xFFFF else ''} entries, more than the "
+                        f"{limits.max_members} allowed")
     dest.mkdir(parents=True, exist_ok=False)
     try:
         with archive:
@@ -58,6 +76,10 @@ def unpack_zip(zip_path: str | Path, dest: str | Path, limits: ZipLimits = ZipLi
             if declared > limits.max_unpacked_bytes:
                 raise DataError(f"{zip_path.name}: unpacks to {declared / 2**20:.0f} MB, more than the "
                                 f"{limits.max_unpacked_bytes / 2**20:.0f} MB allowed")
+            packed = sum(m.compress_size for m in members)
+            if declared > CHUNK_BYTES and declared > limits.max_ratio * max(packed, 1):
+                raise DataError(f"{zip_path.name}: compressed {declared // max(packed, 1)}x in all, which looks "
+                                "like a zip bomb")
             written = 0
             for member in members:
                 rel = _safe_member_path(member.filename)
@@ -67,7 +89,7 @@ def unpack_zip(zip_path: str | Path, dest: str | Path, limits: ZipLimits = ZipLi
                 if stat.S_ISLNK(mode):
                     raise DataError(f"zip entry {member.filename!r} is a link; links are not accepted")
                 if member.compress_size and member.file_size / member.compress_size > limits.max_ratio \
-                        and member.file_size > CHUNK_BYTES:
+                        and member.file_size > SMALL_MEMBER_BYTES:
                     ratio = member.file_size // member.compress_size
                     raise DataError(f"zip entry {member.filename!r} is compressed {ratio}x, "
                                     "which looks like a zip bomb")

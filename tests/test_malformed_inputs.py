@@ -1,4 +1,4 @@
-"""Malformed inputs at every place a user gives input: 240 cases, each refused with the right kind of
+"""Malformed inputs at every place a user gives input: 242 cases, each refused with the right kind of
 error and a message that names the problem, quickly (each well under a second here), and without leaving
 a file behind.
 
@@ -8,7 +8,7 @@ a file behind.
     model files uploaded in the Generate tab                                  6
     command line: exit code 2 and a message on stderr, never a traceback     46
     dataset folders: make_dataset, find_samples_many, the Train tab          20
-    dataset zips: training_data, unpack_zip, the Train tab                   25
+    dataset zips: training_data, unpack_zip, the Train tab                   27
     weight and checkpoint files: load_model, ModelCatalog, load_checkpoint   32
 
 Each case is (id, how its input is made, the error expected, words its message must contain); the id's
@@ -627,6 +627,10 @@ ZIPS = [  # (id, words, zip bytes, limits)
      zip_bytes([("images/img_0.png", b"\0" * (3 * 2**20))], zipfile.ZIP_DEFLATED), ZipLimits(max_unpacked_bytes=2**20)),
     ("a zip bomb", "which looks like a zip bomb",
      zip_bytes([("images/img_0.png", b"\0" * (8 * 2**20))], zipfile.ZIP_DEFLATED)),
+    ("a bomb of 1 MiB members", "compressed 1015x in all, which looks like a zip bomb",
+     zip_bytes([(f"images/img_{i}.png", b"\0" * 2**20) for i in range(48)], zipfile.ZIP_DEFLATED)),
+    ("more entries than the end record allows", "65535+ entries, more than the 20 allowed",
+     zip_bytes([(f"images/img_{i}.png", b"") for i in range(0xFFFF + 3)]), ZipLimits(max_members=20)),
     ("sizes that lie", "damaged zip", lying_sizes(zip_bytes([("images/img_0.png", b"A" * 5000)]), 10)),
     ("a bad checksum", "damaged zip (BadZipFile: Bad CRC-32", damaged(zip_bytes(GOOD_PAIR), 80, 8)),
     ("text named .zip", "not a readable zip file", b"this is not a zip"),
