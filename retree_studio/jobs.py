@@ -96,10 +96,12 @@ def _busy_text(job: JobSnapshot, owner: str | None, may_stop: bool) -> str:
 class TrainingJobs:
     """Runs `train.train` in a background thread, one run at a time."""
 
-    def __init__(self, runs_dir: str | Path, device: str = "cpu", hosted: bool = False):
+    def __init__(self, runs_dir: str | Path, device: str = "cpu", hosted: bool = False,
+                 max_minutes: float | None = None):
         """hosted: runs are private to the session (owner) that started them: only it lists, resumes
-        and stops them."""
+        and stops them. max_minutes: every run (and every resumption) ends after this much wall time."""
         self.runs_dir, self.device, self.hosted = Path(runs_dir), device, hosted
+        self.max_minutes = max_minutes
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -146,7 +148,8 @@ class TrainingJobs:
         run_dir = self.runs_dir / run_name
         if (run_dir / CHECKPOINT_NAME).exists():
             raise ValueError(f"a run named '{run_name}' exists already: resume it or choose another name")
-        cfg = replace(cfg, output_dir=str(run_dir), resume=False, progress=False, device=self.device)
+        cfg = replace(cfg, output_dir=str(run_dir), resume=False, progress=False, device=self.device,
+                      max_minutes=self._budget(cfg.max_minutes))
         cfg.net()  # invalid preset / size combinations fail here, before anything is written
         return self._launch(cfg, run_name, owner, data_note, rows=[])
 
@@ -161,9 +164,15 @@ class TrainingJobs:
         done = rows[-1]["step"] if rows else 0
         if max_steps <= done:
             raise ValueError(f"run '{run_name}' has done {done} steps already: set Steps above {done} to continue")
-        cfg = replace(self.run_config(run_name), max_steps=int(max_steps), resume=True, progress=False,
-                      output_dir=str(run_dir), device=self.device)
+        saved = self.run_config(run_name)
+        cfg = replace(saved, max_steps=int(max_steps), resume=True, progress=False, output_dir=str(run_dir),
+                      device=self.device, max_minutes=self._budget(saved.max_minutes))
         return self._launch(cfg, run_name, owner, None, rows=rows)
+
+    def _budget(self, minutes: float | None) -> float | None:
+        """A run's wall-time budget under this server's cap."""
+        caps = [m for m in (minutes, self.max_minutes) if m is not None]
+        return min(caps) if caps else None
 
     def stop(self, owner: str | None = None) -> JobSnapshot:
         """Ask the running training to stop after its current step (it checkpoints and exports)."""

@@ -34,7 +34,7 @@ class Studio:
         compute.use_one_thread()  # requests arrive on many threads; tensor work runs on one (compute.py)
         s = self.settings
         self.catalog = ModelCatalog(s.weights_dir, s.runs_dir, s.device, s.precision, max_upload_px=s.max_model_px)
-        self.jobs = TrainingJobs(s.runs_dir, s.device, hosted=s.hosted)
+        self.jobs = TrainingJobs(s.runs_dir, s.device, hosted=s.hosted, max_minutes=s.max_train_minutes)
         for folder in (s.runs_dir, s.dataset_dir, s.output_dir):
             folder.mkdir(parents=True, exist_ok=True)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from retree_core.precision import DEFAULT as PRECISION, PRECISIONS, resolve as resolve_precision
-from retree_core.config import MAX_IMAGE_PX
+from retree_core.config import MAX_IMAGE_PX, PRESETS
 from retree_core.weights import WEIGHTS_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +48,9 @@ class StudioSettings:
     max_zip_unpacked_mb: int = 2048  # a dataset zip, unpacked
     max_zip_members: int = 10_000
     max_train_steps: int = 1_000_000
+    max_train_minutes: float | None = None  # wall time of one training (hosted: forced, so the slot is released)
+    max_train_pixels: int = 64 * 512 * 512  # batch x crop (or image) pixels of one training step: its memory
+    train_presets: tuple[str, ...] = tuple(PRESETS)  # the network sizes the Train tab accepts
     max_synth_pairs: int = 200
     max_sample_steps: int = 1000
     max_model_px: int = MAX_IMAGE_PX  # image size an uploaded model may declare (its memory grows with it)
@@ -67,6 +70,9 @@ class StudioSettings:
         self.max_upload_mb = min(self.max_upload_mb, 100)
         self.max_zip_unpacked_mb = min(self.max_zip_unpacked_mb, 1024)
         self.max_train_steps = min(self.max_train_steps, 5000)
+        self.max_train_minutes = min(self.max_train_minutes or 30.0, 30.0)
+        self.max_train_pixels = min(self.max_train_pixels, 8 * 256 * 256)
+        self.train_presets = tuple(p for p in self.train_presets if p != "paper")  # 22 M parameters: too big
         self.max_synth_pairs = min(self.max_synth_pairs, 32)
         self.max_sample_steps = min(self.max_sample_steps, 250)
         self.max_model_px = min(self.max_model_px, 512)

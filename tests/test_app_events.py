@@ -635,3 +635,19 @@ def test_a_failed_trainings_message_names_no_server_folder(tmp_path, tiny_weight
     assert handlers.studio.jobs.wait(30)
     job = handlers.studio.jobs.snapshot()
     assert job.state == "failed" and "img_3.png: unreadable" in job.message and str(tmp_path) not in job.message
+
+
+def test_hosted_trainings_fit_a_compute_budget(tmp_path, tiny_weights):
+    import json
+
+    hosted = ui.Handlers(Studio(settings(tmp_path, tiny_weights.parent).make_hosted()))
+    with pytest.raises(gr.Error, match="preset paper is not offered on this server"):
+        hosted.train_start(*start_args(preset="paper", steps=2), request=REQUEST)
+    with pytest.raises(gr.Error, match="batch size 256 of 512 px images is 67,108,864 pixels a step"):
+        hosted.train_start(*start_args(batch=256, size=512, steps=2), request=REQUEST)
+    hosted.train_start(*start_args(steps=2, name="budgeted"), request=REQUEST)
+    assert hosted.studio.jobs.wait(60)
+    saved = json.loads((tmp_path / "runs" / "budgeted" / "run.json").read_text())["train"]
+    assert saved["max_minutes"] == hosted.settings.max_train_minutes == 30.0  # the slot is always released
+    local = ui.Handlers(Studio(settings(tmp_path / "local", tiny_weights.parent)))
+    assert local._train_cfg("concat", "paper", 64, 4, 2, 1e-3, 5, None).max_minutes is None

@@ -29,14 +29,22 @@ class TrainHandlers(HandlersBase):
             raise ValueError(f"role must be {', '.join(TRAIN_ROLES)}, got {role!r}")
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}")
+        if preset not in self.settings.train_presets:
+            raise ValueError(f"preset {preset} is not offered on this server; use "
+                             f"{', '.join(self.settings.train_presets)}")
         steps = whole_number(steps, "steps", 1, self.settings.max_train_steps)
         every = whole_number(sample_every, "sample every", 1, 1_000_000)
         procedural = bounded_number(procedural, "procedural share", 0, 1) if role == "vessel" else 0.0
         soft_tree = bounded_number(soft_tree, "soft tree target", 0, 64) if role == "vessel" else 0.0
         size = whole_number(size, "image size", 8, 1024)
         crop = SEGMENT_CROP_PX if role == "segment" and size > SEGMENT_CROP_PX else None  # patch training
+        batch = whole_number(batch, "batch size", 1, 256)
+        pixels = batch * (crop or size) ** 2
+        if pixels > self.settings.max_train_pixels:
+            raise ValueError(f"batch size {batch} of {crop or size} px images is {pixels:,} pixels a step, more "
+                             f"than the {self.settings.max_train_pixels:,} this server allows: lower either")
         return TrainConfig(mode=role, preset=preset, data_root=data_root, image_size=size, crop_px=crop,
-                           batch_size=whole_number(batch, "batch size", 1, 256),
+                           batch_size=batch, max_minutes=self.settings.max_train_minutes,
                            max_steps=steps, lr=bounded_number(lr, "learning rate", 1e-7, 1e-1),
                            sample_interval=every, checkpoint_interval=max(1, min(every, 250)),
                            procedural_fraction=procedural, soft_tree_px=soft_tree)
@@ -147,7 +155,7 @@ def train_tab(h: TrainHandlers, s: StudioSettings) -> dict:
             folder = gr.Textbox(label="Dataset folder(s) on this machine (separate several with ;)",
                                 placeholder="/data/DRIVE/training", visible=False)
             with gr.Row():
-                preset = gr.Radio(list(PRESETS), value=d.preset, label="Preset", elem_id="rt-train-preset",
+                preset = gr.Radio(list(s.train_presets), value=d.preset, label="Preset", elem_id="rt-train-preset",
                                   info="lean: fast on CPU · paper: original widths · tiny: for tests")
                 size = gr.Radio(IMAGE_SIZES, value=d.image_size, label="Image size (px)", elem_id="rt-train-size")
             with gr.Row():
