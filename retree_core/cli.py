@@ -3,53 +3,40 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from .config import MAX_GUIDANCE, MAX_SEED, PRECISION_HELP, PRECISIONS, SampleConfig, TrainConfig
+from .config import (MAX_GUIDANCE, MAX_SEED, PRECISION_HELP, PRECISIONS, SampleConfig, TrainConfig, bounded_number,
+                     whole_number)
 from .data.imageio import IMAGE_SUFFIXES
 from .pipeline import TREE_TRIES
 from .precision import DEFAULT as PRECISION_DEFAULT
 from .samplers import SAMPLERS
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def whole_in(low: int, high: int | None):
-    """An argparse type: a whole number from `low` to `high` (None: at least `low`)."""
+def whole_in(low: int, high: int | None = None):
+    """An argparse type: a whole number from `low` to `high` (None: at least `low`), by config.whole_number."""
     def parse(text: str) -> int:
         try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-        if high is None and value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        if high is not None and not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be a whole number from {low} to {high}, got {value}")
-        return value
+            return whole_number(int(text) if text.lstrip("+-").isdigit() else text, "", low, high)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
     return parse
 
 
 def number_in(low: float, high: float, low_open: bool = False):
-    """An argparse type: a finite number from `low` (excluded when `low_open`) to `high`."""
+    """An argparse type: a finite number from `low` (excluded when `low_open`) to `high`, by config.bounded_number."""
     def parse(text: str) -> float:
         try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-        if not (math.isfinite(value) and (low < value if low_open else low <= value) and value <= high):
-            span = f"above {low:g} and at most {high:g}" if low_open else f"from {low:g} to {high:g}"
-            raise argparse.ArgumentTypeError(f"must be a number {span}, got {text}")
-        return value
+            return bounded_number(text, "", low, high, low_open)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
     return parse
+
+
+positive_int = whole_in(1)
 
 
 def device_name(text: str) -> str:

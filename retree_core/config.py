@@ -191,6 +191,38 @@ class SampleConfig:
         return dataclasses.replace(self, guidance=float(recommended if self.guidance is None else self.guidance))
 
 
+def _number(value: Any, name: str, kind: str) -> float:
+    if isinstance(value, bool):  # float(True) is 1.0, but a yes/no is no count
+        raise ValueError(f"{name} must be a {kind}, got {value!r}".strip())
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a {kind}, got {value!r}".strip()) from None
+
+
+def whole_number(value: Any, name: str, low: int, high: int | None = None) -> int:
+    """`value` (a number or its text) as an int from `low` to `high` (None: no upper bound), or a ValueError
+    naming the option: the one check of whole-number options, for the command line and the app."""
+    number = _number(value, name, "whole number")
+    if not math.isfinite(number) or number != int(number):
+        raise ValueError(f"{name} must be a whole number, got {value!r}".strip())
+    if high is None and number < low:
+        raise ValueError(f"{name} must be at least {low}, got {value!r}".strip())
+    if high is not None and not low <= number <= high:
+        raise ValueError(f"{name} must be a whole number from {low} to {high}, got {value!r}".strip())
+    return int(number)
+
+
+def bounded_number(value: Any, name: str, low: float, high: float, low_open: bool = False) -> float:
+    """`value` as a finite float from `low` (excluded when `low_open`) to `high`, or a ValueError naming
+    the option: the one check of number options, for the command line and the app."""
+    number = _number(value, name, "number")
+    if not (math.isfinite(number) and (low < number if low_open else low <= number) and number <= high):
+        span = f"above {low:g} and at most {high:g}" if low_open else f"from {low:g} to {high:g}"
+        raise ValueError(f"{name} must be a number {span}, got {value!r}".strip())
+    return number
+
+
 def _whole(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -357,4 +389,5 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
 
 
 __all__ = ["ROLES", "NetConfig", "PRESETS", "net_config", "DiffusionConfig", "SampleConfig", "SAMPLER_LABELS",
-           "MAX_GUIDANCE", "DEFAULT_GUIDANCE", "MAX_SEED", "TrainConfig", "to_dict", "from_dict"]
+           "MAX_GUIDANCE", "DEFAULT_GUIDANCE", "MAX_SEED", "TrainConfig", "to_dict", "from_dict", "whole_number",
+           "bounded_number"]

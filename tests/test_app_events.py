@@ -343,10 +343,10 @@ def test_training_refuses_bad_data_and_options(handlers, tmp_path):
         handlers.train_start(*start_args(preset="paper", size=20), request=REQUEST)
     with pytest.raises(gr.Error, match="upload a dataset zip"):
         handlers.train_start(*start_args(source="zip"), request=REQUEST)
-    with pytest.raises(gr.Error, match="procedural share must be between 0 and 1"):
+    with pytest.raises(gr.Error, match="procedural share must be a number from 0 to 1"):
         handlers.train_start(*start_args(role="vessel"), 1.5, request=REQUEST)
     assert not handlers.studio.jobs.snapshot().busy
-    with pytest.raises(gr.Error, match="soft tree target must be between 0 and 64"):
+    with pytest.raises(gr.Error, match="soft tree target must be a number from 0 to 64"):
         handlers.train_start(*start_args(role="vessel"), 0.5, None, 0.5, None, -1, request=REQUEST)
     assert not handlers.studio.jobs.snapshot().busy
     vessel = handlers._train_cfg("vessel", "tiny", 16, 2, 10, 1e-3, 5, None, 0.5, 1.5)
