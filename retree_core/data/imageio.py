@@ -106,7 +106,7 @@ def to_unit(arr: np.ndarray) -> np.ndarray:
     return arr / full_scale
 
 
-def to_uint8(arr: np.ndarray) -> np.ndarray:
+def _rescaled_uint8(arr: np.ndarray) -> np.ndarray:
     """Any numeric image array as uint8 (16-bit and float data rescaled)."""
     if arr.dtype == np.uint8:
         return arr
@@ -127,7 +127,7 @@ def _as_rgb(arr: np.ndarray) -> np.ndarray:
 
 def read_rgb(path: str | Path) -> np.ndarray:
     """Read a photograph as uint8 HxWx3 RGB, whatever its mode (grey, palette, RGBA, 16 bit, CMYK)."""
-    return np.ascontiguousarray(_as_rgb(to_uint8(_open(path))))
+    return np.ascontiguousarray(_as_rgb(_rescaled_uint8(_open(path))))
 
 
 def binarize_mask(arr: np.ndarray) -> np.ndarray:
