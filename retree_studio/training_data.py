@@ -23,6 +23,12 @@ EMBEDDED_NOTE = "embedded example (scikit-image retina photograph, CC0, with a r
 class TrainingData:
     roots: list[str] | None  # None: the embedded example
     note: str  # what it is, for people and for run.json
+    unpacked: Path | None = None  # the folder a zip was unpacked into: the caller removes it when done
+
+    def remove(self) -> None:
+        """Delete what was unpacked for this dataset (after an evaluation, or a run that did not start)."""
+        if self.unpacked is not None:
+            shutil.rmtree(self.unpacked, ignore_errors=True)
 
 
 def training_data(source: str, zip_path: str | None, folders: str | None, unpack_dir: Path,
@@ -46,7 +52,7 @@ def training_data(source: str, zip_path: str | None, folders: str | None, unpack
             shutil.rmtree(dest, ignore_errors=True)
             nested = "\n(zips inside the zip are not unpacked: zip the dataset folder itself)" if inner else ""
             raise DataError(str(exc).replace(str(dest), name) + nested) from None
-        return TrainingData([str(root)], f"uploaded zip {name} ({count} pairs)")
+        return TrainingData([str(root)], f"uploaded zip {name} ({count} pairs)", dest)
     if source == "folder":
         if hosted:
             raise ValueError("folder paths on the server are not accepted here; upload a zip instead")

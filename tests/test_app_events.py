@@ -368,6 +368,15 @@ def test_training_from_an_uploaded_zip(handlers, tmp_path):
     assert handlers.studio.jobs.wait(60)
     job = handlers.studio.jobs.snapshot()
     assert job.state == "finished", job.message
+    unpacked = handlers.settings.dataset_dir
+    kept = sorted(unpacked.iterdir())
+    assert len(kept) == 1  # the run's data stays for Resume
+    with pytest.raises(gr.Error, match="exists already"):  # a start that fails leaves nothing unpacked
+        handlers.train_start(*start_args(source="zip", zip_path=str(archive), steps=2, name="zip_run"), request=REQUEST)
+    assert sorted(unpacked.iterdir()) == kept
+    outputs = list(handlers.evaluate("segmenter", "classical", "concat", "zip", str(archive), None, "all", 2, 2,
+                                     REQUEST))
+    assert "f1" in outputs[-1][0] and sorted(unpacked.iterdir()) == kept  # an evaluation's copy is removed
 
 
 def test_segmenter_training_mixes_synthetic_pairs_starts_from_a_segmenter_and_is_evaluated(tmp_path, full_weights):

@@ -14,21 +14,20 @@ from retree_core.segmentation import LearnedSegmenter
 
 from ..options import whole_number
 from ..settings import StudioSettings
-from ..training_data import embedded_folder
+from ..training_data import TrainingData, embedded_folder
 from .common import MODES, PRIVATE, HandlersBase, dataset_sources, session_of, show_dataset_inputs, ui_errors
 
 
 class EvaluateHandlers(HandlersBase):
     """Event functions of the Evaluate tab."""
 
-    def _eval_roots(self, source, zip_path, folder, split) -> tuple[list[str], str, str]:
-        """(data roots, split, note) of an evaluation dataset; the embedded example becomes a one-pair folder."""
-        st = self.settings
+    def _eval_data(self, source, zip_path, folder, split) -> tuple[TrainingData, str]:
+        """(the dataset, the split) of an evaluation; the embedded example becomes a one-pair folder."""
         if source == "embedded":
-            root = embedded_folder(st.dataset_dir / "embedded_example")
-            return [str(root)], "all", "the embedded example (its mask is the classical filter's, not an annotation)"
-        data = self._training_data(source, zip_path, folder)
-        return data.roots, split, data.note
+            root = embedded_folder(self.settings.dataset_dir / "embedded_example")
+            return TrainingData([str(root)], "the embedded example (its mask is the classical filter's, not an "
+                                             "annotation)"), "all"
+        return self._training_data(source, zip_path, folder), split
 
     @ui_errors
     def evaluate(self, kind, segmenter_choice, role, source, zip_path, folder, split, num, steps,
@@ -50,15 +49,19 @@ class EvaluateHandlers(HandlersBase):
         else:
             entry = self._segmenter_entry(segmenter_choice, session)
             segmenter = LearnedSegmenter.from_file(self.studio.catalog.load(entry.path, "segment"), entry.path)
-        roots, split, note = self._eval_roots(source, zip_path, folder, split)
-        yield f"Evaluating on {note}…", None, None, None
-        if kind == "segmenter":
-            report = evaluate_segmenter(segmenter, roots, split)
-        else:
-            pipe = self._pipeline(self._model(role, None, None, session))  # scored as the app shows it
-            sample = SampleConfig(steps=whole_number(steps, "steps", 1, self.settings.max_sample_steps))
-            options = GenerationOptions(sample, whole_number(num, "number of images", 1, self.settings.max_synth_pairs))
-            report = compute.run(evaluate_generator, pipe, roots, segmenter, split, options)
+        data, split = self._eval_data(source, zip_path, folder, split)
+        try:  # an uploaded zip is unpacked for this evaluation only
+            yield f"Evaluating on {data.note}…", None, None, None
+            if kind == "segmenter":
+                report = evaluate_segmenter(segmenter, data.roots, split)
+            else:
+                pipe = self._pipeline(self._model(role, None, None, session))  # scored as the app shows it
+                sample = SampleConfig(steps=whole_number(steps, "steps", 1, self.settings.max_sample_steps))
+                options = GenerationOptions(sample, whole_number(num, "number of images", 1,
+                                                                 self.settings.max_synth_pairs))
+                report = compute.run(evaluate_generator, pipe, data.roots, segmenter, split, options)
+        finally:
+            data.remove()
         folder_out = self.studio.session_dir(session) / f"evaluate_{kind}_{time.strftime('%H%M%S')}"
         files = [str(p) for p in report.save(folder_out)]
         mean = report.mean()

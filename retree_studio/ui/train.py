@@ -68,19 +68,21 @@ class TrainHandlers(HandlersBase):
         if synth_zip and role == "segment" and share == 0:
             raise ValueError("the synthetic share is 0: raise it, or remove the synthetic pairs zip")
         data, synthetic = self._training_data(source, zip_path, folder), None
-        if share:
-            synthetic = self._training_data("zip", synth_zip, None)
-            cfg.synthetic_root, cfg.synthetic_fraction = synthetic.roots, share
-        cfg.data_root = data.roots
-        note = data.note if synthetic is None else (
-            f"{data.note} and {synthetic.note} ({share:.0%} of the crops)" if share < 1 else synthetic.note)
-        jobs.start(cfg, name, owner=session, data_note=note)
+        try:
+            if share:
+                synthetic = self._training_data("zip", synth_zip, None)
+                cfg.synthetic_root, cfg.synthetic_fraction = synthetic.roots, share
+            cfg.data_root = data.roots
+            note = data.note if synthetic is None else (
+                f"{data.note} and {synthetic.note} ({share:.0%} of the crops)" if share < 1 else synthetic.note)
+            jobs.start(cfg, name, owner=session, data_note=note)
+        except Exception:  # nothing started: nothing unpacked for it stays
+            data.remove()
+            if synthetic is not None:
+                synthetic.remove()
+            raise
         gr.Info(f"Training '{name}' started on the {note}.")
         return (*self.train_poll(None, request)[:-1], gr.Timer(active=True))
-
-
-
-
 
     def train_role(self, role: str, start_from: str | None, request: gr.Request | None = None):
         """What the role changes in the Train tab: the vessel model's options, the segmenter's options,
