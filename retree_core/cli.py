@@ -8,6 +8,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from . import __version__, weights
 from .config import (MAX_GUIDANCE, MAX_SEED, PRECISION_HELP, PRECISIONS, SampleConfig, TrainConfig, bounded_number,
                      whole_number)
 from .data.imageio import IMAGE_SUFFIXES
@@ -87,7 +88,13 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m retree_core", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m retree_core", description=__doc__,
+                                     epilog="Installed, the same commands are `retree train|generate|export|evaluate`, "
+                                            "and `retree app` starts the web app.")
+    parser.add_argument("--version", action="version", version=f"retree {__version__}")
+    parser.add_argument("--weights_dir", default=None, metavar="DIR",
+                        help="where models are found by name (default: $RETREE_WEIGHTS_DIR, else the "
+                             "repository's weights/)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a vessel, concat, spade, segment or sr model")
@@ -162,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_train(args: argparse.Namespace) -> None:
     from .train import train
 
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k != "command"})
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k not in ("command", "weights_dir")})
     print(f"checkpoint: {train(cfg)}")
 
 
@@ -265,6 +272,8 @@ def run_evaluate(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.weights_dir:
+        weights.WEIGHTS_DIR = Path(args.weights_dir)
     try:
         {"train": run_train, "generate": run_generate, "export": run_export,
          "evaluate": run_evaluate}[args.command](args)

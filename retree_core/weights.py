@@ -6,6 +6,7 @@ checkpoint also loads directly (its EMA weights), and converts with `export_weig
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from .config import (DEFAULT_GUIDANCE, MAX_ATTENTION_TOKENS, MAX_GUIDANCE, MAX_I
                      NetConfig, from_dict)
 from .nets import ReTreeUNet, build_net
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+# where models are found by name: $RETREE_WEIGHTS_DIR (an installed package), else the repository's weights/
+WEIGHTS_DIR = Path(os.environ.get("RETREE_WEIGHTS_DIR") or Path(__file__).resolve().parent.parent / "weights")
 
 
 @dataclass

@@ -1,0 +1,29 @@
+"""The `retree` console command: the engine's commands, --version, the weights folder, and `retree app`."""
+import pytest
+
+from retree_core import __version__
+from retree_studio.command import main
+
+
+def test_version_and_the_engine_commands(capsys, tmp_path):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"retree {__version__}"
+    assert main(["--weights_dir", str(tmp_path), "generate", "--masks", str(tmp_path), "--output_dir",
+                 str(tmp_path / "out")]) == 2
+    assert f"no model named 'concat' in {tmp_path}" in capsys.readouterr().err  # models found in --weights_dir
+
+
+def test_app_without_gradio_says_what_to_install(monkeypatch, capsys):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_gradio(name, *args, **kwargs):
+        if name == "gradio" or name.endswith("ui"):
+            raise ImportError("No module named 'gradio'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_gradio)
+    assert main(["app", "--help"]) == 1
+    assert "pip install 'retree-studio[app]'" in capsys.readouterr().err
