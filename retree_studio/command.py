@@ -1,4 +1,5 @@
-"""The `retree` console command: the engine's commands (retree_core.cli), and `retree app` for the web app."""
+"""The `retree` console command: the engine's commands (retree_core.cli), `retree app` for the web app and
+`retree deploy-space OWNER/NAME` (deploy.py)."""
 from __future__ import annotations
 
 import sys
@@ -8,6 +9,10 @@ from retree_core.cli import main as engine_main
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["deploy-space"]:
+        from .deploy import main as deploy_main
+
+        return deploy_main(argv[1:])
     if argv[:1] == ["app"]:
         try:
             from .ui import main as app_main  # gradio is imported only for the app

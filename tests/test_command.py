@@ -27,3 +27,18 @@ def test_app_without_gradio_says_what_to_install(monkeypatch, capsys):
     monkeypatch.setattr(builtins, "__import__", no_gradio)
     assert main(["app", "--help"]) == 1
     assert "pip install 'retree-studio[app]'" in capsys.readouterr().err
+
+
+def test_deploy_space_dry_run_lists_what_a_space_needs_and_how_it_is_sent(capsys):
+    assert main(["deploy-space", "someone/retree", "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    listed = {line.split()[-1]: line for line in lines[:-1]}
+    assert {"app.py", "README.md", "LICENSE", "requirements.txt", "retree_core/pipeline.py",
+            "retree_studio/ui/app.py", "weights/README.md"} <= set(listed)
+    assert all("large-file" in line for name, line in listed.items() if name.endswith(".safetensors"))
+    assert any(name.endswith(".safetensors") for name in listed)
+    assert "regular" in listed["app.py"]
+    assert not any(name.startswith(("tests/", "bench/", "docs/", "runs/")) or "__pycache__" in name for name in listed)
+    assert lines[-1].endswith("https://huggingface.co/spaces/someone/retree")
+    with pytest.raises(SystemExit):
+        main(["deploy-space", "no-owner", "--dry-run"])
