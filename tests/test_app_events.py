@@ -660,3 +660,8 @@ def test_hosted_trainings_fit_a_compute_budget(tmp_path, tiny_weights):
     assert saved["max_minutes"] == hosted.settings.max_train_minutes == 30.0  # the slot is always released
     local = ui.Handlers(Studio(settings(tmp_path / "local", tiny_weights.parent)))
     assert local._train_cfg("concat", "paper", 64, 4, 2, 1e-3, 5, None).max_minutes is None
+
+
+def test_the_events_that_run_networks_ask_for_a_zerogpu_gpu_where_spaces_exists():
+    for name in ("run", "compare", "dream", "api_generate", "evaluate"):
+        assert getattr(getattr(ui.Handlers, name), "on_gpu", False), name  # spaces.GPU there, a no-op here

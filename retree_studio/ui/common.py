@@ -68,6 +68,19 @@ def ui_errors(fn):
     return plain
 
 
+def on_gpu(fn):
+    """Run `fn` on a ZeroGPU Space's GPU (`spaces.GPU`) where the `spaces` package is importable; as it is
+    elsewhere. Applied to the events that run the networks: generation, comparison, dreaming, evaluation."""
+    try:
+        import spaces
+    except ImportError:
+        fn.on_gpu = True
+        return fn
+    wrapped = spaces.GPU(fn)
+    wrapped.on_gpu = True
+    return wrapped
+
+
 def session_of(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "local"
 
@@ -252,5 +265,5 @@ CSS = """
 
 
 __all__ = ["CSS", "EXAMPLES_DIR", "HandlersBase", "MODES", "PRIVATE", "QUIET", "SAMPLERS", "aperture_box",
-           "dataset_sources", "for_display", "legend_html", "no_model_message", "progress_html", "readable",
+           "dataset_sources", "for_display", "on_gpu", "legend_html", "no_model_message", "progress_html", "readable",
            "session_of", "show_dataset_inputs", "super_res_box", "ui_errors"]

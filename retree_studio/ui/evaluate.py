@@ -15,7 +15,8 @@ from retree_core.segmentation import LearnedSegmenter
 from ..options import whole_number
 from ..settings import StudioSettings
 from ..training_data import TrainingData, embedded_folder
-from .common import MODES, PRIVATE, HandlersBase, dataset_sources, session_of, show_dataset_inputs, ui_errors
+from .common import (MODES, PRIVATE, HandlersBase, dataset_sources, on_gpu, session_of, show_dataset_inputs,
+                     ui_errors)
 
 
 class EvaluateHandlers(HandlersBase):
@@ -29,6 +30,7 @@ class EvaluateHandlers(HandlersBase):
                                              "annotation)"), "all"
         return self._training_data(source, zip_path, folder), split
 
+    @on_gpu
     @ui_errors
     def evaluate(self, kind, segmenter_choice, role, source, zip_path, folder, split, num, steps,
                  request: gr.Request | None = None):

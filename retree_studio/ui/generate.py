@@ -23,7 +23,7 @@ from ..options import bounded_number, whole_number
 from ..settings import StudioSettings
 from .common import (
     EXAMPLES_DIR, MODES, PRIVATE, QUIET, SAMPLERS, HandlersBase, aperture_box, for_display, legend_html,
-    no_model_message, progress_html, readable, session_of, super_res_box, ui_errors,
+    no_model_message, on_gpu, progress_html, readable, session_of, super_res_box, ui_errors,
 )
 
 FRAME_INTERVAL_S = 0.1  # at most 10 live frames a second: encoding and sending each one costs CPU
@@ -95,6 +95,7 @@ class GenerateHandlers(HandlersBase):
     def random_seed(self) -> int:
         return random.randrange(1_000_000)
 
+    @on_gpu
     @ui_errors
     def dream(self, seed, request: gr.Request | None = None, progress=gr.Progress()):
         session = session_of(request)
@@ -113,6 +114,7 @@ class GenerateHandlers(HandlersBase):
                        "Try another seed, or use a random tree.")
         return LoadedMask.from_mask(tree, f"dreamt tree ({note})")
 
+    @on_gpu
     @ui_errors
     def run(self, source, drawn, loaded, role, label, custom, sampler, steps, guidance, seed, super_res=True,
             aperture=True, request: gr.Request | None = None):
@@ -155,6 +157,7 @@ class GenerateHandlers(HandlersBase):
         self.studio.stops.stop(session_of(request))
         gr.Info("Stopping at the next step…", duration=2)
 
+    @on_gpu
     @ui_errors
     def compare(self, source, drawn, loaded, sampler, steps, guidance, seed, super_res=True, aperture=True,
                 request: gr.Request | None = None):
@@ -190,6 +193,7 @@ class GenerateHandlers(HandlersBase):
                     status = " · ".join(notes)
                 yield images["concat"], images["spade"], status
 
+    @on_gpu
     @ui_errors
     def api_generate(self, mask_file, mode="concat", sampler=SampleConfig.sampler, steps=SampleConfig.steps,
                      guidance=SampleConfig.guidance, seed=SampleConfig.seed,
