@@ -272,7 +272,8 @@ def run_evaluate(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.weights_dir:
+    shipped = weights.WEIGHTS_DIR
+    if args.weights_dir:  # for this command only (main may be called again in the same process)
         weights.WEIGHTS_DIR = Path(args.weights_dir)
     try:
         {"train": run_train, "generate": run_generate, "export": run_export,
@@ -283,4 +284,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        weights.WEIGHTS_DIR = shipped
     return 0

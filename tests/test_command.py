@@ -12,6 +12,9 @@ def test_version_and_the_engine_commands(capsys, tmp_path):
     assert main(["--weights_dir", str(tmp_path), "generate", "--masks", str(tmp_path), "--output_dir",
                  str(tmp_path / "out")]) == 2
     assert f"no model named 'concat' in {tmp_path}" in capsys.readouterr().err  # models found in --weights_dir
+    from retree_core import weights
+
+    assert weights.WEIGHTS_DIR != tmp_path  # for that command only
 
 
 def test_app_without_gradio_says_what_to_install(monkeypatch, capsys):
