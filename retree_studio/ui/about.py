@@ -37,13 +37,13 @@ samplers, and `lean` network presets that run on a 2-core CPU (256 px images den
 python -m venv .venv && . .venv/bin/activate
 pip install -r requirements.txt
 python app.py                       # http://127.0.0.1:7860
-python app.py --help                # --port, --weights-dir, --runs-dir, --share, --device
+python app.py --help                # --port, --weights-dir, --runs-dir, --share, --device, --precision
 ```
 Use it from Python with `gradio_client`:
 ```python
 from gradio_client import Client, handle_file
 client = Client("http://127.0.0.1:7860/")
-image_path = client.predict(handle_file("assets/masks/left_eye_seed1.png"), "concat", "dpmpp", 20, 1.0, 0,
+image_path = client.predict(handle_file("assets/masks/left_eye_seed1.png"), "concat", "dpmpp", 20, None, 0,  # None: the recommended guidance
                             api_name="/generate")
 ```
 """
