@@ -12,7 +12,7 @@ import csv
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -206,13 +206,14 @@ def mask_fidelity(segmenter: Segmenter, image_rgb: np.ndarray, mask: np.ndarray,
 
 def evaluate_generator(pipe: FundusPipeline, data_roots: Sequence[str | Path], segmenter: Segmenter,
                        split: str = "val", options: GenerationOptions | None = None,
-                       progress: bool = False) -> Report:
+                       progress: bool = False, should_stop: Callable[[], bool] | None = None) -> Report:
     """Mask fidelity per image and KID (FID with enough images) of a fundus pipeline on a split.
 
     Masks, FOVs and real images come from the dataset at the pipeline's output size, framed as in
     training (square around the FOV, no augmentation). Image i is generated from mask i with seed + i;
     KID compares the generated images with all real images of the split. The report's picture is a
-    mask | generated | real grid.
+    mask | generated | real grid. `should_stop`, asked between batches, ends the generation early: the
+    report then scores the images made so far.
     """
     options = options or GenerationOptions()
     inception_path()  # fail before any sampling if the Inception weights are missing
@@ -223,15 +224,20 @@ def evaluate_generator(pipe: FundusPipeline, data_roots: Sequence[str | Path], s
     real = to_uint8(torch.stack([item["image"] for item in items]))
     masks = np.stack([item["mask"][0].numpy() > 0 for item in items])
     fovs = np.stack([item["fov"][0].numpy() > 0.5 for item in items])
-    count = len(items) if options.num is None else min(options.num, len(items))
+    planned = len(items) if options.num is None else min(options.num, len(items))
 
     generated = []
-    for start in range(0, count, options.batch_size):
-        stop = min(start + options.batch_size, count)
+    for start in range(0, planned, options.batch_size):
+        if should_stop is not None and should_stop():
+            break
+        stop = min(start + options.batch_size, planned)
         generated.append(pipe(masks[start:stop], replace(sample, seed=sample.seed + start))[0])
         if progress:
-            print(f"  generated {stop}/{count}", flush=True)
+            print(f"  generated {stop}/{planned}", flush=True)
+    if not generated:
+        raise ValueError("the evaluation was stopped before its first image")
     generated = np.concatenate(generated)
+    count = len(generated)
 
     model = pipe.model
     settings = {"source": model.source, "role": model.net_cfg.role, "image_size_px": pipe.size_px,
@@ -269,6 +275,8 @@ def evaluate_generator(pipe: FundusPipeline, data_roots: Sequence[str | Path], s
     report.notes = [kid_note, str(fid_result) if fid_result is not None else
                     f"FID not reported: {count} generated and {len(real)} real images, "
                     f"fewer than {options.min_fid_images} per set"]
+    if count < planned:
+        report.notes.insert(0, f"stopped: {count} of {planned} images generated and scored")
     rows = [np.stack([mask_rgb(masks[i]), generated[i], real[i]]) for i in range(min(count, GRID_MAX_ROWS))]
     report.picture = grid(rows)
     report.arrays = {"mask": np.stack([mask_rgb(m) for m in masks[:count]]), "generated": generated,

@@ -7,6 +7,7 @@ ETA and the newest sample grid.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import statistics
@@ -27,6 +28,7 @@ from .options import readable
 BUSY_STATES = ("preparing", "running", "stopping")
 RATE_WINDOW = 50  # steps over which speed and ETA are measured
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+RUN_FOLDER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,71}$")  # a name and its session tag
 
 
 class TrainingBusy(RuntimeError):
@@ -140,11 +142,22 @@ class TrainingJobs:
         except (OSError, KeyError, ValueError, TypeError) as exc:
             raise ValueError(f"run '{name}' has no readable settings ({exc})") from None
 
+    def folder_name(self, name: str, owner: str | None) -> str:
+        """The folder of a run called `name`: hosted, with a tag of its session, so that one session's
+        names neither collide with nor reveal another's."""
+        tag = f"-{hashlib.sha256(str(owner).encode()).hexdigest()[:6]}" if self.hosted else ""
+        if tag and name.endswith(tag) and RUN_FOLDER.match(name):
+            return name
+        if not RUN_NAME.match(name or ""):
+            raise ValueError("run name: use 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit")
+        return name + tag
+
     # --- control -------------------------------------------------------------------------------
     def start(self, cfg: TrainConfig, run_name: str, owner: str | None = None, data_note: str = "") -> JobSnapshot:
-        """Start a new run in `runs_dir/run_name`; raises TrainingBusy, or ValueError for bad options."""
-        if not RUN_NAME.match(run_name or ""):
-            raise ValueError("run name: use 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit")
+        """Start a new run in `runs_dir/run_name` (a `folder_name`); raises TrainingBusy, or ValueError for
+        bad options."""
+        if self.folder_name(run_name, owner) != run_name:
+            raise ValueError(f"run name {run_name!r} is not a run folder of this session")
         run_dir = self.runs_dir / run_name
         if (run_dir / CHECKPOINT_NAME).exists():
             raise ValueError(f"a run named '{run_name}' exists already: resume it or choose another name")
@@ -185,6 +198,16 @@ class TrainingJobs:
             self._job.message = "stopping after the current step…"
             self._stop.set()
         return self.snapshot()
+
+    def release(self, owner: str | None) -> bool:
+        """Stop the running training if `owner` started it (its page was closed: nobody else may stop
+        it, so it would hold the only slot); True if one was asked to stop."""
+        with self._lock:
+            if self._job.state not in BUSY_STATES or self._job.owner != owner:
+                return False
+            self._job.state, self._job.message = "stopping", "stopping: the page that started it was closed…"
+            self._stop.set()
+        return True
 
     def wait(self, timeout_s: float | None = None) -> bool:
         """Block until the background run ends; True if it did (for tests and shutdown)."""

@@ -53,6 +53,14 @@ class StopSignals:
         event.set()
         return True
 
+    def stop_session(self, session: str) -> None:
+        """Stop everything a session runs (its keys: the session, or "session:what") and forget it."""
+        with self._lock:
+            keys = [k for k in self._events if k == session or k.startswith(f"{session}:")]
+            events = [self._events.pop(k) for k in keys]
+        for event in events:
+            event.set()
+
 
 
 class _Latest:

@@ -20,6 +20,8 @@ from retree_core import plausibility as plaus  # the filter's threshold is read 
 from retree_core.weights import LoadedModel
 
 CANVAS_PX = 512  # side of the sketch canvas; masks loaded into it are drawn at this size
+MAX_CANVAS_LAYERS = 8  # layers a canvas value may hold (the editor sends one)
+MAX_CANVAS_PIXELS = 4096 * 4096  # pixels of one canvas part (the editor sends 512 x 512)
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,9 @@ def _picture(value, part: str) -> np.ndarray:
     if arr.dtype.kind not in "biuf" or not channels_ok or arr.size == 0:
         raise DataError(f"Cannot read the canvas: its {part} is not a picture "
                         f"({arr.dtype.name} array of shape {arr.shape})")
+    if arr.ndim >= 2 and arr.shape[0] * arr.shape[1] > MAX_CANVAS_PIXELS:
+        raise DataError(f"Cannot read the canvas: its {part} is {arr.shape[1]}x{arr.shape[0]} px, more than the "
+                        f"{MAX_CANVAS_PIXELS:,} pixels a canvas part may have")
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise DataError(f"Cannot read the canvas: its {part} holds NaN or infinite values")
     return arr
@@ -88,8 +93,10 @@ def editor_image(value: dict | np.ndarray | None) -> np.ndarray | None:
         return _picture(value, "value")
     if value.get("composite") is not None:
         return _picture(value["composite"], "composite")
-    parts = [value.get("background")] + list(value.get("layers") or [])
-    parts = [_picture(p, "layer") for p in parts if p is not None]
+    layers = list(value.get("layers") or [])
+    if len(layers) > MAX_CANVAS_LAYERS:
+        raise DataError(f"Cannot read the canvas: it has {len(layers)} layers, more than {MAX_CANVAS_LAYERS}")
+    parts = [_picture(p, "layer") for p in [value.get("background"), *layers] if p is not None]
     if not parts:
         return None
     height_px, width_px = parts[0].shape[:2]

@@ -30,8 +30,8 @@ class StudioSettings:
     """Everything the app needs to know about its machine and its audience.
 
     hosted: a public deployment (a Space, or --share): no server folder paths are accepted, uploaded
-    models are read without unpickling, runs are listed only to the session that started them, and
-    the limits below are tighter.
+    models are read without unpickling, runs are listed only to the session that started them and
+    stopped when its page closes, and the limits below are tighter (the README's table).
     """
 
     weights_dir: Path = WEIGHTS_DIR
@@ -52,7 +52,11 @@ class StudioSettings:
     max_train_pixels: int = 64 * 512 * 512  # batch x crop (or image) pixels of one training step: its memory
     train_presets: tuple[str, ...] = tuple(PRESETS)  # the network sizes the Train tab accepts
     max_synth_pairs: int = 200
+    max_eval_images: int = 200  # generated images of one fundus-model evaluation
     max_sample_steps: int = 1000
+    max_waiting_per_session: int = 8  # heavy requests (generate, evaluate, train...) one session may queue
+    max_runs_mb: int | None = None  # disk for training runs: the oldest idle runs are removed beyond it
+    max_outputs_mb: int | None = None  # disk for downloads: the oldest sessions' files are removed beyond it
     max_model_px: int = MAX_IMAGE_PX  # image size an uploaded model may declare (its memory grows with it)
     warm_up: bool = True  # load the default model and run one step at start-up, so Run is fast
 
@@ -74,6 +78,10 @@ class StudioSettings:
         self.max_train_pixels = min(self.max_train_pixels, 8 * 256 * 256)
         self.train_presets = tuple(p for p in self.train_presets if p != "paper")  # 22 M parameters: too big
         self.max_synth_pairs = min(self.max_synth_pairs, 32)
+        self.max_eval_images = min(self.max_eval_images, 16)
+        self.max_waiting_per_session = min(self.max_waiting_per_session, 2)
+        self.max_runs_mb = min(self.max_runs_mb or 2048, 2048)
+        self.max_outputs_mb = min(self.max_outputs_mb or 1024, 1024)
         self.max_sample_steps = min(self.max_sample_steps, 250)
         self.max_model_px = min(self.max_model_px, 512)
         return self

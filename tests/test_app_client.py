@@ -1,6 +1,4 @@
 """The documented API: `gradio_client` calls /generate on a running app and gets the image back."""
-import contextlib
-import http.client
 import os
 import tempfile
 import urllib.error
@@ -11,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app_server import running_app
+from app_server import post_upload, running_app
 
 client_api = pytest.importorskip("gradio_client", reason="gradio_client is not installed")
 pytestmark = pytest.mark.timeout(180)
@@ -107,23 +105,5 @@ def test_result_files_are_not_listed(client, mask_png):
 
 def test_uploads_over_the_size_limit_are_refused(client):
     limit = 200 * 2**20  # StudioSettings.max_upload_mb, passed to gradio as max_file_size
-    host, port = client.src.split("//")[1].strip("/").split(":")
-    boundary = "retree-limit-test"
-    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="huge.png"\r\n'
-            "Content-Type: image/png\r\n\r\n").encode()
-    tail = f"\r\n--{boundary}--\r\n".encode()
-    size = limit + 2**20
-    connection = http.client.HTTPConnection(host, int(port), timeout=60)
-    connection.putrequest("POST", "/gradio_api/upload")
-    connection.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
-    connection.putheader("Content-Length", str(len(head) + size + len(tail)))
-    connection.endheaders()
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the server may stop reading early
-        connection.send(head)
-        chunk = bytes(2**20)
-        for _ in range(size // len(chunk)):
-            connection.send(chunk)
-        connection.send(tail)
-    response = connection.getresponse()
-    assert response.status == 413 and b"maximum allowed size" in response.read()
-    connection.close()
+    status, body = post_upload(client.src, limit + 2**20)
+    assert status == 413 and b"maximum allowed size" in body

@@ -12,7 +12,8 @@ from PIL import Image
 from retree_core import realism
 from retree_core.cli import main
 from retree_core.data import embedded_example, segment_vessels_classical
-from retree_core.evaluate import ClassicalSegmenter, mask_fidelity
+from retree_core.evaluate import ClassicalSegmenter, GenerationOptions, evaluate_generator, mask_fidelity
+from retree_core.pipeline import FundusPipeline
 from retree_core.metrics import METRIC_NAMES
 from retree_core.realism import InceptionUnavailable, fid, inception_features, kid, mmd2_unbiased
 
@@ -203,3 +204,18 @@ def test_inception_kid_of_identical_images_near_zero_and_of_noise_larger() -> No
     same, different = kid(features[:2], features[:2]), kid(features[:2], features[2:])
     # identical sets give -(2/m)(mean k(x, x) - mean k(x, x')), slightly negative for m = 2 images
     assert different.mean > 0.1 and abs(same.mean) < 0.2 * different.mean
+
+
+def test_an_evaluation_stops_between_batches_and_scores_what_it_made(seed_dataset, tiny_weights):
+    asked = []
+
+    def stop_after_first_batch() -> bool:
+        asked.append(1)
+        return len(asked) > 1
+
+    report = evaluate_generator(FundusPipeline.load(str(tiny_weights)), [str(seed_dataset)], ClassicalSegmenter(),
+                                "all", GenerationOptions(num=2, batch_size=1), should_stop=stop_after_first_batch)
+    assert len(report.rows) == 1 and report.notes[0] == "stopped: 1 of 2 images generated and scored"
+    with pytest.raises(ValueError, match="stopped before its first image"):
+        evaluate_generator(FundusPipeline.load(str(tiny_weights)), [str(seed_dataset)], ClassicalSegmenter(),
+                           "all", GenerationOptions(num=2), should_stop=lambda: True)

@@ -8,7 +8,7 @@ import gradio as gr
 from ..services import Studio
 from ..settings import StudioSettings, settings_from_args
 from .about import about_text
-from .common import CSS, QUIET
+from .common import CSS, QUIET, session_of
 from .evaluate import EvaluateHandlers, evaluate_tab
 from .generate import GenerateHandlers, generate_tab
 from .synthesise import SynthesiseHandlers, synth_tab
@@ -17,6 +17,14 @@ from .train import TrainHandlers, train_tab
 
 class Handlers(GenerateHandlers, TrainHandlers, SynthesiseHandlers, EvaluateHandlers):
     """The event functions of every tab, over one Studio."""
+
+    def leave(self, request: gr.Request | None = None) -> None:
+        """A page was closed: what it runs stops; hosted, its training too (no other page may stop it, so
+        it would hold the only training slot until its time ran out)."""
+        session = session_of(request)
+        self.studio.stops.stop_session(session)
+        if self.settings.hosted:
+            self.studio.jobs.release(session)
 
 
 def build_app(settings: StudioSettings | None = None, studio: Studio | None = None) -> gr.Blocks:
@@ -50,6 +58,8 @@ def build_app(settings: StudioSettings | None = None, studio: Studio | None = No
         demo.load(h.preview, [*g["mask_in"], g["mode"], g["model"]], [g["seen"], g["seen_note"]], **quiet)
         demo.load(h.train_on_load, None, t["timer"], **quiet)
         demo.load(h.train_runs, None, t["runs"], **quiet)
+        demo.unload(h.leave)
+    h.admission.blocks = demo
     demo.studio = studio  # for tests and the benchmark
     return demo
 

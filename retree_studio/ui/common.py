@@ -24,6 +24,7 @@ from ..services import Studio
 from ..settings import ROOT, StudioSettings
 from ..synthesis import write_single_pair
 from ..training_data import training_data
+from .admission import Admission
 
 log = logging.getLogger("retree_studio")
 EXAMPLES_DIR = ROOT / "assets" / "masks"
@@ -114,6 +115,11 @@ class HandlersBase:
         self.studio = studio
         self.settings: StudioSettings = studio.settings
         self.mask_limits = UploadLimits(self.settings.max_mask_mb * 2**20, self.settings.max_mask_pixels)
+        self.admission = Admission(self.settings.max_waiting_per_session)
+
+    def heavy(self, handler) -> dict:
+        """Event options of a request that runs networks or a training: admitted within the session's cap."""
+        return dict(validator=self.admission.guard(handler))
 
     def _entries(self, role: str, session: str):
         return self.studio.catalog.entries(role, session, self.settings.hosted)
@@ -193,9 +199,11 @@ class HandlersBase:
         png, pair = write_single_pair(self.studio.session_dir(session), stem, image, mask)
         return str(png), str(pair)
 
-    def _training_data(self, source, zip_path, folder):
+    def _training_data(self, source, zip_path, folder, unpack_dir: Path | None = None):
+        """A dataset choice resolved; a zip is unpacked under `unpack_dir` (a run's folder, so it goes
+        with the run), by default the app's dataset folder (the caller removes it when done)."""
         st = self.settings
-        return training_data(source, zip_path, folder, st.dataset_dir,
+        return training_data(source, zip_path, folder, unpack_dir or st.dataset_dir,
                              ZipLimits(st.max_zip_members, st.max_zip_unpacked_mb * 2**20), st.hosted)
 
     def _segmenter_entry(self, label: str, session: str):

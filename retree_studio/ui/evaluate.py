@@ -60,8 +60,10 @@ class EvaluateHandlers(HandlersBase):
                 pipe = self._pipeline(self._model(role, None, None, session))  # scored as the app shows it
                 sample = SampleConfig(steps=whole_number(steps, "steps", 1, self.settings.max_sample_steps))
                 options = GenerationOptions(sample, whole_number(num, "number of images", 1,
-                                                                 self.settings.max_synth_pairs))
-                report = compute.run(evaluate_generator, pipe, data.roots, segmenter, split, options)
+                                                                 self.settings.max_eval_images))
+                stop = self.studio.stops.arm(f"{session}:eval")
+                report = compute.run(evaluate_generator, pipe, data.roots, segmenter, split, options,
+                                     should_stop=stop.is_set)
         finally:
             data.remove()
         folder_out = self.studio.session_dir(session) / f"evaluate_{kind}_{time.strftime('%H%M%S')}"
@@ -71,6 +73,10 @@ class EvaluateHandlers(HandlersBase):
                                                         if k not in ("seed",)), *[f"<br>{n}" for n in report.notes]]
         table = pd.DataFrame(report.rows + [{report.columns[0]: "mean", **mean}], columns=report.columns)
         yield "\n".join(lines), table.round(4), report.picture, files
+
+    def stop_evaluation(self, request: gr.Request | None = None) -> None:
+        self.studio.stops.stop(f"{session_of(request)}:eval")
+        gr.Info("Stopping after the current images; what is done is scored…", duration=3)
 
     def eval_segmenters(self, current: str | None, request: gr.Request | None = None):
         return self.segmenter_choices(current, True, request)
@@ -101,9 +107,13 @@ def evaluate_tab(h: EvaluateHandlers, s: StudioSettings) -> dict:
             split = gr.Radio([("Validation split (DRIVE 37–40, CHASE_DB1 12–14)", "val"), ("All images", "all")],
                              value="val", label="Images", info="datasets without those images: use all")
             with gr.Row():
-                num = gr.Number(10, precision=0, label="Fundus model: masks used", minimum=1)
-                steps = gr.Number(20, precision=0, label="Fundus model: DPM-Solver++ steps", minimum=1)
-            go = gr.Button("Evaluate", variant="primary", elem_id="rt-eval")
+                num = gr.Number(min(10, s.max_eval_images), precision=0, label="Fundus model: masks used", minimum=1,
+                                maximum=s.max_eval_images)
+                steps = gr.Number(20, precision=0, label="Fundus model: DPM-Solver++ steps", minimum=1,
+                                  maximum=s.max_sample_steps)
+            with gr.Row():
+                go = gr.Button("Evaluate", variant="primary", elem_id="rt-eval")
+                stop = gr.Button("Stop", variant="stop", elem_id="rt-eval-stop")
         with gr.Column(scale=6):
             summary = gr.Markdown(elem_id="rt-eval-summary")
             table = gr.Dataframe(label="Per image", interactive=False, wrap=True)
@@ -113,7 +123,8 @@ def evaluate_tab(h: EvaluateHandlers, s: StudioSettings) -> dict:
     source.change(show_dataset_inputs, source, [data_zip, folder], show_progress="hidden", **private)
     go.click(h.evaluate, [kind, segmenter, role, source, data_zip, folder, split, num, steps],
              [summary, table, picture, files], concurrency_id="evaluate", concurrency_limit=1,
-             show_progress="full", **private)
+             show_progress="full", **private, **h.heavy(h.evaluate))
+    stop.click(h.stop_evaluation, None, None, concurrency_limit=None, show_progress="hidden", **private)
     return dict(segmenter=segmenter)
 
 

@@ -281,7 +281,7 @@ def api_endpoint(h: GenerateHandlers, queue: dict) -> None:
     api_button.click(h.api_generate, [api_mask, api_mode, api_sampler, api_steps, api_guidance, api_seed], api_image,
                      api_name="generate", api_description="Fundus image (PNG) for a vessel mask image: white "
                      "vessels on black, any size. mode: concat | spade; sampler: " + " | ".join(SAMPLER_LABELS) +
-                     "; guidance: none for the model's recommended scale.", **queue)
+                     "; guidance: none for the model's recommended scale.", **queue, **h.heavy(h.api_generate))
 
 
 def wire_sources(h: GenerateHandlers, m: SimpleNamespace, g: SimpleNamespace, show: dict, queue: dict) -> None:
@@ -305,7 +305,8 @@ def wire_sources(h: GenerateHandlers, m: SimpleNamespace, g: SimpleNamespace, sh
     m.tree_dice.click(h.random_seed, None, m.tree_seed, **quiet).then(
         h.draw_tree, tree_args, loaded, **private).success(**show)
     m.upload.upload(h.load_upload, m.upload, [loaded, m.upload_note], **private).success(**show)
-    m.dream_btn.click(h.dream, m.dream_seed, loaded, show_progress_on=g.seen, **gen, **private).success(**show)
+    m.dream_btn.click(h.dream, m.dream_seed, loaded, show_progress_on=g.seen, **gen, **private,
+                      **h.heavy(h.dream)).success(**show)
 
 
 def generate_tab(h: GenerateHandlers, s: StudioSettings) -> dict:
@@ -387,11 +388,11 @@ def generate_tab(h: GenerateHandlers, s: StudioSettings) -> dict:
     custom.change(h.model_note, [mode, model, custom], model_note, **quiet)
     run.click(h.run, [*mask_in, mode, model, custom, sampler, steps, guidance, seed, super_res, aperture],
               [x_t, x0, counter, result, overlay, fidelity, png_dl, pair_dl], show_progress="hidden",
-              **gen, **private)
+              **gen, **private, **h.heavy(h.run))
     stop.click(h.stop, None, None, concurrency_limit=None, **quiet)
     compare.click(h.compare, [*mask_in, sampler, steps, guidance, seed, super_res, aperture],
                   [cmp_concat, cmp_spade, cmp_note],
-                  show_progress="minimal", **gen, **private)
+                  show_progress="minimal", **gen, **private, **h.heavy(h.compare))
 
     api_endpoint(h, gen)
     return dict(mask_in=mask_in, mode=mode, model=model, model_note=model_note, seen=seen, seen_note=seen_note)

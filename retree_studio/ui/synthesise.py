@@ -99,7 +99,8 @@ def synth_tab(h: SynthesiseHandlers, s: StudioSettings) -> dict:
     mode.change(h.model_choices, [mode, model], [model, note], **quiet)
     go.click(h.synthesise, [mode, model, trees, count, seed, sampler, steps, super_res, aperture],
              [status, gallery, zip_dl],
-             concurrency_id="synthesise", concurrency_limit=1, show_progress="minimal", **private)
+             concurrency_id="synthesise", concurrency_limit=1, show_progress="minimal", **private,
+             **h.heavy(h.synthesise))
     stop.click(h.stop_synthesis, None, None, concurrency_limit=None, **quiet)
     return dict(mode=mode, model=model, note=note)
 

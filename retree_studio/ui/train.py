@@ -2,6 +2,7 @@
 loss, speed, ETA and sample grid; stop and resume; a finished run becomes a model in the other tabs."""
 from __future__ import annotations
 
+import contextlib
 import time
 
 import gradio as gr
@@ -60,6 +61,7 @@ class TrainHandlers(HandlersBase):
         if jobs.snapshot().busy:
             raise TrainingBusy(jobs.busy_message(session))
         name = (name or "").strip() or f"{role}_{preset}_{size}px_{time.strftime('%Y%m%d-%H%M%S')}"
+        name = jobs.folder_name(name, session)
         cfg = self._train_cfg(role, preset, size, batch, steps, lr, sample_every, None, procedural, soft_tree)
         cfg.net()  # a preset that does not fit the size fails before data is unpacked
         if role == "segment" and start_from:
@@ -67,19 +69,24 @@ class TrainHandlers(HandlersBase):
         share = bounded_number(synth_share, "synthetic share", 0, 1) if role == "segment" and synth_zip else 0.0
         if synth_zip and role == "segment" and share == 0:
             raise ValueError("the synthetic share is 0: raise it, or remove the synthetic pairs zip")
-        data, synthetic = self._training_data(source, zip_path, folder), None
+        self.studio.prune_runs()  # room for this run under the disk quota
+        unpack_dir = self.settings.runs_dir / name / "datasets"  # removed with the run
+        data, synthetic = self._training_data(source, zip_path, folder, unpack_dir), None
         try:
             if share:
-                synthetic = self._training_data("zip", synth_zip, None)
+                synthetic = self._training_data("zip", synth_zip, None, unpack_dir)
                 cfg.synthetic_root, cfg.synthetic_fraction = synthetic.roots, share
             cfg.data_root = data.roots
             note = data.note if synthetic is None else (
                 f"{data.note} and {synthetic.note} ({share:.0%} of the crops)" if share < 1 else synthetic.note)
             jobs.start(cfg, name, owner=session, data_note=note)
         except Exception:  # nothing started: nothing unpacked for it stays
-            data.remove()
-            if synthetic is not None:
-                synthetic.remove()
+            for unpacked in (data, synthetic):
+                if unpacked is not None:
+                    unpacked.remove()
+            for empty in (unpack_dir, unpack_dir.parent):  # a new run's folders (an existing run's stay)
+                with contextlib.suppress(OSError):
+                    empty.rmdir()
             raise
         gr.Info(f"Training '{name}' started on the {note}.")
         return (*self.train_poll(None, request)[:-1], gr.Timer(active=True))
@@ -96,7 +103,11 @@ class TrainHandlers(HandlersBase):
 
     @ui_errors
     def train_stop(self, request: gr.Request | None = None):
-        self.studio.jobs.stop(owner=session_of(request))
+        """Stop the running training; a start still waiting in the queue is cancelled (the event's `cancels`)."""
+        if self.studio.jobs.snapshot().busy:
+            self.studio.jobs.stop(owner=session_of(request))
+        else:
+            gr.Info("No training is running (a start still waiting in the queue was cancelled).", duration=3)
         return self.train_poll(None, request)[:-1]
 
     @ui_errors
@@ -107,6 +118,7 @@ class TrainHandlers(HandlersBase):
         jobs = self.studio.jobs
         if jobs.snapshot().busy:
             raise TrainingBusy(jobs.busy_message(session))
+        self.studio.prune_runs(keep=run_name)
         jobs.resume(run_name, whole_number(steps, "steps", 1, self.settings.max_train_steps), owner=session)
         return (*self.train_poll(None, request)[:-1], gr.Timer(active=True))
 
@@ -197,7 +209,9 @@ def train_tab(h: TrainHandlers, s: StudioSettings) -> dict:
                 resume = gr.Button("Resume", scale=1, elem_id="rt-train-resume")
             gr.Markdown("One training at a time on this machine. Generation stays available but is slower "
                         "while a training runs. A stopped or finished run becomes a model in the Generate tab "
-                        "(a segmenter: in the Evaluate tab).",
+                        "(a segmenter: in the Evaluate tab)."
+                        + (f" Keep this page open: closing or reloading it stops your training; each run "
+                           f"ends after {s.max_train_minutes:g} minutes." if s.hosted else ""),
                         elem_classes="rt-note")
         with gr.Column(scale=6):
             status = gr.Markdown("No training yet in this app session.", elem_id="rt-train-status")
@@ -217,11 +231,12 @@ def train_tab(h: TrainHandlers, s: StudioSettings) -> dict:
     poll_out = [status, plot, grid, shown, model_dl, runs, timer]
     role.change(h.train_role, [role, start_from], [vessel_opts, segment_opts, start_from, preset, size, lr, batch],
                 **quiet)
-    start.click(h.train_start, [role, source, data_zip, folder, preset, size, batch, steps, lr, sample_every, name,
+    started = start.click(h.train_start, [role, source, data_zip, folder, preset, size, batch, steps, lr, sample_every, name,
                                 procedural, synth_zip, synth_share, start_from, soft_tree],
-                poll_out, concurrency_id="train-control", **private)
-    stop.click(h.train_stop, None, poll_out[:-1], concurrency_limit=None, **quiet)
-    resume.click(h.train_resume, [runs, steps], poll_out, concurrency_id="train-control", **private)
+                poll_out, concurrency_id="train-control", **private, **h.heavy(h.train_start))
+    resumed = resume.click(h.train_resume, [runs, steps], poll_out, concurrency_id="train-control", **private,
+                           **h.heavy(h.train_resume))
+    stop.click(h.train_stop, None, poll_out[:-1], concurrency_limit=None, cancels=[started, resumed], **quiet)
     timer.tick(h.train_poll, shown, poll_out, concurrency_limit=None, **quiet)
     return dict(timer=timer, runs=runs)
 
