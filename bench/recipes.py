@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                        checkpoint_interval=100, init_weights=args.init_weights, precision=args.precision,
                        progress=False, resume=True)
     results, rows, real = [], [], None
-    for name in args.recipes:
+    for name in tqdm(args.recipes, desc="recipes", unit="recipe", disable=None):  # a bar on a terminal only
         minutes = None if args.max_steps else args.minutes
         result, generated, real = score(run_recipe(name, base, minutes, out), args)
         results.append(result)

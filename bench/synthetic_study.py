@@ -32,6 +32,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from tqdm import tqdm
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 COLUMNS = ("f1", "jaccard", "kappa", "mcc", "precision", "recall", "specificity", "accuracy", "auc")
@@ -147,7 +149,8 @@ def main() -> None:
         arms += [(f"synthetic_{s}", synthetic[s], 1.0) for s in args.sources]
         mixed = args.sources if args.mix_sources is None else args.mix_sources
         arms += [(f"real+synthetic_{s}", synthetic[s], args.mix_fraction) for s in mixed]
-        rows = list(pool.map(lambda a: arm(args, *a), arms))
+        rows = list(tqdm(pool.map(lambda a: arm(args, *a), arms), total=len(arms), desc="arms", unit="arm",
+                         disable=None))  # a bar on a terminal only
         if args.finetune:  # after the synthetic-only arms: they start from those segmenters
             pretrained = {s: Path(args.out) / f"arm_synthetic_{s}" / "segment.safetensors" for s in args.sources}
             rows += pool.map(lambda s: arm(args, f"synthetic_{s}_then_real", None, 0.0, pretrained[s]), args.sources)

@@ -4,14 +4,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
-from . import __version__, weights
-from .config import (MAX_GUIDANCE, MAX_SEED, PRECISION_HELP, PRECISIONS, SampleConfig, TrainConfig, bounded_number,
-                     whole_number)
+from . import __version__, logs, weights
+from .config import (MAX_GUIDANCE, MAX_SEED, PRECISION_HELP, PRECISIONS, ConfigError, SampleConfig, TrainConfig,
+                     bounded_number, whole_number)
 from .data.imageio import IMAGE_SUFFIXES
+from .pairs import LAYOUTS, NNUNET_ID, NNUNET_NAME
 from .pipeline import TREE_TRIES
 from .precision import DEFAULT as PRECISION_DEFAULT
 from .samplers import SAMPLERS
@@ -92,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog="Installed, the same commands are `retree train|generate|export|evaluate`, "
                                             "and `retree app` starts the web app.")
     parser.add_argument("--version", action="version", version=f"retree {__version__}")
+    talk = parser.add_mutually_exclusive_group()
+    talk.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1, default=0,
+                      help="also debug messages (per-image scores)")
+    talk.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1,
+                      help="warnings and errors only, no progress bars")
     parser.add_argument("--weights_dir", default=None, metavar="DIR",
                         help="where models are found by name (default: $RETREE_WEIGHTS_DIR, else the "
                              "repository's weights/)")
@@ -128,12 +133,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the rim as generated (default: the camera's round aperture, cutting masks to it)")
     g.add_argument("--batch_size", type=positive_int, default=4)
     g.add_argument("--output_dir", default="outputs/generated")
+    g.add_argument("--layout", choices=LAYOUTS, default="seed",
+                   help="seed: images/img_X.png + masks/seg_X.png; nnunet: an nnU-Net v2 raw dataset "
+                        "(DatasetNNN_Name/imagesTr, labelsTr 0/1, dataset.json) in --output_dir")
+    g.add_argument("--dataset_id", type=whole_in(1, 999), default=NNUNET_ID, help="with --layout nnunet")
+    g.add_argument("--dataset_name", default=NNUNET_NAME, help="with --layout nnunet")
     g.add_argument("--device", type=device_name, default="cpu")
     g.add_argument("--precision", choices=PRECISIONS, default=PRECISION_DEFAULT, help=PRECISION_HELP)
 
-    e = sub.add_parser("export", help="convert a training checkpoint to weights/NAME.safetensors + .json")
-    e.add_argument("--checkpoint", required=True)
+    e = sub.add_parser("export", help="convert a training checkpoint to weights/NAME.safetensors + .json, or a "
+                                      "diffusion model to ONNX")
+    e.add_argument("--checkpoint", required=True, help="a training checkpoint (.ckpt); with --format onnx also "
+                   "a model name or .safetensors file")
     e.add_argument("--out", required=True, help="output path without suffix, e.g. weights/concat")
+    e.add_argument("--format", choices=("safetensors", "onnx"), default="safetensors",
+                   help="onnx: the noise prediction eps(x_t, t, mask) with its schedule as metadata (needs onnx)")
     e.add_argument("--fp32", action="store_true", help="keep float32 (default: float16)")
     e.add_argument("--guidance", type=number_in(0, MAX_GUIDANCE), default=None,
                    help="guidance scale to recommend with the model (generate and the app start from it)")
@@ -169,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
 def run_train(args: argparse.Namespace) -> None:
     from .train import train
 
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k not in ("command", "weights_dir")})
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k not in ("command", "weights_dir", "verbosity")})
+    if args.verbosity < 0:
+        cfg.progress = False
     print(f"checkpoint: {train(cfg)}")
 
 
@@ -188,7 +204,7 @@ def run_generate(args: argparse.Namespace) -> None:
 
     from .checkpoint import CheckpointError
     from .data import prepare_mask
-    from .images import mask_rgb, save_png
+    from .pairs import PairWriter
     from .pipeline import FundusPipeline, masks_at, tree_masks
     from .weights import load_model
 
@@ -211,9 +227,9 @@ def run_generate(args: argparse.Namespace) -> None:
                                   "procedural vessel generator)") from None
         names = [f"{args.seed + i:05d}" for i in range(args.num)]
         masks = None
-    out = Path(args.output_dir)
-    tic = time.perf_counter()
+    writer = PairWriter(args.output_dir, pipe.settings(options), args.layout, args.dataset_id, args.dataset_name)
     stand_ins = 0
+    bar = logs.progress_bar(len(names), "generating", args.verbosity >= 0)
     for start in range(0, len(names), args.batch_size):
         chunk = names[start:start + args.batch_size]
         seeds = [args.seed + start + i for i in range(len(chunk))]
@@ -226,12 +242,15 @@ def run_generate(args: argparse.Namespace) -> None:
             rows = slice(start, start + len(chunk))
             source = lambda px, rows=rows: masks_at(masks.get(px, masks[out_px])[rows], px)  # noqa: E731
         images, cut = pipe(source, replace(options, seed=seeds[0]))
-        for name, image, mask in zip(chunk, images, cut):
-            save_png(out / "images" / f"img_{name}.png", image)
-            save_png(out / "masks" / f"seg_{name}.png", mask_rgb(mask))
-        print(f"{start + len(chunk)}/{len(names)} images, {time.perf_counter() - tic:.1f} s")
+        for name, image, mask, seed in zip(chunk, images, cut, seeds):
+            writer.write(name, image, mask, seed)
+        bar.update(len(chunk))
+    bar.close()
+    out = writer.close()
     scaled = f", super-resolved to {out_px} px by {pipe.sr.source}" if pipe.sr else ""
-    print(f"wrote {len(names)} image + mask pairs to {out} (images/, masks/){scaled}")
+    folders = "imagesTr/, labelsTr/, dataset.json" if args.layout == "nnunet" else "images/, masks/"
+    print(f"wrote {len(names)} image + mask pairs to {out} ({folders}; settings in each PNG and "
+          f"generation.json){scaled}")
     if stand_ins:
         print(f"{stand_ins} stage-1 tree(s) stayed below the plausibility threshold in {args.tree_tries} draws: "
               "procedural trees stand in for them (--tree_tries, --min_plausibility)")
@@ -239,7 +258,16 @@ def run_generate(args: argparse.Namespace) -> None:
 
 def run_export(args: argparse.Namespace) -> None:
     from .segmentation import export_run
-    from .weights import read_model_info
+    from .weights import load_model, read_model_info
+
+    if args.format == "onnx":
+        from .onnx_export import export_onnx
+
+        if args.fp32 or args.guidance is not None:
+            raise ConfigError("--fp32 and --guidance are for safetensors files; an ONNX graph is float32 and "
+                              "carries the model's own guidance")
+        print(f"wrote {export_onnx(load_model(args.checkpoint), args.out)}")
+        return
 
     out = export_run(args.checkpoint, args.out, fp16=not args.fp32, guidance=args.guidance)
     segment = (read_model_info(out) or {}).get("segment")
@@ -253,34 +281,41 @@ def run_evaluate(args: argparse.Namespace) -> None:
     from .pipeline import FundusPipeline
 
     if args.sr is not None and args.generator is not None:
-        raise ValueError("evaluate either --generator or --sr, not both")
+        raise ConfigError("evaluate either --generator or --sr, not both")
     segmenter = load_segmenter(args.segmenter)
     if args.sr is not None:
         report = evaluate_sr(args.sr, args.data_root, args.split, args.device)
     elif args.generator is None:
-        report = evaluate_segmenter(segmenter, args.data_root, args.split, progress=True)
+        report = evaluate_segmenter(segmenter, args.data_root, args.split, progress=args.verbosity >= 0)
     else:
         pipe = FundusPipeline.load(args.generator, role=args.generator if args.generator in ("concat", "spade")
                                    else None, sr=args.sr_output, aperture=args.aperture, device=args.device,
                                    precision=args.precision)
         options = GenerationOptions(SampleConfig(args.sampler, args.steps, args.guidance, args.seed), args.num,
                                     args.batch_size, args.min_fid_images)
-        report = evaluate_generator(pipe, args.data_root, segmenter, args.split, options, progress=True)
+        report = evaluate_generator(pipe, args.data_root, segmenter, args.split, options,
+                                    progress=args.verbosity >= 0)
     print(report.render())
     print("wrote " + ", ".join(map(str, report.save(args.output_dir))))
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; exit status 0, 1 for a runtime error (missing data, an unreadable file), 2 for a usage
+    error (argparse's, or options that do not fit together), 130 when interrupted."""
     args = build_parser().parse_args(argv)
+    logs.configure(args.verbosity)
     shipped = weights.WEIGHTS_DIR
     if args.weights_dir:  # for this command only (main may be called again in the same process)
         weights.WEIGHTS_DIR = Path(args.weights_dir)
     try:
         {"train": run_train, "generate": run_generate, "export": run_export,
          "evaluate": run_evaluate}[args.command](args)
+    except ConfigError as exc:
+        print(f"usage error: {exc}", file=sys.stderr)
+        return 2
     except (ValueError, OSError) as exc:  # DataError and CheckpointError are ValueErrors
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -16,6 +16,10 @@ from typing import Any, Sequence
 ROLES = ("vessel", "concat", "spade", "segment", "sr")
 
 
+class ConfigError(ValueError):
+    """An option out of range, or options that do not fit together: a usage error (the CLI exits 2)."""
+
+
 @dataclass
 class NetConfig:
     """Shape of the ReTree denoiser (a UNet with locality self-attention at coarse resolutions).
@@ -44,15 +48,15 @@ class NetConfig:
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
         if self.role not in ROLES:
-            raise ValueError(f"unknown role {self.role!r}; expected one of {', '.join(ROLES)}")
+            raise ConfigError(f"unknown role {self.role!r}; expected one of {', '.join(ROLES)}")
         levels = len(self.channels)
         if levels < 2:
-            raise ValueError("channels needs at least two levels")
+            raise ConfigError("channels needs at least two levels")
         if self.image_size % self.stride:
-            raise ValueError(f"image_size {self.image_size} must be divisible by {self.stride} "
+            raise ConfigError(f"image_size {self.image_size} must be divisible by {self.stride} "
                              f"(patch_px x 2^(levels-1)) for this network")
         if self.role == "sr" and (self.sr_scale < 1 or self.image_size % self.sr_scale):
-            raise ValueError(f"sr_scale {self.sr_scale} must be a whole divisor of image_size {self.image_size}")
+            raise ConfigError(f"sr_scale {self.sr_scale} must be a whole divisor of image_size {self.image_size}")
 
     @property
     def stride(self) -> int:
@@ -119,7 +123,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 def net_config(preset: str, role: str, image_size: int, **overrides: Any) -> NetConfig:
     """A NetConfig from a named preset, for one role and image size."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
     if role in ("segment", "sr"):  # not denoisers: no noise-estimate skip
         overrides = {"input_skip": False, **overrides}
     return NetConfig(role=role, image_size=image_size, **{**PRESETS[preset], **overrides})
@@ -144,9 +148,9 @@ class DiffusionConfig:
 
     def __post_init__(self) -> None:
         if self.prediction not in PREDICTIONS:
-            raise ValueError(f"unknown prediction {self.prediction!r}; expected one of {', '.join(PREDICTIONS)}")
+            raise ConfigError(f"unknown prediction {self.prediction!r}; expected one of {', '.join(PREDICTIONS)}")
         if self.loss_weighting not in LOSS_WEIGHTINGS:
-            raise ValueError(f"unknown loss_weighting {self.loss_weighting!r}; expected one of "
+            raise ConfigError(f"unknown loss_weighting {self.loss_weighting!r}; expected one of "
                              f"{', '.join(LOSS_WEIGHTINGS)}")
 
 
@@ -173,31 +177,31 @@ class SampleConfig:
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLER_LABELS:
-            raise ValueError(f"unknown sampler {self.sampler!r}; expected one of {', '.join(SAMPLER_LABELS)}")
+            raise ConfigError(f"unknown sampler {self.sampler!r}; expected one of {', '.join(SAMPLER_LABELS)}")
         if not _whole(self.steps):  # its range is the model's noise schedule (for_model)
-            raise ValueError(f"steps must be a whole number, got {self.steps!r}")
+            raise ConfigError(f"steps must be a whole number, got {self.steps!r}")
         g = self.guidance
         if g is not None and (isinstance(g, bool) or not isinstance(g, (int, float))
                               or not math.isfinite(g) or not 0 <= g <= MAX_GUIDANCE):
-            raise ValueError(f"guidance must be between 0 and {MAX_GUIDANCE:g}, got {g!r}")
+            raise ConfigError(f"guidance must be between 0 and {MAX_GUIDANCE:g}, got {g!r}")
         if not _whole(self.seed) or not 0 <= self.seed <= MAX_SEED:
-            raise ValueError(f"seed must be a whole number from 0 to {MAX_SEED}, got {self.seed!r}")
+            raise ConfigError(f"seed must be a whole number from 0 to {MAX_SEED}, got {self.seed!r}")
 
     def for_model(self, timesteps: int, recommended: float) -> "SampleConfig":
         """These options for one model: its recommended guidance when none was given, steps within its
         noise schedule."""
         if not 1 <= self.steps <= timesteps:
-            raise ValueError(f"steps must be a whole number from 1 to {timesteps}, got {self.steps!r}")
+            raise ConfigError(f"steps must be a whole number from 1 to {timesteps}, got {self.steps!r}")
         return dataclasses.replace(self, guidance=float(recommended if self.guidance is None else self.guidance))
 
 
 def _number(value: Any, name: str, kind: str) -> float:
     if isinstance(value, bool):  # float(True) is 1.0, but a yes/no is no count
-        raise ValueError(f"{name} must be a {kind}, got {value!r}".strip())
+        raise ConfigError(f"{name} must be a {kind}, got {value!r}".strip())
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a {kind}, got {value!r}".strip()) from None
+        raise ConfigError(f"{name} must be a {kind}, got {value!r}".strip()) from None
 
 
 def whole_number(value: Any, name: str, low: int, high: int | None = None) -> int:
@@ -205,11 +209,11 @@ def whole_number(value: Any, name: str, low: int, high: int | None = None) -> in
     naming the option: the one check of whole-number options, for the command line and the app."""
     number = _number(value, name, "whole number")
     if not math.isfinite(number) or number != int(number):
-        raise ValueError(f"{name} must be a whole number, got {value!r}".strip())
+        raise ConfigError(f"{name} must be a whole number, got {value!r}".strip())
     if high is None and number < low:
-        raise ValueError(f"{name} must be at least {low}, got {value!r}".strip())
+        raise ConfigError(f"{name} must be at least {low}, got {value!r}".strip())
     if high is not None and not low <= number <= high:
-        raise ValueError(f"{name} must be a whole number from {low} to {high}, got {value!r}".strip())
+        raise ConfigError(f"{name} must be a whole number from {low} to {high}, got {value!r}".strip())
     return int(number)
 
 
@@ -219,7 +223,7 @@ def bounded_number(value: Any, name: str, low: float, high: float, low_open: boo
     number = _number(value, name, "number")
     if not (math.isfinite(number) and (low < number if low_open else low <= number) and number <= high):
         span = f"above {low:g} and at most {high:g}" if low_open else f"from {low:g} to {high:g}"
-        raise ValueError(f"{name} must be a number {span}, got {value!r}".strip())
+        raise ConfigError(f"{name} must be a number {span}, got {value!r}".strip())
     return number
 
 
@@ -340,20 +344,20 @@ class TrainConfig:
         loop: the app sets some fields after making the config)."""
         extras = (self.vessel_fade, self.blur_sigma, self.noise_std, self.vessel_reflex, self.illumination)
         if self.crop_px is not None and self.mode not in ("segment", "sr"):
-            raise ValueError("--crop_px (patch training) is for the segmenter and sr; diffusion models train on "
+            raise ConfigError("--crop_px (patch training) is for the segmenter and sr; diffusion models train on "
                              "whole images")
         if self.mode == "sr" and self.crop_px is not None:
             multiple = self.sr_scale * self.net().stride
             if self.crop_px % multiple:
-                raise ValueError(f"--crop_px {self.crop_px} must be a multiple of {multiple} (sr_scale x the "
+                raise ConfigError(f"--crop_px {self.crop_px} must be a multiple of {multiple} (sr_scale x the "
                                  "network's stride), so that the input crop is whole and fits the network")
         if self.soft_tree_px and self.mode != "vessel":
-            raise ValueError("--soft_tree_px is the vessel model's training target; it is for --mode vessel")
+            raise ConfigError("--soft_tree_px is the vessel model's training target; it is for --mode vessel")
         if self.procedural_fraction and (self.mode != "vessel" or self.synthetic_root):
-            raise ValueError("--procedural_fraction mixes procedural trees into a vessel run's real trees; "
+            raise ConfigError("--procedural_fraction mixes procedural trees into a vessel run's real trees; "
                              "it is for --mode vessel without --synthetic_root")
         if self.mode != "segment" and (any(x > 0 for x in extras) or self.fov_margin_px):
-            raise ValueError("--vessel_fade, --blur_sigma, --noise_std, --vessel_reflex, --illumination and "
+            raise ConfigError("--vessel_fade, --blur_sigma, --noise_std, --vessel_reflex, --illumination and "
                              "--fov_margin_px are for --mode segment: on a generator's training images they would "
                              "teach it faded, blurred, noisy or unevenly lit photographs")
 
@@ -388,6 +392,6 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
     return cls(**data)
 
 
-__all__ = ["ROLES", "NetConfig", "PRESETS", "net_config", "DiffusionConfig", "SampleConfig", "SAMPLER_LABELS",
+__all__ = ["ROLES", "ConfigError", "NetConfig", "PRESETS", "net_config", "DiffusionConfig", "SampleConfig", "SAMPLER_LABELS",
            "MAX_GUIDANCE", "DEFAULT_GUIDANCE", "MAX_SEED", "TrainConfig", "to_dict", "from_dict", "whole_number",
            "bounded_number"]

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .config import SampleConfig
+from .logs import log, progress_bar
 from .data import AugmentConfig, estimate_fov, make_dataset, split_sample_list
 from .data.embedded import remove_specks, ridge_response, ridge_threshold
 from .data.layouts import load_sample
@@ -27,7 +28,7 @@ from .fidelity import SEGMENTER_NAME, analysis_view
 from .images import grid, mask_rgb, to_uint8
 from .metrics import METRIC_NAMES, dice, vessel_metrics
 from .pipeline import FundusPipeline
-from .realism import fid, grain, inception_features, inception_path, kid
+from .realism import INSTALL_COMMAND, InceptionUnavailable, fid, grain, inception_features, inception_path, kid
 
 GRID_MAX_ROWS = 8  # images shown in the mask | generated | real picture
 DEFAULT_MIN_FID_IMAGES = 100  # below this many images per set FID is too biased to report
@@ -170,13 +171,14 @@ def evaluate_segmenter(segmenter: Segmenter, data_roots: Sequence[str | Path], s
                                   "split": split, "data_roots": [str(r) for r in data_roots or []],
                                   "images": [s.name for s in samples]},
                     ["name", *METRIC_NAMES])
-    for sample in samples:
-        image, truth, fov = load_sample(sample)
-        fov = estimate_fov(image) if fov is None else fov
-        prob = resize_map(segmenter(image, fov), truth.shape)
-        report.rows.append({"name": sample.name, **vessel_metrics(prob, truth, fov, segmenter.threshold)})
-        if progress:
-            print(f"  {sample.name}: F1 {report.rows[-1]['f1']:.4f}", flush=True)
+    with progress_bar(len(samples), "segmenting", progress) as bar:
+        for sample in samples:
+            image, truth, fov = load_sample(sample)
+            fov = estimate_fov(image) if fov is None else fov
+            prob = resize_map(segmenter(image, fov), truth.shape)
+            report.rows.append({"name": sample.name, **vessel_metrics(prob, truth, fov, segmenter.threshold)})
+            log.debug("%s: F1 %.4f", sample.name, report.rows[-1]["f1"])
+            bar.update()
     return report
 
 
@@ -191,6 +193,7 @@ class GenerationOptions:
     num: int | None = None  # masks used (first of the split); None: all
     batch_size: int = 4
     min_fid_images: int = DEFAULT_MIN_FID_IMAGES
+    require_kid: bool = True  # False: without the Inception network, report fidelity and say what to install
 
 
 def mask_fidelity(segmenter: Segmenter, image_rgb: np.ndarray, mask: np.ndarray, fov: np.ndarray) -> float:
@@ -216,7 +219,14 @@ def evaluate_generator(pipe: FundusPipeline, data_roots: Sequence[str | Path], s
     report then scores the images made so far.
     """
     options = options or GenerationOptions()
-    inception_path()  # fail before any sampling if the Inception weights are missing
+    try:
+        inception_path()  # fail before any sampling if the Inception weights are missing
+        kid_missing = None
+    except InceptionUnavailable:
+        if options.require_kid:
+            raise
+        kid_missing = (f"KID and FID not computed: the Inception network is not installed here ({INSTALL_COMMAND}"
+                       f"; requirements-nodeps.txt)")
     sample = pipe.options(options.sample)
     out_px = pipe.output_px  # masks, real images and scores at the output's size
     dataset = make_dataset(data_roots, out_px, AugmentConfig(enabled=False), split=split)
@@ -227,23 +237,21 @@ def evaluate_generator(pipe: FundusPipeline, data_roots: Sequence[str | Path], s
     planned = len(items) if options.num is None else min(options.num, len(items))
 
     generated = []
-    for start in range(0, planned, options.batch_size):
-        if should_stop is not None and should_stop():
-            break
-        stop = min(start + options.batch_size, planned)
-        generated.append(pipe(masks[start:stop], replace(sample, seed=sample.seed + start))[0])
-        if progress:
-            print(f"  generated {stop}/{planned}", flush=True)
+    with progress_bar(planned, "generating", progress) as bar:
+        for start in range(0, planned, options.batch_size):
+            if should_stop is not None and should_stop():
+                break
+            stop = min(start + options.batch_size, planned)
+            generated.append(pipe(masks[start:stop], replace(sample, seed=sample.seed + start))[0])
+            bar.update(stop - start)
     if not generated:
         raise ValueError("the evaluation was stopped before its first image")
     generated = np.concatenate(generated)
     count = len(generated)
 
     model = pipe.model
-    settings = {"source": model.source, "role": model.net_cfg.role, "image_size_px": pipe.size_px,
-                "output_px": out_px, "sr_source": pipe.sr.source if pipe.sr else None, "aperture": pipe.aperture,
-                "precision": model.precision, "split": split, "data_roots": [str(r) for r in data_roots or []],
-                "segmenter": segmenter.name, **asdict(sample),
+    settings = {**pipe.settings(sample), "source": model.source, "sr_source": pipe.sr.source if pipe.sr else None,
+                "split": split, "data_roots": [str(r) for r in data_roots or []], "segmenter": segmenter.name,
                 **{k: v for k, v in asdict(options).items() if k != "sample"}}
     scaled = f" super-resolved to {out_px} px" if pipe.sr else ""
     title = (f"{Path(model.source).stem} ({model.net_cfg.role}, {pipe.size_px} px{scaled}, {sample.sampler} "
@@ -260,7 +268,9 @@ def evaluate_generator(pipe: FundusPipeline, data_roots: Sequence[str | Path], s
                             "grain": grain(generated[i], fovs[i]), "real_grain": grain(real[i], fovs[i])})
 
     device = next(model.net.parameters()).device
-    if min(count, len(real)) >= 2:
+    if kid_missing:
+        kid_result = fid_result = None
+    elif min(count, len(real)) >= 2:
         generated_features = inception_features(generated, device=device)
         real_features = inception_features(real, device=device)
         kid_result = kid(generated_features, real_features)
@@ -272,9 +282,9 @@ def evaluate_generator(pipe: FundusPipeline, data_roots: Sequence[str | Path], s
         kid_note = f"KID not reported: {count} generated and {len(real)} real image(s), fewer than 2 per set"
     report.summary["kid"] = None if kid_result is None else asdict(kid_result)
     report.summary["fid"] = None if fid_result is None else asdict(fid_result)
-    report.notes = [kid_note, str(fid_result) if fid_result is not None else
-                    f"FID not reported: {count} generated and {len(real)} real images, "
-                    f"fewer than {options.min_fid_images} per set"]
+    report.notes = [kid_missing] if kid_missing else [kid_note, str(fid_result) if fid_result is not None else
+                                                      f"FID not reported: {count} generated and {len(real)} real "
+                                                      f"images, fewer than {options.min_fid_images} per set"]
     if count < planned:
         report.notes.insert(0, f"stopped: {count} of {planned} images generated and scored")
     rows = [np.stack([mask_rgb(masks[i]), generated[i], real[i]]) for i in range(min(count, GRID_MAX_ROWS))]

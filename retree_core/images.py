@@ -1,12 +1,15 @@
 """Conversions between model tensors ([-1, 1], NCHW) and uint8 pictures, and image grids."""
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 from torch import Tensor
 
 
@@ -52,8 +55,34 @@ def grid(rows: Sequence[np.ndarray], pad_px: int = 2) -> np.ndarray:
     return out
 
 
-def save_png(path: str | Path, image: np.ndarray) -> Path:
+SETTINGS_KEY = "retree"  # the PNG text chunk that holds the generation settings of an image (JSON)
+
+
+def _png_info(settings: dict | None) -> PngInfo | None:
+    if settings is None:
+        return None
+    info = PngInfo()
+    info.add_text(SETTINGS_KEY, json.dumps(settings, sort_keys=True))
+    return info
+
+
+def save_png(path: str | Path, image: np.ndarray, settings: dict | None = None) -> Path:
+    """Write a PNG; `settings` (what made it) go into its text chunk SETTINGS_KEY (read_settings)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path)
+    Image.fromarray(image).save(path, pnginfo=_png_info(settings))
     return path
+
+
+def png_bytes(image: np.ndarray, settings: dict | None = None) -> bytes:
+    """`save_png` into memory (for zips)."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", pnginfo=_png_info(settings))
+    return buffer.getvalue()
+
+
+def read_settings(path: str | Path) -> dict | None:
+    """The generation settings stored in a PNG by save_png, or None."""
+    with Image.open(path) as image:
+        text = getattr(image, "text", {}).get(SETTINGS_KEY)
+    return json.loads(text) if text else None

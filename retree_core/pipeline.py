@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import queue
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable, Iterator, Sequence, Union
 
 import numpy as np
 import torch
 
-from . import compute, precision
+from . import __version__, compute, precision
 from . import aperture as camera  # the round aperture that finishes photographs
 from .config import DEFAULT_GUIDANCE, SampleConfig
 from .data import mask_at
@@ -237,6 +238,13 @@ class FundusPipeline:
     def options(self, options: SampleConfig | None = None) -> SampleConfig:
         """The options this pipeline samples with: guidance None becomes the model's recommended scale."""
         return (options or SampleConfig()).for_model(self.model.diffusion_cfg.timesteps, self.model.guidance)
+
+    def settings(self, options: SampleConfig | None = None) -> dict:
+        """What makes this pipeline's images, as data: stored with generated images (images.save_png)."""
+        name = lambda m: Path(m.source).stem if m is not None else None  # noqa: E731  (names, not server paths)
+        return {"retree": __version__, "model": name(self.model), "role": self.model.net_cfg.role,
+                "image_size_px": self.size_px, "output_px": self.output_px, "sr": name(self.sr),
+                "aperture": self.aperture, "precision": self.model.precision, **asdict(self.options(options))}
 
     def finish(self, images: np.ndarray, masks: MaskSource) -> tuple[np.ndarray, np.ndarray]:
         """The generator's uint8 images (B, H, W, 3) or (H, W, 3) -> (finished images, masks at the

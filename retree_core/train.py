@@ -29,6 +29,7 @@ from .checkpoint import (CHECKPOINT_NAME, atomic_write, load_checkpoint, remove_
 from .config import TrainConfig, from_dict, to_dict
 from .data import AugmentConfig, MixedDataset, ProceduralTrees, make_dataset
 from .images import grid, save_png
+from .logs import log
 from .nets import build_net, count_parameters
 from .roles import TrainingRole, make_role
 from .weights import load_model
@@ -171,7 +172,7 @@ def _checkpoint_to_resume(cfg: TrainConfig, ckpt_path: Path, is_main: bool) -> d
         return None
     if not ckpt_path.exists():
         if is_main:
-            print(f"--resume: no checkpoint in {ckpt_path.parent}, starting a new run")
+            log.warning("--resume: no checkpoint in %s, starting a new run", ckpt_path.parent)
         return None
     state = load_checkpoint(ckpt_path)
     saved = from_dict(TrainConfig, state["config"]["train"])
@@ -253,11 +254,11 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         for stale in remove_stale_temps(ckpt_path) + remove_stale_temps(log_path):
-            print(f"removed {stale.name}, left by a run killed while writing it")
+            log.warning("removed %s, left by a run killed while writing it", stale.name)
         _truncate_log(log_path, start_step)
-        print(f"training {net_cfg.role} ({cfg.preset}, {count_parameters(net) / 1e6:.2f} M parameters) on "
-              f"{len(dataset)} items, {info.world} process(es) on {dev} in "
-              f"{precision.resolve(cfg.precision, dev)}, steps {start_step} -> {total_steps}")
+        log.info("training %s (%s, %.2f M parameters) on %d items, %d process(es) on %s in %s, steps %d -> %d",
+                 net_cfg.role, cfg.preset, count_parameters(net) / 1e6, len(dataset), info.world, dev,
+                 precision.resolve(cfg.precision, dev), start_step, total_steps)
     bar = tqdm(total=total_steps, initial=start_step, disable=not (cfg.progress and info.is_main),
                unit="step", dynamic_ncols=True)
     batches = iter(loader)

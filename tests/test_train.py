@@ -189,12 +189,12 @@ def test_cli_train_export_generate(tmp_path, capsys):
     assert np.array_equal(np.array(Image.open(out / "images" / "img_a.png")), apply_aperture(unfinished)[0])
     # a wrong role is refused with a message, not a crash
     assert main(["generate", "--mode", "spade", "--weights", str(weights), "--masks", str(masks),
-                 "--output_dir", str(out)]) == 2
+                 "--output_dir", str(out)]) == 1
     assert "is a 'concat' model" in capsys.readouterr().err
     # both stages without a vessel model: a message that names the way out, then procedural trees
     dreamt = tmp_path / "dreamt"
     assert main(["generate", "--weights", str(weights), "--num", "2", "--vessel_weights", str(tmp_path / "none"),
-                 "--output_dir", str(dreamt)]) == 2
+                 "--output_dir", str(dreamt)]) == 1
     assert "--trees procedural" in capsys.readouterr().err
     assert main(["generate", "--weights", str(weights), "--num", "2", "--trees", "procedural", "--steps", "2",
                  "--output_dir", str(dreamt)]) == 0

@@ -132,7 +132,7 @@ class LocalitySelfAttention(nn.Module):
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         # SDPA scales by 1/sqrt(head_dim); pre-scaling q turns that into the learnable temperature.
         q = q * (self.log_temperature.exp() * math.sqrt(d // self.heads))
-        off_diagonal = ~torch.eye(n, dtype=torch.bool, device=x.device)
+        off_diagonal = torch.eye(n, device=x.device) == 0  # (a float eye: ONNX runtimes lack a boolean EyeLike)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=off_diagonal)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 

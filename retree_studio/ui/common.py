@@ -194,9 +194,11 @@ class HandlersBase:
         sr = self.studio.super_resolution(model.net_cfg.image_size) if super_res else None
         return FundusPipeline(model, sr, bool(aperture))
 
-    def _downloads(self, session: str, role: str, seed: int, image: np.ndarray, mask: np.ndarray):
-        stem = f"retree_{role}_seed{seed}_{time.strftime('%H%M%S')}"
-        png, pair = write_single_pair(self.studio.session_dir(session), stem, image, mask)
+    def _downloads(self, session: str, pipe: FundusPipeline, options: SampleConfig, image: np.ndarray,
+                   mask: np.ndarray):
+        """The result as a PNG (with its generation settings inside) and as an image + mask zip."""
+        stem = f"retree_{pipe.model.net_cfg.role}_seed{options.seed}_{time.strftime('%H%M%S')}"
+        png, pair = write_single_pair(self.studio.session_dir(session), stem, image, mask, pipe.settings(options))
         return str(png), str(pair)
 
     def _training_data(self, source, zip_path, folder, unpack_dir: Path | None = None):

@@ -60,7 +60,8 @@ class EvaluateHandlers(HandlersBase):
                 pipe = self._pipeline(self._model(role, None, None, session))  # scored as the app shows it
                 sample = SampleConfig(steps=whole_number(steps, "steps", 1, self.settings.max_sample_steps))
                 options = GenerationOptions(sample, whole_number(num, "number of images", 1,
-                                                                 self.settings.max_eval_images))
+                                                                 self.settings.max_eval_images),
+                                            require_kid=False)  # a Space may lack the Inception wheel: say so
                 stop = self.studio.stops.arm(f"{session}:eval")
                 report = compute.run(evaluate_generator, pipe, data.roots, segmenter, split, options,
                                      should_stop=stop.is_set)

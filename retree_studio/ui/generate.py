@@ -130,8 +130,8 @@ class GenerateHandlers(HandlersBase):
         hidden = gr.update(visible=False)
         yield (None, None, progress_html(0, options.steps, "starting…"), None, None, "", hidden, hidden)
         first_s = None
-        for frame in live_frames(self._pipeline(model, super_res, aperture), masks, options, stop=stop,
-                                 min_interval_s=FRAME_INTERVAL_S):
+        pipe = self._pipeline(model, super_res, aperture)
+        for frame in live_frames(pipe, masks, options, stop=stop, min_interval_s=FRAME_INTERVAL_S):
             if not frame.final:
                 first_s = first_s or frame.elapsed_s
                 text = f"step {frame.step} / {frame.total} · {frame.elapsed_s:.1f} s"
@@ -145,7 +145,7 @@ class GenerateHandlers(HandlersBase):
                 text = f"done: {frame.total} steps in {frame.elapsed_s:.1f} s (first frame after {first_s or 0:.2f} s)"
             image, mask = frame.image, frame.mask
             size = f" · {image.shape[0]} px" + (" (super-resolved)" if image.shape[0] != frame.x0.shape[0] else "")
-            png, pair = self._downloads(session, role, options.seed, image, mask)
+            png, pair = self._downloads(session, pipe, options, image, mask)
             yield (gr.skip(), frame.x0, progress_html(frame.step, frame.total, text + size),
                    for_display(image), None, "measuring mask fidelity…", gr.update(value=png, visible=True),
                    gr.update(value=pair, visible=True))

@@ -71,8 +71,9 @@ class TrainHandlers(HandlersBase):
             raise ValueError("the synthetic share is 0: raise it, or remove the synthetic pairs zip")
         self.studio.prune_runs()  # room for this run under the disk quota
         unpack_dir = self.settings.runs_dir / name / "datasets"  # removed with the run
-        data, synthetic = self._training_data(source, zip_path, folder, unpack_dir), None
+        data = synthetic = None
         try:
+            data = self._training_data(source, zip_path, folder, unpack_dir)
             if share:
                 synthetic = self._training_data("zip", synth_zip, None, unpack_dir)
                 cfg.synthetic_root, cfg.synthetic_fraction = synthetic.roots, share
