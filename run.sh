@@ -2,7 +2,7 @@
 # Targets of the original ReTree seed. Settings come from the environment:
 #   DATA_ROOT  dataset folder(s) (unset: the embedded scikit-image fundus photograph)
 #   PRESET (lean)  SIZE (256)  STEPS (training steps, 2000)  BATCH (4)  DEVICE (cpu)
-#   MASKS (assets/masks)  SAMPLE_STEPS (20)  SAMPLER (dpmpp)  MINUTES (wall-time budget per training, unset: none)
+#   MASKS (retree_studio/examples)  SAMPLE_STEPS (20)  SAMPLER (dpmpp)  MINUTES (wall-time budget per training, unset: none)
 #   GUIDANCE (2: the guidance scale `release` stores with the concat and SPADE models; the shipped ones recommend 2)
 #   SOFT_TREE_PX (1.5: the vessel model learns soft trees, weights/README.md "Stage 1"; 0 for binary masks)
 #   train_segment / train_sr: BATCH_CROPS (8 crops of 128 px from 512 px views), LR (1e-3)
@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 PRESET=${PRESET:-lean}; SIZE=${SIZE:-256}; STEPS=${STEPS:-2000}; BATCH=${BATCH:-4}; DEVICE=${DEVICE:-cpu}
-MASKS=${MASKS:-assets/masks}; SAMPLE_STEPS=${SAMPLE_STEPS:-20}; SAMPLER=${SAMPLER:-dpmpp}
+MASKS=${MASKS:-retree_studio/examples}; SAMPLE_STEPS=${SAMPLE_STEPS:-20}; SAMPLER=${SAMPLER:-dpmpp}
 data_args=()
 budget_args=()
 if [ -n "${MINUTES:-}" ]; then budget_args=(--max_minutes "$MINUTES"); fi

@@ -17,6 +17,7 @@ from retree_core.config import MAX_IMAGE_PX, PRESETS
 from retree_core.weights import WEIGHTS_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"  # the example masks, package data
 
 
 def _default_device() -> str:

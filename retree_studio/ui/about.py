@@ -23,7 +23,7 @@ samplers, and `lean` network presets that run on a 2-core CPU (256 px images den
   (Staal et al., IEEE TMI 2004; research use, cite the paper) and CHASE_DB1 (Fraz et al., IEEE TBME 2012;
   Kingston University, **CC BY 4.0**), with a fixed validation split never trained on (DRIVE 37–40,
   CHASE_DB1 subjects 12–14). No photographs of these datasets ship with the app.
-- **Example masks** (`assets/masks/`): three CHASE_DB1 first-observer annotations (images 12L, 13R, 14L of
+- **Example masks** (`retree_studio/examples/`): three CHASE_DB1 first-observer annotations (images 12L, 13R, 14L of
   the validation split; Fraz et al., IEEE TBME 2012; Kingston University; **CC BY 4.0**; cropped to the
   field of view and resized to 512 px), and masks drawn by the project's procedural vessel generator.
 - **Embedded training example**: `skimage.data.retina()` (CC0), with a vessel mask from a classical ridge filter.
@@ -43,7 +43,7 @@ Use it from Python with `gradio_client`:
 ```python
 from gradio_client import Client, handle_file
 client = Client("http://127.0.0.1:7860/")
-image_path = client.predict(handle_file("assets/masks/left_eye_seed1.png"), "concat", "dpmpp", 20, None, 0,  # None: the recommended guidance
+image_path = client.predict(handle_file("retree_studio/examples/left_eye_seed1.png"), "concat", "dpmpp", 20, None, 0,  # None: the recommended guidance
                             api_name="/generate")
 ```
 """

@@ -6,7 +6,7 @@ import logging
 import gradio as gr
 
 from ..services import Studio
-from ..settings import StudioSettings, settings_from_args
+from ..settings import EXAMPLES_DIR, StudioSettings, settings_from_args
 from .about import about_text
 from .common import CSS, QUIET, session_of
 from .evaluate import EvaluateHandlers, evaluate_tab
@@ -72,6 +72,7 @@ def launch(demo: gr.Blocks, settings: StudioSettings, host: str = "127.0.0.1", p
     """Queue (concurrency that fits the machine, bounded waiting line) and serve."""
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=2)
     return demo.launch(server_name=host, server_port=port, share=share, max_file_size=f"{settings.max_upload_mb}mb",
+                       allowed_paths=[str(EXAMPLES_DIR)],  # the example masks, wherever the package is installed
                        theme=THEME, css=CSS, ssr_mode=False, footer_links=["api", "gradio"], **kwargs)
 
 

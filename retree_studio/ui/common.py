@@ -21,13 +21,12 @@ from ..jobs import TrainingBusy
 from ..mask_sources import UploadLimits
 from ..options import bounded_number, readable, whole_number
 from ..services import Studio
-from ..settings import ROOT, StudioSettings
+from ..settings import EXAMPLES_DIR, StudioSettings
 from ..synthesis import write_single_pair
 from ..training_data import training_data
 from .admission import Admission
 
 log = logging.getLogger("retree_studio")
-EXAMPLES_DIR = ROOT / "assets" / "masks"
 SAMPLERS = [(label, name) for name, label in SAMPLER_LABELS.items()]
 MODES = [("Concat", "concat"), ("SPADE", "spade")]
 DISPLAY_MIN_PX = 256  # small model outputs are enlarged (nearest) for display
