@@ -11,6 +11,7 @@ from . import __version__, logs, weights
 from .config import (MAX_GUIDANCE, MAX_SEED, PRECISION_HELP, PRECISIONS, ConfigError, SampleConfig, TrainConfig,
                      bounded_number, whole_number)
 from .data.imageio import IMAGE_SUFFIXES
+from .editing import EDIT_MODES, EditConfig
 from .pairs import LAYOUTS, NNUNET_ID, NNUNET_NAME
 from .pipeline import TREE_TRIES
 from .precision import DEFAULT as PRECISION_DEFAULT
@@ -113,6 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
     masks = g.add_mutually_exclusive_group(required=True)
     masks.add_argument("--masks", help="folder of vessel masks")
     masks.add_argument("--num", type=positive_int, help="number of pairs to dream with both stages")
+    masks.add_argument("--edit", metavar="PHOTO", help="edit a photograph through its tree: alone, write its tree "
+                       "(tree.png) to change; with --mask EDITED, regenerate it for the edited tree")
+    g.add_argument("--mask", default=None, help="with --edit: the edited tree (white vessels; the tree.png size)")
+    g.add_argument("--edit_mode", choices=EDIT_MODES, default=EditConfig.mode,
+                   help="inpaint: only the changed pixels and a margin (RePaint); vary: the whole view (SDEdit)")
+    g.add_argument("--margin_px", type=whole_in(0, 64), default=EditConfig.margin_px,
+                   help="inpaint: the region around the changed pixels, at the model's size")
+    g.add_argument("--resample", type=whole_in(1, 10), default=EditConfig.resample,
+                   help="inpaint: passes per step, for a region that agrees with the kept pixels")
+    g.add_argument("--strength", type=number_in(0, 1), default=EditConfig.strength,
+                   help="vary: 0 keeps the photograph, 1 generates from noise")
+    g.add_argument("--segmenter", default="segment", help="with --edit: finds the photograph's tree")
     g.add_argument("--trees", choices=("vessel", "procedural"), default="vessel",
                    help="with --num: trees from the stage-1 model or the procedural generator")
     g.add_argument("--vessel_weights", default="vessel", help="stage-1 model for --num")
@@ -211,6 +224,10 @@ def run_generate(args: argparse.Namespace) -> None:
     pipe = FundusPipeline.load(args.checkpoint or args.weights or args.mode, role=args.mode, sr=args.sr,
                                aperture=args.aperture, device=args.device, precision=args.precision)
     options = pipe.options(SampleConfig(args.sampler, args.steps, args.guidance, args.seed))
+    if args.edit:
+        return run_edit(args, pipe, options)
+    if args.mask:
+        raise ConfigError("--mask is the edited tree of --edit; for masks to generate from use --masks")
     out_px = pipe.output_px
     if args.masks:  # every mask read before any sampling; at each size from the file itself
         files = _mask_files(args.masks)
@@ -254,6 +271,22 @@ def run_generate(args: argparse.Namespace) -> None:
     if stand_ins:
         print(f"{stand_ins} stage-1 tree(s) stayed below the plausibility threshold in {args.tree_tries} draws: "
               "procedural trees stand in for them (--tree_tries, --min_plausibility)")
+
+
+def run_edit(args: argparse.Namespace, pipe, options: SampleConfig) -> None:
+    from .editing import PhotoEditor, edit_files
+    from .evaluate import load_segmenter
+
+    cfg = EditConfig(args.edit_mode, args.margin_px, args.resample, args.strength)
+    done = edit_files(PhotoEditor(pipe, load_segmenter(args.segmenter)), args.edit, args.output_dir, args.mask,
+                      cfg, options)
+    if args.mask is None:
+        print(f"wrote {done['tree']} (the photograph's tree: change it in any image editor) and {done['view']}; "
+              f"then: generate --edit {args.edit} --mask EDITED.png")
+        return
+    print(f"wrote {done['edited']} (+ edited_tree.png, difference.png, region.png): {done['changed_px']} pixels "
+          f"changed, all inside the {done['region_px']}-pixel edit region; mask fidelity of the edited tree "
+          f"{done['fidelity']:.3f}")
 
 
 def run_export(args: argparse.Namespace) -> None:

@@ -1,10 +1,11 @@
 """Reverse-process samplers sharing one signature and one callback contract.
 
-    sampler(eps_fn, x, schedule, steps, *, generators=None, callback=None, clip_x0=True, spacing=...) -> x0
+    sampler(eps_fn, x, schedule, steps, *, generators=None, callback=None, clip_x0=True, spacing=..., skip=0) -> x0
 
 `eps_fn(x_t, t)` predicts the noise (conditioning and guidance are already bound in, see `guided`);
 `x` is the starting noise; `steps` is the number of network evaluations, placed on the timesteps
-by `spacing` (each sampler has the default its authors recommend). After each evaluation the
+by `spacing` (each sampler has the default its authors recommend); `skip` leaves out the first steps of
+that schedule, so `x` is then a sample at the first remaining timestep (SDEdit). After each evaluation the
 callback receives a `Step` (index, total, t, x_t, predicted clean image) so a caller can stream frames;
 raising `StopSampling` from it ends the run at once. Fresh noise is drawn per sample from that
 sample's own generator, so an image depends on its seed only, not on the batch it was in.
@@ -69,7 +70,7 @@ def guided(net: torch.nn.Module, mask: Tensor | None, guidance: float = 1.0) -> 
     return eps_fn
 
 
-def _predict(eps_fn: EpsFn, x: Tensor, t: int, schedule: NoiseSchedule, clip_x0: bool) -> tuple[Tensor, Tensor]:
+def predict(eps_fn: EpsFn, x: Tensor, t: int, schedule: NoiseSchedule, clip_x0: bool) -> tuple[Tensor, Tensor]:
     """(eps, x0) at timestep t; with clipping, eps is re-derived from the clipped x0 to stay consistent."""
     t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
     ab = schedule.alpha_bar_at(torch.tensor(t)).item()
@@ -81,25 +82,28 @@ def _predict(eps_fn: EpsFn, x: Tensor, t: int, schedule: NoiseSchedule, clip_x0:
     return eps, x0
 
 
-def _schedule_pairs(schedule: NoiseSchedule, steps: int, spacing: str) -> list[tuple[int, int, float, float]]:
-    """(t, t_next, alpha_bar_t, alpha_bar_next) per step; t_next = -1 is the clean image."""
+def schedule_pairs(schedule: NoiseSchedule, steps: int, spacing: str,
+                   skip: int = 0) -> list[tuple[int, int, float, float]]:
+    """(t, t_next, alpha_bar_t, alpha_bar_next) per step, the first `skip` left out; t_next = -1 is the
+    clean image."""
     ts = schedule.spaced(steps, spacing).tolist()
     nxt = ts[1:] + [-1]
     ab = schedule.alpha_bar_at(torch.tensor(ts)).tolist()
     ab_next = schedule.alpha_bar_at(torch.tensor(nxt)).tolist()
-    return list(zip(ts, nxt, ab, ab_next))
+    return list(zip(ts, nxt, ab, ab_next))[skip:]
 
 
 @torch.no_grad()
 def ddpm(eps_fn: EpsFn, x: Tensor, schedule: NoiseSchedule, steps: int, *,
          generators: Sequence[torch.Generator] | None = None, callback: Callback | None = None,
-         clip_x0: bool = True, spacing: str = "uniform") -> Tensor:
+         clip_x0: bool = True, spacing: str = "uniform", skip: int = 0) -> Tensor:
     """Ancestral DDPM (Ho et al.; the paper's sampler): x_next ~ q(x_next | x_t, x0_hat), the posterior
     mean with the posterior variance. With fewer steps than T it runs on the respaced schedule."""
-    for i, (t, _, ab, ab_next) in enumerate(_schedule_pairs(schedule, steps, spacing)):
-        _, x0 = _predict(eps_fn, x, t, schedule, clip_x0)
+    pairs = schedule_pairs(schedule, steps, spacing, skip)
+    for i, (t, _, ab, ab_next) in enumerate(pairs):
+        _, x0 = predict(eps_fn, x, t, schedule, clip_x0)
         if callback:
-            callback(Step(i, steps, t, x, x0))
+            callback(Step(i, len(pairs), t, x, x0))
         beta = 1 - ab / ab_next
         mean = (ab_next ** 0.5 * beta * x0 + (1 - beta) ** 0.5 * (1 - ab_next) * x) / (1 - ab)
         var = beta * (1 - ab_next) / (1 - ab)
@@ -110,12 +114,13 @@ def ddpm(eps_fn: EpsFn, x: Tensor, schedule: NoiseSchedule, steps: int, *,
 @torch.no_grad()
 def ddim(eps_fn: EpsFn, x: Tensor, schedule: NoiseSchedule, steps: int, *,
          generators: Sequence[torch.Generator] | None = None, callback: Callback | None = None,
-         clip_x0: bool = True, spacing: str = "uniform", eta: float = 0.0) -> Tensor:
+         clip_x0: bool = True, spacing: str = "uniform", eta: float = 0.0, skip: int = 0) -> Tensor:
     """DDIM (Song et al.): eta = 0 is the deterministic probability-flow solver, eta = 1 matches DDPM."""
-    for i, (t, _, ab, ab_next) in enumerate(_schedule_pairs(schedule, steps, spacing)):
-        eps, x0 = _predict(eps_fn, x, t, schedule, clip_x0)
+    pairs = schedule_pairs(schedule, steps, spacing, skip)
+    for i, (t, _, ab, ab_next) in enumerate(pairs):
+        eps, x0 = predict(eps_fn, x, t, schedule, clip_x0)
         if callback:
-            callback(Step(i, steps, t, x, x0))
+            callback(Step(i, len(pairs), t, x, x0))
         sigma = eta * ((1 - ab_next) / (1 - ab) * (1 - ab / ab_next)) ** 0.5
         x = ab_next ** 0.5 * x0 + max(1 - ab_next - sigma ** 2, 0.0) ** 0.5 * eps
         if sigma > 0:
@@ -126,14 +131,14 @@ def ddim(eps_fn: EpsFn, x: Tensor, schedule: NoiseSchedule, steps: int, *,
 @torch.no_grad()
 def dpmpp_2m(eps_fn: EpsFn, x: Tensor, schedule: NoiseSchedule, steps: int, *,
              generators: Sequence[torch.Generator] | None = None, callback: Callback | None = None,
-             clip_x0: bool = True, spacing: str = "logsnr") -> Tensor:
+             clip_x0: bool = True, spacing: str = "logsnr", skip: int = 0) -> Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022): second-order multistep in log-SNR on the data prediction. Deterministic: `generators` is accepted for the shared signature."""
     x0_prev, h_prev = None, None
-    pairs = _schedule_pairs(schedule, steps, spacing)
+    pairs = schedule_pairs(schedule, steps, spacing, skip)
     for i, (t, _, ab, ab_next) in enumerate(pairs):
-        _, x0 = _predict(eps_fn, x, t, schedule, clip_x0)
+        _, x0 = predict(eps_fn, x, t, schedule, clip_x0)
         if callback:
-            callback(Step(i, steps, t, x, x0))
+            callback(Step(i, len(pairs), t, x, x0))
         if ab_next >= 1:  # the last step lands on the clean image
             x = x0
             break
