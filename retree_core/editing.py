@@ -211,7 +211,8 @@ class PhotoEditor:
         region = (np.ones((size_px, size_px), bool) if cfg.mode == "vary" else
                   edit_region(small(self.tree(photo, view)), small(tree_out), cfg.margin_px))
         photo_view = view.view(photo, size_px)
-        if not region.any():
+        options = self.pipe.options(options)
+        if not region.any() or (cfg.mode == "vary" and round(cfg.strength * options.steps) == 0):  # nothing to do
             out = view.view(photo, out_px)
             return EditResult(photo.copy(), np.zeros(photo.shape[:2], bool), out, tree_out)
         result = regenerate(self.pipe, photo_view, small(tree_out), region, cfg, options, callback)

@@ -32,7 +32,7 @@ class UploadLimits:
     max_pixels: int = 16_000_000
 
 
-def check_upload(path: str | Path, limits: UploadLimits = UploadLimits()) -> None:
+def check_upload(path: str | Path, limits: UploadLimits = UploadLimits(), what: str = "a mask") -> None:
     """Raise DataError for a missing, oversized or (declared) huge image file, without decoding it."""
     path = Path(path)
     if not path.is_file():
@@ -41,7 +41,7 @@ def check_upload(path: str | Path, limits: UploadLimits = UploadLimits()) -> Non
     if size == 0:
         raise DataError(f"{path.name}: the file is empty")
     if size > limits.max_bytes:
-        raise DataError(f"{path.name}: {size / 2**20:.1f} MB is too large for a mask (limit "
+        raise DataError(f"{path.name}: {size / 2**20:.1f} MB is too large for {what} (limit "
                         f"{limits.max_bytes / 2**20:.0f} MB)")
     try:
         with Image.open(path) as im:
@@ -49,7 +49,7 @@ def check_upload(path: str | Path, limits: UploadLimits = UploadLimits()) -> Non
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         return  # not readable by Pillow: read_mask tries OpenCV and reports what is wrong
     if width_px * height_px > limits.max_pixels:
-        raise DataError(f"{path.name}: {width_px}x{height_px} px is too large for a mask "
+        raise DataError(f"{path.name}: {width_px}x{height_px} px is too large for {what} "
                         f"(limit {limits.max_pixels / 1e6:.0f} megapixels)")
 
 

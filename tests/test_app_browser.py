@@ -186,3 +186,35 @@ def test_train_a_segmenter_and_evaluate_it(page):
     page.wait_for_function("() => /f1 \\d/.test(document.querySelector('#rt-eval-summary').innerText)",
                            timeout=WAIT_MS)
     assert "learned segmenter model" in page.locator("#rt-eval-summary").inner_text()
+
+
+def test_edit_a_photograph_by_erasing_a_stroke_of_its_tree(page, tmp_path):
+    from retree_core.data import embedded_example
+
+    Image.fromarray(embedded_example()[0]).resize((300, 300)).save(tmp_path / "photo.png")
+    page.get_by_role("tab", name="Edit a photograph").click()
+    page.locator("#rt-edit-upload input[type=file]").set_input_files(str(tmp_path / "photo.png"))
+    page.wait_for_function("() => document.querySelector('#rt-edit-note').innerText.includes('on the canvas')")
+    canvas = page.locator("#rt-edit-canvas canvas").first
+    box = canvas.bounding_box()
+
+    def band(tool: str, size_button: str, left: float, right: float) -> None:
+        """One wide zig-zag stroke over a band (a 16 px model pixel is 32 canvas pixels: thin lines vanish)."""
+        page.locator(f"#rt-edit-canvas button[aria-label='{tool}']").click()
+        page.locator(f"#rt-edit-canvas button[aria-label='{size_button}']").click()
+        page.locator("#rt-edit-canvas input[type=range]").first.fill("80")
+        x = lambda f: box["x"] + f * box["width"]  # noqa: E731
+        page.mouse.move(x(left), box["y"] + 0.35 * box["height"])
+        page.mouse.down()
+        for i, row in enumerate(np.linspace(0.35, 0.65, 4)):
+            page.mouse.move(x(right if i % 2 == 0 else left), box["y"] + row * box["height"], steps=3)
+        page.mouse.up()
+
+    band("Brush", "Brush Size", 0.2, 0.8)  # the tiny model's tree is nearly empty: draw a wide vessel band,
+    band("Erase", "Eraser Size", 0.5, 0.8)  # then erase part of it
+    page.locator("#rt-edit-run").click()
+    page.wait_for_function("() => document.querySelector('#rt-edit-counter').innerText.includes('done')")
+    text = page.locator("#rt-edit-fidelity").inner_text()
+    assert re.search(r"[\d,]+ pixels changed, all inside the edit region", text) and "Mask fidelity" in text
+    assert not re.search(r"^0 pixels changed", text)
+    page.get_by_text("Download the edited photograph").wait_for()

@@ -441,7 +441,7 @@ CLI_CASES = [  # (id, words, argv builder)
     ("generate plausibility NaN", "--min_plausibility: must be a number from 0 to 1",
      lambda c: ["generate", "--weights", str(c.weights), "--num", "1", "--min_plausibility", "nan"]),
     ("generate num 0", "--num: must be at least 1", lambda c: ["generate", "--weights", str(c.weights), "--num", "0"]),
-    ("generate without masks", "one of the arguments --masks --num is required",
+    ("generate without masks", "one of the arguments --masks --num --edit is required",
      lambda c: ["generate", "--weights", str(c.weights)]),
     ("generate missing weights file", "missing.safetensors: no such file",
      lambda c: ["generate", "--weights", str(c.tmp / "missing.safetensors"), "--masks", masks_folder(c)]),

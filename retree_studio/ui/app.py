@@ -9,13 +9,14 @@ from ..services import Studio
 from ..settings import EXAMPLES_DIR, StudioSettings, settings_from_args
 from .about import about_text
 from .common import CSS, QUIET, session_of
+from .edit import EditHandlers, edit_tab
 from .evaluate import EvaluateHandlers, evaluate_tab
 from .generate import GenerateHandlers, generate_tab
 from .synthesise import SynthesiseHandlers, synth_tab
 from .train import TrainHandlers, train_tab
 
 
-class Handlers(GenerateHandlers, TrainHandlers, SynthesiseHandlers, EvaluateHandlers):
+class Handlers(GenerateHandlers, EditHandlers, TrainHandlers, SynthesiseHandlers, EvaluateHandlers):
     """The event functions of every tab, over one Studio."""
 
     def leave(self, request: gr.Request | None = None) -> None:
@@ -40,6 +41,8 @@ def build_app(settings: StudioSettings | None = None, studio: Studio | None = No
         with gr.Tabs():
             with gr.Tab("Generate", id="generate") as gen_tab:
                 g = generate_tab(h, s)
+            with gr.Tab("Edit a photograph", id="edit"):
+                edit_tab(h, s)
             with gr.Tab("Train", id="train") as tr_tab:
                 t = train_tab(h, s)
             with gr.Tab("Synthesise", id="synthesise") as syn_tab:
