@@ -16,6 +16,9 @@ spatially-adaptive normalisation (**SPADE**). The pairs are synthetic training d
 
 ReTree Studio is an independent re-implementation: a UNet with locality self-attention, DDPM/DDIM/DPM-Solver++
 samplers, and `lean` network presets that run on a 2-core CPU (256 px images denoised at 128 px internally).
+Beyond the paper, **Edit a photograph** starts from a real photograph: change its vessel tree and the model
+regenerates only what changed (RePaint-style inpainting) or the whole view (SDEdit), leaving every other
+pixel of the photograph as it was.
 {models}
 
 ## Data and licences
