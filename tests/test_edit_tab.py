@@ -47,7 +47,7 @@ def test_the_tree_goes_onto_the_canvas_and_comes_back():
 
 
 def test_upload_edit_and_regenerate_keeps_the_rest_of_the_photograph(handlers, photo_file):
-    photo, canvas, note = handlers.load_photo(photo_file, "concat", REQUEST)
+    photo, canvas, _, note = handlers.load_photo(photo_file, "concat", REQUEST)
     assert photo.shape == (110, 120, 3) and "on the canvas" in note
     layer = canvas["layers"][0].copy()
     layer[96:416, 96:128, :] = 255  # a new vessel drawn in white (canvas pixels)
@@ -70,9 +70,32 @@ def test_bad_input_and_stop_are_clear(handlers, photo_file, tmp_path):
     (tmp_path / "junk.png").write_bytes(b"not a picture")
     with pytest.raises(gr.Error, match="junk.png"):
         handlers.load_photo(str(tmp_path / "junk.png"), "concat", REQUEST)
-    photo, canvas, _ = handlers.load_photo(photo_file, "concat", REQUEST)
+    photo, canvas, _, _ = handlers.load_photo(photo_file, "concat", REQUEST)
     run = handlers.regenerate(photo, canvas, "concat", "vary", 1, 1, 1.0, 200, 0, REQUEST)
     next(run, None)
     handlers.stop_edit(REQUEST)
     last = list(run)[-1]
     assert "stopped" in last[1] or "done" in last[1]  # a 16 px model may finish before the Stop lands
+
+
+def test_one_click_changes_remove_a_branch_and_bend_the_tree(handlers, photo_file):
+    from retree_core.tree_ops import add_tortuosity, branch_at
+
+    tree = np.zeros((100, 100), bool)
+    tree[10:90, 48:53] = True  # a trunk
+    tree[50:53, 50:90] = True  # and a branch to the right
+    branch = branch_at(tree, 80, 51)
+    assert branch[50:53, 60:90].all() and not branch[10:45].any()  # that branch, not the trunk above the fork
+    assert not branch_at(tree, 5, 5).any()  # nowhere near a vessel
+    bent = add_tortuosity(tree, 3, seed=1)
+    assert not np.array_equal(bent, tree) and np.array_equal(bent, add_tortuosity(tree, 3, seed=1))
+    assert np.array_equal(add_tortuosity(tree, 0), tree)
+
+    photo, canvas, view, _ = handlers.load_photo(photo_file, "concat", REQUEST)
+    canvas["layers"] = [canvas["layers"][0] * 0]
+    canvas["layers"][0][100:400, 240:260] = 255  # a drawn vessel on the canvas
+    value, shown = handlers.remove_branch_at(canvas, SimpleNamespace(index=[250, 300]))
+    assert not tree_from_canvas(value, 512).any() and shown.shape == (512, 512, 3)
+    value, shown = handlers.tortuosity(canvas, 6, 0)
+    assert tree_from_canvas(value, 512).any() and not np.array_equal(tree_from_canvas(value, 512),
+                                                                     tree_from_canvas(canvas, 512))

@@ -17,6 +17,7 @@ from retree_core.evaluate import ClassicalSegmenter
 from retree_core.fidelity import measure_fidelity
 from retree_core.images import mask_rgb, save_png, to_uint8
 from retree_core.samplers import StopSampling
+from retree_core.tree_ops import add_tortuosity, remove_branch
 
 from ..mask_sources import CANVAS_PX, check_upload
 from ..options import bounded_number, whole_number
@@ -32,9 +33,14 @@ def canvas_value(view: np.ndarray, tree: np.ndarray) -> dict:
     view = cv2.resize(view, (CANVAS_PX, CANVAS_PX), interpolation=cv2.INTER_AREA if len(view) > CANVAS_PX
                       else cv2.INTER_NEAREST)
     tree = cv2.resize(tree.astype(np.uint8), (CANVAS_PX, CANVAS_PX), interpolation=cv2.INTER_NEAREST) > 0
+    return {"background": (view * CANVAS_DIM).astype(np.uint8), "layers": [tree_layer(tree)], "composite": None}
+
+
+def tree_layer(tree: np.ndarray) -> np.ndarray:
+    """A tree as the canvas's layer: opaque white vessels, transparent elsewhere."""
     layer = np.zeros((*tree.shape, 4), np.uint8)
     layer[tree] = 255
-    return {"background": (view * CANVAS_DIM).astype(np.uint8), "layers": [layer], "composite": None}
+    return layer
 
 
 def tree_from_canvas(value: dict | None, size_px: int) -> np.ndarray:
@@ -55,6 +61,13 @@ def tree_from_canvas(value: dict | None, size_px: int) -> np.ndarray:
     return cv2.resize(tree.astype(np.float32), (size_px, size_px), interpolation=cv2.INTER_AREA) >= 0.5
 
 
+def tree_view(value: dict) -> np.ndarray:
+    """The canvas as a picture to click on: the tree in white over the dimmed photograph."""
+    view = np.asarray(value["background"])[..., :3].copy()
+    view[tree_from_canvas(value, CANVAS_PX)] = 255
+    return view
+
+
 class EditHandlers(HandlersBase):
     """Event functions of the Edit tab."""
 
@@ -64,9 +77,10 @@ class EditHandlers(HandlersBase):
 
     @ui_errors
     def load_photo(self, path: str | None, role: str, request: gr.Request | None = None):
-        """Read the photograph, find its tree and put both on the canvas. Outputs: photo state, canvas, note."""
+        """Read the photograph, find its tree and put both on the canvas. Outputs: photo state, canvas, tree
+        view, note."""
         if not path:
-            return None, gr.skip(), "Upload a colour fundus photograph."
+            return None, gr.skip(), gr.skip(), "Upload a colour fundus photograph."
         check_upload(path, self.mask_limits, "a photograph")
         photo = read_rgb(path)
         editor = self._editor(role, session_of(request))
@@ -75,7 +89,8 @@ class EditHandlers(HandlersBase):
         note = (f"{photo.shape[1]}x{photo.shape[0]} px photograph; its tree ({100 * tree.mean():.1f}% vessel, found by "
                 f"the {editor.segmenter.name}) is on the canvas at {tree.shape[0]} px: erase vessels, draw new ones "
                 "in white, then Regenerate.")
-        return photo, canvas_value(view.view(photo, editor.pipe.output_px), tree), note
+        value = canvas_value(view.view(photo, editor.pipe.output_px), tree)
+        return photo, value, tree_view(value), note
 
     @on_gpu
     @ui_errors
@@ -127,6 +142,28 @@ class EditHandlers(HandlersBase):
         yield (result.view, progress_html(1, 1, "done"), (photo, result.photo), difference(photo, result.photo),
                note, gr.update(value=str(png), visible=True), gr.update(value=str(tree_png), visible=True))
 
+    @ui_errors
+    def remove_branch_at(self, canvas, evt: gr.SelectData):
+        """A click on the tree view removes the branch there from the canvas's tree. Outputs: canvas, view."""
+        tree = tree_from_canvas(canvas, CANVAS_PX)
+        x, y = evt.index[:2]
+        changed = remove_branch(tree, x, y)
+        if np.array_equal(changed, tree):
+            gr.Info("No vessel there: click on a vessel's centre line.", duration=3)
+        return self._with_tree(canvas, changed)
+
+    @ui_errors
+    def tortuosity(self, canvas, amount, seed):
+        """Bend the canvas's tree (add_tortuosity). Outputs: canvas, view."""
+        tree = tree_from_canvas(canvas, CANVAS_PX)
+        amount = bounded_number(amount, "tortuosity", 0, 16)
+        return self._with_tree(canvas, add_tortuosity(tree, amount, whole_number(seed, "seed", 0, 2**31 - 1)))
+
+    @staticmethod
+    def _with_tree(canvas: dict, tree: np.ndarray):
+        value = {**canvas, "layers": [tree_layer(tree)], "composite": None}
+        return value, tree_view(value)
+
     def stop_edit(self, request: gr.Request | None = None) -> None:
         self.studio.stops.stop(f"{session_of(request)}:edit")
 
@@ -142,6 +179,13 @@ def edit_tab(h: EditHandlers, s: StudioSettings) -> dict:
                 eraser=gr.Eraser(default_size=16), format="png", show_label=False, elem_id="rt-edit-canvas")
             note = gr.Markdown("The shipped segmenter finds the photograph's vessels; erase a branch or draw a new "
                                "vessel in white.", elem_classes="rt-note", elem_id="rt-edit-note")
+            with gr.Accordion("One-click changes", open=False):
+                clickable = gr.Image(label="Click a vessel to remove its branch (between two forks)", height=300,
+                                     interactive=False, buttons=[], elem_id="rt-edit-branches")
+                with gr.Row():
+                    bend = gr.Slider(0, 16, 4, step=0.5, label="Tortuosity to add (px)", scale=3)
+                    bend_seed = gr.Number(0, precision=0, label="Seed", minimum=0, scale=1)
+                    bend_go = gr.Button("Add tortuosity", scale=1)
         with gr.Column(scale=5):
             with gr.Row():
                 role = gr.Radio(MODES, value="concat", label="Model")
@@ -170,7 +214,9 @@ def edit_tab(h: EditHandlers, s: StudioSettings) -> dict:
         photo_dl = gr.DownloadButton("Download the edited photograph", visible=False, size="sm")
         tree_dl = gr.DownloadButton("Download the edited tree", visible=False, size="sm")
     photo = gr.State(None)
-    upload.upload(h.load_photo, [upload, role], [photo, canvas, note], **PRIVATE)
+    upload.upload(h.load_photo, [upload, role], [photo, canvas, clickable, note], **PRIVATE)
+    clickable.select(h.remove_branch_at, canvas, [canvas, clickable], **QUIET)
+    bend_go.click(h.tortuosity, [canvas, bend, bend_seed], [canvas, clickable], **QUIET)
     go.click(h.regenerate, [photo, canvas, role, mode, margin, resample, strength, steps, seed],
              [live, counter, compare, diff, result_note, photo_dl, tree_dl], concurrency_id="generate",
              concurrency_limit=s.generation_concurrency, show_progress="hidden", **PRIVATE, **h.heavy(h.regenerate))

@@ -1,0 +1,67 @@
+"""One-click changes to a vessel tree (a bool mask): remove the branch at a point, add tortuosity."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from scipy import ndimage
+from skimage.morphology import skeletonize
+
+REACH_PX = 12  # a click this close to a vessel's centre line picks it
+
+
+def branch_at(tree: np.ndarray, x: float, y: float, reach_px: float = REACH_PX) -> np.ndarray:
+    """The vessel pixels of the branch nearest (x, y): the centre-line segment between two junctions (or
+    a junction and an end) closest to the point, widened to the vessel's width. Empty when no centre line
+    is within `reach_px`."""
+    tree = np.asarray(tree, bool)
+    skeleton = skeletonize(tree)
+    neighbours = ndimage.convolve(skeleton.astype(np.uint8), np.ones((3, 3), np.uint8), mode="constant") - 1
+    junctions = skeleton & (neighbours >= 3)
+    segments = skeleton & ~ndimage.binary_dilation(junctions, np.ones((3, 3), bool))
+    labels, count = ndimage.label(segments, np.ones((3, 3), int))
+    if count == 0:
+        return np.zeros_like(tree)
+    ys, xs = np.nonzero(segments)
+    distance = np.hypot(xs - x, ys - y)
+    nearest = int(np.argmin(distance))
+    if distance[nearest] > reach_px:
+        return np.zeros_like(tree)
+    segment = labels == labels[ys[nearest], xs[nearest]]
+    half_width = float(ndimage.distance_transform_edt(tree)[segment].max())
+    return tree & (ndimage.distance_transform_edt(~segment) <= half_width + 1.5)
+
+
+def remove_branch(tree: np.ndarray, x: float, y: float, reach_px: float = REACH_PX) -> np.ndarray:
+    """The tree without the branch at (x, y), and without the scraps that branch leaves (pieces touching it
+    no bigger than a few vessel widths squared: centre-line spurs at its ends)."""
+    tree = np.asarray(tree, bool)
+    branch = branch_at(tree, x, y, reach_px)
+    if not branch.any():
+        return tree.copy()
+    rest = tree & ~branch
+    width = 2 * float(ndimage.distance_transform_edt(tree)[branch].max()) + 1
+    labels, _ = ndimage.label(rest, np.ones((3, 3), int))
+    touching = np.unique(labels[ndimage.binary_dilation(branch, np.ones((3, 3), bool)) & rest])
+    sizes = np.bincount(labels.ravel())
+    scraps = [label for label in touching if label and sizes[label] <= 4 * width ** 2]
+    return rest & ~np.isin(labels, scraps)
+
+
+def add_tortuosity(tree: np.ndarray, amount_px: float, seed: int = 0, wavelength_px: float | None = None) -> np.ndarray:
+    """The tree bent by a smooth random displacement of about `amount_px` (standard deviation), varying over
+    `wavelength_px` (default: a tenth of the tree's size): vessels wind more, the tree's layout stays."""
+    tree = np.asarray(tree, bool)
+    if amount_px <= 0:
+        return tree.copy()
+    size = max(tree.shape)
+    sigma = (wavelength_px or size / 10) / 2
+    rng = np.random.default_rng(seed)
+    shifts = [ndimage.gaussian_filter(rng.standard_normal(tree.shape), sigma) for _ in range(2)]
+    shifts = [s * amount_px / (s.std() or 1.0) for s in shifts]
+    yy, xx = np.mgrid[:tree.shape[0], :tree.shape[1]].astype(np.float32)
+    bent = cv2.remap(tree.astype(np.float32), xx + shifts[0].astype(np.float32), yy + shifts[1].astype(np.float32),
+                     cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return bent >= 0.5
+
+
+__all__ = ["REACH_PX", "add_tortuosity", "branch_at", "remove_branch"]
