@@ -23,7 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from retree_core.images import grid, save_png  # noqa: E402
 from retree_core.pipeline import generate, vessel_masks  # noqa: E402
-from retree_core.plausibility import DEFAULT_THRESHOLD, STATISTICS, load_reference, plausibility  # noqa: E402
+from retree_core.data import mask_at  # noqa: E402
+from retree_core.plausibility import DEFAULT_THRESHOLD, STATISTICS, canonical, load_reference, plausibility  # noqa: E402
+from retree_core.vessel_stats import vessel_stats  # noqa: E402
 from retree_core.weights import load_model  # noqa: E402
 
 SHOWN = {"largest_component_fraction": "largest piece", "area_fraction": "vessel area",
@@ -38,6 +40,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     p.add_argument("--grid", default=None, help="PNG with the trees, one row per model (at most 8 per row)")
+    p.add_argument("--out_px", type=int, default=512, help="also measure the trees at this output size: cut from "
+                   "the soft output resized there (as generate and the app make them) and the model-size cut enlarged")
     args = p.parse_args()
 
     stats = {s.key: s for s in STATISTICS}
@@ -46,7 +50,8 @@ def main() -> None:
         model = load_model(source, role="vessel")
         size = model.net_cfg.image_size
         tic = time.perf_counter()
-        trees = vessel_masks(generate(model, None, list(range(args.num)), sampler=args.sampler, steps=args.steps))
+        raw = generate(model, None, list(range(args.num)), sampler=args.sampler, steps=args.steps)
+        trees = vessel_masks(raw)
         seconds = time.perf_counter() - tic
         scores = [plausibility(tree) for tree in trees]
         ref = load_reference()["statistics"][str(scores[0].size_px)]
@@ -62,6 +67,14 @@ def main() -> None:
         print(f"  median {np.median([s.value for s in scores]):.2f} "
               + " ".join(f"{stats[k].show(medians[k]):>18}" for k in SHOWN))
         print(f"  kept by the filter (score >= {args.threshold}): {kept} of {args.num}")
+        real = load_reference()["statistics"][str(args.out_px)]
+        for label, big in (("soft output resized", vessel_masks(raw, args.out_px)),
+                           ("model-size cut enlarged", np.stack([mask_at(t, args.out_px) for t in trees]))):
+            measured = [vessel_stats(*canonical(t, None, args.out_px)) for t in big]
+            print(f"  at {args.out_px} px, {label}: median vessel area "
+                  f"{np.median([m['area_fraction'] for m in measured]):.1%}, mean width "
+                  f"{np.median([m['width_mean_px'] for m in measured]):.2f} px (real "
+                  f"{real['area_fraction']['median']:.1%}, {real['width_mean_px']['median']:.2f} px)")
         rows.append(np.repeat(trees[:8, :, :, None].astype(np.uint8) * 255, 3, axis=3))
     if args.grid:
         print(f"\ngrid: {save_png(args.grid, grid(rows))}")

@@ -77,8 +77,13 @@ def generate(model: LoadedModel, masks: np.ndarray | None = None, seeds: Sequenc
         return get_sampler(sampler)(eps_fn, x, schedule, steps, generators=gens, callback=callback)
 
 
-def vessel_masks(images: torch.Tensor) -> np.ndarray:
-    """Binary trees from the vessel model's output (B, 1, H, W) in [-1, 1]."""
+def vessel_masks(images: torch.Tensor, size_px: int | None = None) -> np.ndarray:
+    """Binary trees from the vessel model's output (B, 1, H, W) in [-1, 1], cut at 0; at another `size_px`
+    the soft output is resized (bicubic) before the cut, so enlarged trees have smooth edges and vessels
+    narrower than an enlarged model pixel, as the soft-tree target (`--soft_tree_px`) allows."""
+    images = images.float()
+    if size_px is not None and size_px != images.shape[-1]:
+        images = torch.nn.functional.interpolate(images, size=(size_px, size_px), mode="bicubic", align_corners=False)
     return (images[:, 0] > 0).cpu().numpy()
 
 
@@ -88,12 +93,13 @@ TREE_TRIES = 16  # draws per tree: the shipped model passes 28 % of draws, so 0.
 
 def dream_trees(model: LoadedModel, seeds: Sequence[int], *, min_plausibility: float = 0.0,
                 max_tries: int = TREE_TRIES, on_draw: Callable[[int, int], None] | None = None,
-                **options) -> tuple[list[np.ndarray | None], list[int]]:
+                size_px: int | None = None, **options) -> tuple[list[np.ndarray | None], list[int]]:
     """Stage 1: one vessel tree per seed from the vessel model. Trees scoring below `min_plausibility`
     (see plausibility.py; the paper kept trees a discriminator scored above 0.8) are redrawn with
     new seeds, up to `max_tries` draws in all; `on_draw(draw, max_tries)` is called before each round
-    (draw counts from 1). Returns the trees, None for those that never passed, and the seeds that made
-    them (for a None, its last draw's)."""
+    (draw counts from 1). Returns the trees (at `size_px` from the soft output, `vessel_masks`; judged at
+    the model's size), None for those that never passed, and the seeds that made them (for a None, its
+    last draw's)."""
     if model.net_cfg.role != "vessel":
         raise ValueError(f"dreaming trees needs a vessel model, not a {model.net_cfg.role!r} one")
     if max_tries < 1:
@@ -109,10 +115,11 @@ def dream_trees(model: LoadedModel, seeds: Sequence[int], *, min_plausibility: f
             on_draw(attempt + 1, max_tries)
         for i in todo:  # redraws use seeds far from the caller's, so they do not repeat other trees
             seeds[i] = first[i] + REDRAW_SEED_STRIDE * attempt
-        drawn = vessel_masks(generate(model, None, [seeds[i] for i in todo], **options))
-        for i, tree in zip(todo, drawn):
+        raw = generate(model, None, [seeds[i] for i in todo], **options)
+        drawn, final = vessel_masks(raw), vessel_masks(raw, size_px)
+        for i, tree, out in zip(todo, drawn, final):
             if tree.any() and (min_plausibility <= 0 or plaus.plausibility(tree).value >= min_plausibility):
-                trees[i] = tree
+                trees[i] = out
     return trees, seeds
 
 
@@ -138,8 +145,9 @@ def tree_masks(vessel_model: LoadedModel | None, seeds: list[int], size_px: int,
     if vessel_model is None or trees == "procedural":
         return np.stack([procedural(seed) for seed in seeds]), 0
     threshold = plaus.DEFAULT_THRESHOLD if min_plausibility is None else min_plausibility
-    dreamt, _ = dream_trees(vessel_model, seeds, min_plausibility=threshold, max_tries=max_tries, **options)
-    masks = [procedural(seed) if tree is None else mask_at(tree, size_px) for tree, seed in zip(dreamt, seeds)]
+    dreamt, _ = dream_trees(vessel_model, seeds, min_plausibility=threshold, max_tries=max_tries, size_px=size_px,
+                            **options)
+    masks = [procedural(seed) if tree is None else tree for tree, seed in zip(dreamt, seeds)]
     return np.stack(masks), sum(tree is None for tree in dreamt)
 
 

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from retree_core.data import DataError, binarize_mask, prepare_mask, read_mask
+from retree_core.data import DataError, binarize_mask, mask_at, prepare_mask, read_mask
 from retree_core.data.procedural import TreeParams, procedural_tree
 from retree_core.images import mask_rgb
 from retree_core.pipeline import dream_trees, generate, vessel_masks
@@ -199,20 +199,23 @@ def random_tree(seed: int, knobs: TreeKnobs = TreeKnobs(), size_px: int = CANVAS
 
 def dream_tree(model: LoadedModel, seed: int, sampler: str = "dpmpp", steps: int = 20,
                on_draw: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, str, bool]:
-    """A vessel tree from a stage-1 (vessel) model, bool at the model's size, redrawn (new seeds) while
+    """A vessel tree from a stage-1 (vessel) model, bool at the canvas's size (CANVAS_PX, from the model's
+    soft output: pipeline.vessel_masks), redrawn (new seeds) while
     it scores below the plausibility threshold; with a note on the seed and score, and whether it passed.
     When no try passes, the seed's own tree comes back (passed False), so a user sees what the model draws.
     `on_draw(draw, max_tries)` reports each draw (pipeline.dream_trees)."""
     trees, seeds = dream_trees(model, [int(seed)], min_plausibility=plaus.DEFAULT_THRESHOLD,
-                                on_draw=on_draw, sampler=sampler, steps=steps)
+                                on_draw=on_draw, size_px=CANVAS_PX, sampler=sampler, steps=steps)
     if trees[0] is None:
-        tree = vessel_masks(generate(model, None, [int(seed)], sampler=sampler, steps=steps))[0]
+        raw = generate(model, None, [int(seed)], sampler=sampler, steps=steps)
+        tree, small = vessel_masks(raw, CANVAS_PX)[0], vessel_masks(raw)[0]
         if not tree.any():
             raise DataError(f"the vessel model drew an empty tree from seed {seed}; try another seed")
-        return tree, (f"seed {seed}, plausibility {plaus.plausibility(tree).value:.2f}: no try reached the "
+        return tree, (f"seed {seed}, plausibility {plaus.plausibility(small).value:.2f}: no try reached the "
                       f"threshold {plaus.DEFAULT_THRESHOLD}, the filter would reject it"), False
     redrawn = f", redrawn as seed {seeds[0]}" if seeds[0] != seed else ""
-    return trees[0], f"seed {seed}{redrawn}, plausibility {plaus.plausibility(trees[0]).value:.2f}", True
+    judged = mask_at(trees[0], model.net_cfg.image_size)  # scored at the model's size, as the filter judged it
+    return trees[0], f"seed {seed}{redrawn}, plausibility {plaus.plausibility(judged).value:.2f}", True
 
 
 __all__ = ["CANVAS_PX", "UploadLimits", "check_upload", "mask_from_upload", "editor_image", "mask_for_model",

@@ -124,3 +124,12 @@ def test_dream_trees_redraws_implausible_trees_and_says_so(tiny_vessel):
     wrong = LoadedModel(None, net_config("tiny", "concat", 16), DiffusionConfig(), "concat")
     with pytest.raises(ValueError, match="needs a vessel model"):
         dream_trees(wrong, [0])
+
+
+def test_trees_are_cut_at_the_size_asked_from_the_soft_output():
+    x = torch.tensor([[[[-1.0, 0.2], [-1.0, 0.2]]]])  # a soft vessel edge between the two columns
+    assert vessel_masks(x).tolist() == [[[False, True], [False, True]]]
+    big = vessel_masks(x, 8)
+    assert big.shape == (1, 8, 8) and big[0, :, -1].all() and not big[0, :, 0].any()
+    edge = int(np.argmax(big[0, 0]))  # where the interpolated soft map crosses 0: past the middle, not at it
+    assert 4 < edge < 8

@@ -235,8 +235,10 @@ def test_procedural_trees_stand_in_for_implausible_stage_one_trees(tmp_path):
     masks, stand_ins = tree_masks(vessel, [3, 4], 64, first_seed=3, max_tries=2, steps=2)
     assert stand_ins == 2 and np.array_equal(masks, procedural)
     masks, stand_ins = tree_masks(vessel, [3, 4], 64, first_seed=3, min_plausibility=0, steps=2)
-    own = vessel_masks(generate(vessel, None, [3, 4], steps=2))
-    assert stand_ins == 0 and np.array_equal(masks, np.stack([mask_at(m, 64) for m in own]))
+    own = generate(vessel, None, [3, 4], steps=2)
+    assert stand_ins == 0 and np.array_equal(masks, vessel_masks(own, 64))  # from the soft output at 64 px
+    nearest = np.stack([mask_at(m, 64) for m in vessel_masks(own)])  # not the 32 px cut enlarged
+    assert not np.array_equal(masks, nearest)
 
 
 def test_resume_drops_a_torn_log_line(tmp_path):
