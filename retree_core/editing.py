@@ -147,6 +147,8 @@ def regenerate(pipe: FundusPipeline, photo_view: np.ndarray, tree: np.ndarray, r
                 x = schedule.add_noise(known, torch.tensor([t]), x)
             out = sampler(eps_fn, x, schedule, options.steps, generators=gens, callback=callback, skip=skip)
         else:
+            if region is None:
+                raise ValueError("inpainting needs the edit region (edit_region)")
             keep = 1 - torch.from_numpy(np.asarray(region, np.float32))[None, None].to(device)
             out = _repaint(eps_fn, x, known, keep, schedule, options.steps, cfg.resample, gens, callback)
     return to_uint8(out)[0]
