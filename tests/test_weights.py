@@ -164,3 +164,24 @@ def test_a_compressed_checkpoint_is_refused_before_it_is_inflated(tmp_path):
                          timeout=120, cwd=Path(__file__).resolve().parents[1]).stdout.splitlines()
     assert "compressed entries" in out[0] and "refused before inflating" in out[0]
     assert int(out[1]) < 32  # MB grown while refusing (inflating would take 256)
+
+
+def test_an_oversized_upload_is_refused_from_its_header_in_bounded_memory(tmp_path, tiny_weights):
+    """A hosted upload declaring 4096 px images (a first sampling step at that size would allocate GiBs):
+    refused from its header, in a fresh process whose peak memory is measured."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file, save_file
+
+    meta = json.loads(tiny_weights.with_suffix(".json").read_text())
+    save_file(load_file(tiny_weights), tmp_path / "big.safetensors",
+              metadata={"retree": json.dumps({**meta, "net": {**meta["net"], "image_size": 4096}})})
+    probe = ("import resource, sys; from retree_core.weights import load_model; import torch\n"
+             "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+             "try:\n    load_model(sys.argv[1], max_image_px=512)\nexcept ValueError as exc:\n    print(exc)\n"
+             "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)")
+    out = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "big.safetensors")], capture_output=True,
+                         text=True, timeout=120, cwd=Path(__file__).resolve().parents[1]).stdout.splitlines()
+    assert "image_size 4096, expected 1 to 512" in out[0]
+    assert int(out[1]) < 16  # MB grown while refusing
