@@ -61,7 +61,9 @@ def test_upload_edit_and_regenerate_keeps_the_rest_of_the_photograph(handlers, p
     settings = read_settings(png["value"])
     assert settings["edit"]["mode"] == "inpaint" and settings["edit"]["resample"] == 2
     vary = list(handlers.regenerate(photo, edited, "concat", "vary", 1, 1, 0.0, 4, 0, REQUEST))[-1]
-    assert np.array_equal(vary[2][1], photo)  # strength 0: the photograph itself
+    assert np.array_equal(vary[2][1], photo) and "Nothing to regenerate" in vary[4]  # strength 0: the photograph
+    same = list(handlers.regenerate(photo, canvas, "concat", "inpaint", 1, 1, 0.5, 4, 0, REQUEST))[-1]
+    assert np.array_equal(same[2][1], photo) and "the tree on the canvas is the photograph's own" in same[4]
 
 
 def test_bad_input_and_stop_are_clear(handlers, photo_file, tmp_path):

@@ -87,8 +87,8 @@ class EditHandlers(HandlersBase):
         view = PhotoView.of(photo)
         tree = compute.run(editor.tree, photo, view)
         note = (f"{photo.shape[1]}x{photo.shape[0]} px photograph; its tree ({100 * tree.mean():.1f}% vessel, found by "
-                f"the {editor.segmenter.name}) is on the canvas at {tree.shape[0]} px: erase vessels, draw new ones "
-                "in white, then Regenerate.")
+                f"the {editor.segmenter.name}) is on the canvas: erase vessels, draw new ones in white, then "
+                "Regenerate.")
         value = canvas_value(view.view(photo, editor.pipe.output_px), tree)
         return photo, value, tree_view(value), note
 
@@ -138,7 +138,9 @@ class EditHandlers(HandlersBase):
         png = save_png(folder / f"{stem}.png", result.photo, {**editor.pipe.settings(options), "edit": asdict(cfg)})
         tree_png = save_png(folder / f"{stem}_tree.png", mask_rgb(result.tree))
         note = (f"{changed:,} pixels changed, all inside the edit region ({int(result.region.sum()):,} px); "
-                f"the rest of the photograph is untouched.<br>**{fidelity.summary()}** (of the edited tree)")
+                f"the rest of the photograph is untouched.<br>**{fidelity.summary()}** (of the edited tree)"
+                if result.region.any() else "Nothing to regenerate: the tree on the canvas is the photograph's own "
+                "(change it first), or the strength is 0.")
         yield (result.view, progress_html(1, 1, "done"), (photo, result.photo), difference(photo, result.photo),
                note, gr.update(value=str(png), visible=True), gr.update(value=str(tree_png), visible=True))
 
