@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import ConfigError
 from .images import mask_rgb, save_png
 
 LAYOUTS = ("seed", "nnunet")
@@ -29,9 +30,9 @@ class PairWriter:
     def __init__(self, out_dir: str | Path, settings: dict, layout: str = "seed", dataset_id: int = NNUNET_ID,
                  dataset_name: str = NNUNET_NAME):
         if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+            raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
         if layout == "nnunet" and not (1 <= dataset_id <= 999 and re.fullmatch(r"[A-Za-z0-9_-]+", dataset_name)):
-            raise ValueError(f"an nnU-Net dataset needs an id from 1 to 999 and a name of letters, digits, '_' "
+            raise ConfigError(f"an nnU-Net dataset needs an id from 1 to 999 and a name of letters, digits, '_' "
                              f"or '-', got {dataset_id} and {dataset_name!r}")
         self.layout, self.settings = layout, settings
         self.root = Path(out_dir) / f"Dataset{dataset_id:03d}_{dataset_name}" if layout == "nnunet" else Path(out_dir)

@@ -62,7 +62,7 @@ def test_the_seed_layout_keeps_its_files_and_gains_the_settings(tiny_weights, ma
 
 def test_bad_nnunet_names_are_refused(tiny_weights, masks, tmp_path, capsys):
     assert main(["generate", "--weights", str(tiny_weights), "--masks", str(masks), "--layout", "nnunet",
-                 "--dataset_name", "no spaces", "--output_dir", str(tmp_path)]) == 1
+                 "--dataset_name", "no spaces", "--output_dir", str(tmp_path)]) == 2  # a usage error
     assert "an nnU-Net dataset needs" in capsys.readouterr().err
 
 
