@@ -24,11 +24,13 @@ import torch
 from . import precision
 from .config import SampleConfig
 from .data import estimate_fov, prepare_mask, read_rgb
+from .data.augment import fov_square
 from .diffusion import NoiseSchedule
 from .evaluate import Segmenter, mask_fidelity, resize_map
 from .images import from_uint8, mask_rgb, mask_to_tensor, save_png, to_uint8
 from .pipeline import FundusPipeline
-from .samplers import Callback, Step, get_sampler, guided, make_generators, predict, randn, schedule_pairs
+from .samplers import (Callback, Step, ddpm_step, get_sampler, guided, make_generators, predict, randn,
+                       schedule_pairs)
 from .superres import upscale
 
 EDIT_MODES = ("inpaint", "vary")
@@ -63,13 +65,9 @@ class PhotoView:
 
     @classmethod
     def of(cls, photo: np.ndarray, fov: np.ndarray | None = None) -> "PhotoView":
-        fov = estimate_fov(photo) if fov is None else fov
-        rows, cols = np.flatnonzero(fov.any(axis=1)), np.flatnonzero(fov.any(axis=0))
-        if len(rows) == 0:
-            rows, cols = np.arange(photo.shape[0]), np.arange(photo.shape[1])
-        side = int(max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1)
-        x0 = int(round((cols[0] + cols[-1]) / 2 - (side - 1) / 2))
-        y0 = int(round((rows[0] + rows[-1]) / 2 - (side - 1) / 2))
+        centre_x, centre_y, side = fov_square(estimate_fov(photo) if fov is None else fov)  # the training frame
+        side = int(side)
+        x0, y0 = int(round(centre_x - (side - 1) / 2)), int(round(centre_y - (side - 1) / 2))
         return cls(x0, y0, side, photo.shape[0], photo.shape[1])
 
     def _overlap(self) -> tuple[slice, slice, slice, slice]:
@@ -90,26 +88,34 @@ class PhotoView:
         """The square resized to size_px (area filter; a bool mask comes back as a bool mask)."""
         square = self.crop(image)
         if square.dtype == bool:
-            return cv2.resize(square.astype(np.float32), (size_px, size_px), interpolation=cv2.INTER_AREA) >= 0.5
+            return resize_tree(square, size_px)
         return cv2.resize(square, (size_px, size_px), interpolation=cv2.INTER_AREA)
 
-    def paste(self, photo: np.ndarray, view_image: np.ndarray, region: np.ndarray) -> np.ndarray:
-        """A copy of `photo` with `view_image` (any square size) inside `region` (bool, the view image's
-        size); the region fades in over FEATHER_PX inside its edge, so pixels outside it are untouched."""
+    def paste(self, photo: np.ndarray, view_image: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(a copy of `photo` with `view_image` (any square size) inside `region` (bool, the view image's
+        size), the region at the photograph's size): the region fades in over FEATHER_PX inside its edge,
+        so pixels outside it are untouched."""
         size = view_image.shape[0]
         inside = cv2.distanceTransform(np.pad(region, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
         alpha = np.clip(inside / FEATHER_PX, 0, 1).astype(np.float32) if size > 1 else region.astype(np.float32)
         scale = (self.side, self.side)
         big = cv2.resize(view_image, scale, interpolation=cv2.INTER_CUBIC if self.side > size else cv2.INTER_AREA)
         weight = cv2.resize(alpha, scale, interpolation=cv2.INTER_LINEAR)
-        weight[cv2.resize(region.astype(np.uint8), scale, interpolation=cv2.INTER_NEAREST) == 0] = 0
-        out = photo.copy()
+        inside_square = cv2.resize(region.astype(np.uint8), scale, interpolation=cv2.INTER_NEAREST) > 0
+        weight[~inside_square] = 0
+        out, where = photo.copy(), np.zeros(photo.shape[:2], bool)
         rows, cols, square_rows, square_cols = self._overlap()
+        where[rows, cols] = inside_square[square_rows, square_cols]
         w = weight[square_rows, square_cols, None]
         mixed = w * big[square_rows, square_cols].astype(np.float32) + (1 - w) * photo[rows, cols].astype(np.float32)
         changed = w[..., 0] > 0
         out[rows, cols][changed] = np.clip(np.rint(mixed[changed]), 0, 255).astype(np.uint8)
-        return out
+        return out, where
+
+
+def resize_tree(tree: np.ndarray, size_px: int) -> np.ndarray:
+    """A bool mask area-resampled to size_px x size_px and cut at half coverage."""
+    return cv2.resize(np.asarray(tree, np.float32), (size_px, size_px), interpolation=cv2.INTER_AREA) >= 0.5
 
 
 def edit_region(before: np.ndarray, after: np.ndarray, margin_px: int) -> np.ndarray:
@@ -168,9 +174,7 @@ def _repaint(eps_fn, x, known, keep, schedule: NoiseSchedule, steps: int, resamp
             if ab_next >= 1:
                 x = x0
                 break
-            beta = 1 - ab / ab_next
-            mean = (ab_next ** 0.5 * beta * x0 + (1 - beta) ** 0.5 * (1 - ab_next) * x) / (1 - ab)
-            x_next = mean + (beta * (1 - ab_next) / (1 - ab)) ** 0.5 * randn(x.shape, gens, x.device)
+            x_next = ddpm_step(x, x0, ab, ab_next, gens)
             if r < resample - 1:  # back to step t and again: the new pixels settle with the kept ones
                 x = (ab / ab_next) ** 0.5 * x_next + (1 - ab / ab_next) ** 0.5 * randn(x.shape, gens, x.device)
             else:
@@ -208,23 +212,19 @@ class PhotoEditor:
         out_px, size_px = self.pipe.output_px, self.pipe.size_px
         tree_out = np.asarray(edited_tree, bool)
         if tree_out.shape != (out_px, out_px):
-            tree_out = cv2.resize(tree_out.astype(np.float32), (out_px, out_px), interpolation=cv2.INTER_AREA) >= 0.5
-        small = lambda m: cv2.resize(m.astype(np.float32), (size_px, size_px), interpolation=cv2.INTER_AREA) >= 0.5  # noqa: E731
+            tree_out = resize_tree(tree_out, out_px)
         region = (np.ones((size_px, size_px), bool) if cfg.mode == "vary" else
-                  edit_region(small(self.tree(photo, view)), small(tree_out), cfg.margin_px))
+                  edit_region(resize_tree(self.tree(photo, view), size_px), resize_tree(tree_out, size_px),
+                              cfg.margin_px))
         photo_view = view.view(photo, size_px)
         options = self.pipe.options(options)
         if not region.any() or (cfg.mode == "vary" and round(cfg.strength * options.steps) == 0):  # nothing to do
             out = view.view(photo, out_px)
             return EditResult(photo.copy(), np.zeros(photo.shape[:2], bool), out, tree_out)
-        result = regenerate(self.pipe, photo_view, small(tree_out), region, cfg, options, callback)
+        result = regenerate(self.pipe, photo_view, resize_tree(tree_out, size_px), region, cfg, options, callback)
         big = upscale(self.pipe.sr, result[None], tree_out[None])[0] if self.pipe.sr is not None else result
         region_out = cv2.resize(region.astype(np.uint8), (out_px, out_px), interpolation=cv2.INTER_NEAREST) > 0
-        edited = view.paste(photo, big, region_out)
-        changed = np.zeros(photo.shape[:2], bool)
-        rows, cols, square_rows, square_cols = view._overlap()
-        square = cv2.resize(region_out.astype(np.uint8), (view.side, view.side), interpolation=cv2.INTER_NEAREST) > 0
-        changed[rows, cols] = square[square_rows, square_cols]
+        edited, changed = view.paste(photo, big, region_out)
         return EditResult(edited, changed, big, tree_out)
 
 
@@ -259,4 +259,4 @@ def difference(before: np.ndarray, after: np.ndarray, gain: float = 4.0) -> np.n
 
 
 __all__ = ["EDIT_MODES", "EditConfig", "EditResult", "PhotoEditor", "PhotoView", "difference", "edit_files",
-           "edit_region", "regenerate"]
+           "edit_region", "regenerate", "resize_tree"]

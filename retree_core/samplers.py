@@ -104,11 +104,18 @@ def ddpm(eps_fn: EpsFn, x: Tensor, schedule: NoiseSchedule, steps: int, *,
         _, x0 = predict(eps_fn, x, t, schedule, clip_x0)
         if callback:
             callback(Step(i, len(pairs), t, x, x0))
-        beta = 1 - ab / ab_next
-        mean = (ab_next ** 0.5 * beta * x0 + (1 - beta) ** 0.5 * (1 - ab_next) * x) / (1 - ab)
-        var = beta * (1 - ab_next) / (1 - ab)
-        x = mean + var ** 0.5 * randn(x.shape, generators, x.device) if ab_next < 1 else mean
+        x = ddpm_step(x, x0, ab, ab_next, generators)
     return x
+
+
+def ddpm_step(x: Tensor, x0: Tensor, ab: float, ab_next: float,
+              generators: Sequence[torch.Generator] | None) -> Tensor:
+    """x_next ~ q(x_next | x_t, x0): the posterior mean plus fresh noise of the posterior variance (none
+    when x_next is the clean image)."""
+    beta = 1 - ab / ab_next
+    mean = (ab_next ** 0.5 * beta * x0 + (1 - beta) ** 0.5 * (1 - ab_next) * x) / (1 - ab)
+    var = beta * (1 - ab_next) / (1 - ab)
+    return mean + var ** 0.5 * randn(x.shape, generators, x.device) if ab_next < 1 else mean
 
 
 @torch.no_grad()

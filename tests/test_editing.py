@@ -76,7 +76,7 @@ def test_a_view_goes_back_where_it_came_from(photo):
     assert view.side >= max(photo.shape[:2]) - 2 and (view.x0 < 0 or view.y0 < 0 or view.x0 + view.side > 135)
     square = view.crop(photo)
     everywhere = np.ones((view.side, view.side), bool)
-    back = view.paste(photo, square, everywhere)
+    back, _ = view.paste(photo, square, everywhere)
     assert np.abs(back.astype(int) - photo).max() <= 1  # the same pixels, up to rounding at the feathered rim
 
 

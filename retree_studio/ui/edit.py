@@ -12,7 +12,7 @@ import numpy as np
 
 from retree_core import compute
 from retree_core.data import DataError, read_rgb
-from retree_core.editing import EDIT_MODES, EditConfig, PhotoEditor, PhotoView, difference
+from retree_core.editing import EDIT_MODES, EditConfig, PhotoEditor, PhotoView, difference, resize_tree
 from retree_core.evaluate import ClassicalSegmenter
 from retree_core.fidelity import measure_fidelity
 from retree_core.images import mask_rgb, save_png, to_uint8
@@ -58,7 +58,7 @@ def tree_from_canvas(value: dict | None, size_px: int) -> np.ndarray:
     if tree.shape != (CANVAS_PX, CANVAS_PX):
         raise DataError(f"The canvas is {tree.shape[1]}x{tree.shape[0]} px; expected {CANVAS_PX} px: upload the "
                         "photograph again")
-    return cv2.resize(tree.astype(np.float32), (size_px, size_px), interpolation=cv2.INTER_AREA) >= 0.5
+    return resize_tree(tree, size_px)
 
 
 def tree_view(value: dict) -> np.ndarray:
