@@ -59,6 +59,8 @@ def device_name(text: str) -> str:
 
 
 SEED = whole_in(0, MAX_SEED)
+STYLE_HELP = ("the dataset style of a model trained with --style_condition (its data roots' folder names, listed in "
+              "its .json); any: no style")
 
 
 def add_config_options(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -139,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=SEED, default=s.seed)
     g.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale (default: the model's recommended one, else 1)")
+    g.add_argument("--style", default=s.style, help=STYLE_HELP)
     g.add_argument("--sr", default="auto", metavar="auto|none|NAME|PATH",
                    help="super-resolve the results with this model, conditioned on the full-size mask "
                         "(auto: the shipped sr model when it fits the generator's size)")
@@ -181,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=SEED, default=s.seed, help="image i uses seed + i")
     v.add_argument("--guidance", type=float, default=s.guidance,
                    help="classifier-free guidance scale (default: the model's recommended one, else 1)")
+    v.add_argument("--style", default=s.style, help=STYLE_HELP + "; score a style against its own dataset's "
+                   "--data_root")
     v.add_argument("--batch_size", type=positive_int, default=4)
     v.add_argument("--sr_output", default="auto", metavar="auto|none|NAME|PATH",
                    help="with --generator: super-resolve the generated images first (as generate does)")
@@ -223,7 +228,7 @@ def run_generate(args: argparse.Namespace) -> None:
 
     pipe = FundusPipeline.load(args.checkpoint or args.weights or args.mode, role=args.mode, sr=args.sr,
                                aperture=args.aperture, device=args.device, precision=args.precision)
-    options = pipe.options(SampleConfig(args.sampler, args.steps, args.guidance, args.seed))
+    options = pipe.options(SampleConfig(args.sampler, args.steps, args.guidance, args.seed, args.style))
     if args.edit:
         return run_edit(args, pipe, options)
     if args.mask:
@@ -324,7 +329,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
         pipe = FundusPipeline.load(args.generator, role=args.generator if args.generator in ("concat", "spade")
                                    else None, sr=args.sr_output, aperture=args.aperture, device=args.device,
                                    precision=args.precision)
-        options = GenerationOptions(SampleConfig(args.sampler, args.steps, args.guidance, args.seed), args.num,
+        options = GenerationOptions(SampleConfig(args.sampler, args.steps, args.guidance, args.seed, args.style), args.num,
                                     args.batch_size, args.min_fid_images)
         report = evaluate_generator(pipe, args.data_root, segmenter, args.split, options,
                                     progress=args.verbosity >= 0)

@@ -8,16 +8,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import numbers
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from .checks import ConfigError, _whole, bounded_number, whole_number  # noqa: F401  (re-exported)
+
+STYLE_ANY = "any"  # the style of a model trained without styles, and every style model's unconditional path
 # segment: the vessel segmenter; sr: the mask-conditioned super-resolution model (neither is a diffusion model)
 ROLES = ("vessel", "concat", "spade", "segment", "sr")
-
-
-class ConfigError(ValueError):
-    """An option out of range, or options that do not fit together: a usage error (the CLI exits 2)."""
 
 
 @dataclass
@@ -44,9 +42,15 @@ class NetConfig:
     # network learns only the residual; off for files saved before it existed.
     input_skip: bool = False
     sr_scale: int = 4  # role sr: image_size is the output size, the input is image_size / sr_scale
+    # concat/spade: dataset styles the network is conditioned on (style i is index i + 1; 0 is "any", the
+    # unconditional path); empty for files trained without them
+    styles: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        self.channels = tuple(self.channels)
+        self.channels, self.styles = tuple(self.channels), tuple(self.styles)
+        if self.styles and (not self.conditional or STYLE_ANY in self.styles or len(set(self.styles)) < len(self.styles)):
+            raise ConfigError(f"styles {list(self.styles)}: only concat and spade models take styles, named once "
+                             f"each and none {STYLE_ANY!r}")
         if self.role not in ROLES:
             raise ConfigError(f"unknown role {self.role!r}; expected one of {', '.join(ROLES)}")
         levels = len(self.channels)
@@ -57,6 +61,15 @@ class NetConfig:
                              f"(patch_px x 2^(levels-1)) for this network")
         if self.role == "sr" and (self.sr_scale < 1 or self.image_size % self.sr_scale):
             raise ConfigError(f"sr_scale {self.sr_scale} must be a whole divisor of image_size {self.image_size}")
+
+    def style_index(self, style: str) -> int:
+        """The embedding index of a style name ("any": 0), or a ConfigError naming the model's styles."""
+        if style == STYLE_ANY:
+            return 0
+        if style not in self.styles:
+            offered = ", ".join((STYLE_ANY,) + self.styles)
+            raise ConfigError(f"style {style!r} is not one this model knows; it offers: {offered}")
+        return self.styles.index(style) + 1
 
     @property
     def stride(self) -> int:
@@ -174,6 +187,7 @@ class SampleConfig:
     steps: int = 20
     guidance: float | None = None
     seed: int = 0
+    style: str = STYLE_ANY  # a dataset style of the model (NetConfig.styles), checked by the model
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLER_LABELS:
@@ -186,6 +200,8 @@ class SampleConfig:
             raise ConfigError(f"guidance must be between 0 and {MAX_GUIDANCE:g}, got {g!r}")
         if not _whole(self.seed) or not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"seed must be a whole number from 0 to {MAX_SEED}, got {self.seed!r}")
+        if not isinstance(self.style, str) or not self.style:
+            raise ConfigError(f"style must be a style's name, got {self.style!r}")
 
     def for_model(self, timesteps: int, recommended: float) -> "SampleConfig":
         """These options for one model: its recommended guidance when none was given, steps within its
@@ -193,42 +209,6 @@ class SampleConfig:
         if not 1 <= self.steps <= timesteps:
             raise ConfigError(f"steps must be a whole number from 1 to {timesteps}, got {self.steps!r}")
         return dataclasses.replace(self, guidance=float(recommended if self.guidance is None else self.guidance))
-
-
-def _number(value: Any, name: str, kind: str) -> float:
-    if isinstance(value, bool):  # float(True) is 1.0, but a yes/no is no count
-        raise ConfigError(f"{name} must be a {kind}, got {value!r}".strip())
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a {kind}, got {value!r}".strip()) from None
-
-
-def whole_number(value: Any, name: str, low: int, high: int | None = None) -> int:
-    """`value` (a number or its text) as an int from `low` to `high` (None: no upper bound), or a ValueError
-    naming the option: the one check of whole-number options, for the command line and the app."""
-    number = _number(value, name, "whole number")
-    if not math.isfinite(number) or number != int(number):
-        raise ConfigError(f"{name} must be a whole number, got {value!r}".strip())
-    if high is None and number < low:
-        raise ConfigError(f"{name} must be at least {low}, got {value!r}".strip())
-    if high is not None and not low <= number <= high:
-        raise ConfigError(f"{name} must be a whole number from {low} to {high}, got {value!r}".strip())
-    return int(number)
-
-
-def bounded_number(value: Any, name: str, low: float, high: float, low_open: bool = False) -> float:
-    """`value` as a finite float from `low` (excluded when `low_open`) to `high`, or a ValueError naming
-    the option: the one check of number options, for the command line and the app."""
-    number = _number(value, name, "number")
-    if not (math.isfinite(number) and (low < number if low_open else low <= number) and number <= high):
-        span = f"above {low:g} and at most {high:g}" if low_open else f"from {low:g} to {high:g}"
-        raise ConfigError(f"{name} must be a number {span}, got {value!r}".strip())
-    return number
-
-
-def _whole(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def option(default: Any, help: str = "", *, low: float | None = None, high: float | None = None,
@@ -293,7 +273,9 @@ class TrainConfig:
     noise_steps: int = option(1000, low=1, high=MAX_TIMESTEPS)
     emb_dim: int | None = option(None, "overrides the preset's", low=1, high=4096)
     schedule: str = option("linear", choices=("linear", "cosine"))
-    p_uncond: float = option(0.1, "mask dropout for guidance", low=0, high=1)
+    p_uncond: float = option(0.1, "mask dropout for guidance (and style dropout to 'any')", low=0, high=1)
+    style_condition: bool = option(False, "concat/spade: condition on each data root's style (its folder name), "
+                                          "dropped to 'any' as the mask is", flag="--style_condition")
     # the recipe: v prediction with min-SNR-5 weighting and MSE won the equal-compute study (weights/README.md,
     # "Recipe"); --prediction eps --loss_weighting uniform --l1_weight 1 is the paper's, which the shipped files use
     prediction: str = option("v", "what the denoiser predicts: v (Salimans & Ho) or the noise (eps, the paper's)",
@@ -351,6 +333,9 @@ class TrainConfig:
             if self.crop_px % multiple:
                 raise ConfigError(f"--crop_px {self.crop_px} must be a multiple of {multiple} (sr_scale x the "
                                  "network's stride), so that the input crop is whole and fits the network")
+        if self.style_condition and (self.mode not in ("concat", "spade") or self.synthetic_root):
+            raise ConfigError("--style_condition is for --mode concat or spade trained on real data roots (each "
+                             "root a style), without --synthetic_root")
         if self.soft_tree_px and self.mode != "vessel":
             raise ConfigError("--soft_tree_px is the vessel model's training target; it is for --mode vessel")
         if self.procedural_fraction and (self.mode != "vessel" or self.synthetic_root):
@@ -392,6 +377,6 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
     return cls(**data)
 
 
-__all__ = ["ROLES", "ConfigError", "NetConfig", "PRESETS", "net_config", "DiffusionConfig", "SampleConfig", "SAMPLER_LABELS",
+__all__ = ["STYLE_ANY", "ROLES", "ConfigError", "NetConfig", "PRESETS", "net_config", "DiffusionConfig", "SampleConfig", "SAMPLER_LABELS",
            "MAX_GUIDANCE", "DEFAULT_GUIDANCE", "MAX_SEED", "TrainConfig", "to_dict", "from_dict", "whole_number",
            "bounded_number"]

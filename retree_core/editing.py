@@ -28,7 +28,7 @@ from .data.augment import fov_square
 from .diffusion import NoiseSchedule
 from .evaluate import Segmenter, mask_fidelity, resize_map
 from .images import from_uint8, mask_rgb, mask_to_tensor, save_png, to_uint8
-from .pipeline import FundusPipeline
+from .pipeline import FundusPipeline, style_tensor
 from .samplers import (Callback, Step, ddpm_step, get_sampler, guided, make_generators, predict, randn,
                        schedule_pairs)
 from .superres import upscale
@@ -138,7 +138,8 @@ def regenerate(pipe: FundusPipeline, photo_view: np.ndarray, tree: np.ndarray, r
     schedule = NoiseSchedule(model.diffusion_cfg)
     device = next(model.net.parameters()).device
     known = from_uint8(photo_view)[None].to(device)
-    eps_fn = schedule.eps_fn(guided(model.net, mask_to_tensor(tree).to(device), options.guidance))
+    style = style_tensor(model.net_cfg, options.style, 1, device)
+    eps_fn = schedule.eps_fn(guided(model.net, mask_to_tensor(tree).to(device), options.guidance, style))
     gens = make_generators([options.seed])
     x = randn(known.shape, gens, device)  # the first draw, as generation's
     with precision.autocast(model.precision, device):

@@ -68,6 +68,8 @@ def export_onnx(model: LoadedModel, path: str | Path) -> Path:
     meta = {"retree": __version__, "source": Path(model.source).stem, "role": role, "image_size": str(size),
             "channels": str(channels), "guidance": str(model.guidance), "trained_steps": str(model.trained_steps),
             "diffusion": json.dumps(to_dict(model.diffusion_cfg)), "output": "eps"}
+    if model.net_cfg.styles:  # the graph takes no style input: it is the model's "any" path
+        meta["style"] = f"any (the model's styles {', '.join(model.net_cfg.styles)} are not in the graph)"
     onnx.helper.set_model_props(graph, meta)
     onnx.save(graph, str(path))
     return path

@@ -19,7 +19,7 @@ import torch
 
 from . import __version__, compute, precision
 from . import aperture as camera  # the round aperture that finishes photographs
-from .config import DEFAULT_GUIDANCE, SampleConfig
+from .config import DEFAULT_GUIDANCE, STYLE_ANY, SampleConfig
 from .data import mask_at
 from .data.procedural import TreeParams, procedural_tree
 from .diffusion import NoiseSchedule
@@ -49,13 +49,16 @@ class Frame:
 @torch.inference_mode()
 def generate(model: LoadedModel, masks: np.ndarray | None = None, seeds: Sequence[int] = (0,), *,
              sampler: str = SampleConfig.sampler, steps: int = SampleConfig.steps,
-             guidance: float = DEFAULT_GUIDANCE, callback: Callback | None = None) -> torch.Tensor:
+             guidance: float = DEFAULT_GUIDANCE, style: str = STYLE_ANY,
+             callback: Callback | None = None) -> torch.Tensor:
     """Sample one image per seed, in [-1, 1], (B, C, H, W). `masks` (B, H, W) bool, at the model's size,
-    conditions concat/spade models; the vessel model takes none. Options are checked by SampleConfig."""
+    conditions concat/spade models; the vessel model takes none; `style` is one of the model's styles.
+    Options are checked by SampleConfig."""
     cfg = model.net_cfg
     schedule = NoiseSchedule(model.diffusion_cfg)
-    SampleConfig(sampler, steps, guidance).for_model(schedule.timesteps, guidance)
+    SampleConfig(sampler, steps, guidance, style=style).for_model(schedule.timesteps, guidance)
     device = next(model.net.parameters()).device
+    style_ids = style_tensor(cfg, style, len(seeds), device)
     cond = None
     if cfg.conditional:
         if masks is None:
@@ -72,9 +75,15 @@ def generate(model: LoadedModel, masks: np.ndarray | None = None, seeds: Sequenc
         cond = mask_to_tensor(masks).to(device)
     gens = make_generators(seeds)
     x = randn((len(seeds), cfg.image_channels, cfg.image_size, cfg.image_size), gens, device)
-    eps_fn = schedule.eps_fn(guided(model.net, cond, guidance if cfg.conditional else 1.0))
+    eps_fn = schedule.eps_fn(guided(model.net, cond, guidance if cfg.conditional else 1.0, style_ids))
     with precision.autocast(model.precision, device):  # the network only: the sampler's arithmetic stays fp32
         return get_sampler(sampler)(eps_fn, x, schedule, steps, generators=gens, callback=callback)
+
+
+def style_tensor(cfg, style: str, batch: int, device) -> torch.Tensor | None:
+    """The network's style input for a batch (None for "any", the unconditional path every model has)."""
+    index = cfg.style_index(style)
+    return None if index == 0 else torch.full((batch,), index, dtype=torch.long, device=device)
 
 
 def vessel_masks(images: torch.Tensor, size_px: int | None = None) -> np.ndarray:
@@ -244,8 +253,16 @@ class FundusPipeline:
         return self.sr.net_cfg.image_size if self.sr is not None else self.size_px
 
     def options(self, options: SampleConfig | None = None) -> SampleConfig:
-        """The options this pipeline samples with: guidance None becomes the model's recommended scale."""
-        return (options or SampleConfig()).for_model(self.model.diffusion_cfg.timesteps, self.model.guidance)
+        """The options this pipeline samples with: guidance None becomes the model's recommended scale; the
+        style must be one of the model's."""
+        options = (options or SampleConfig()).for_model(self.model.diffusion_cfg.timesteps, self.model.guidance)
+        self.model.net_cfg.style_index(options.style)
+        return options
+
+    @property
+    def styles(self) -> tuple[str, ...]:
+        """The styles a user can ask of this pipeline: "any", then the model's dataset styles."""
+        return (STYLE_ANY,) + self.model.net_cfg.styles
 
     def settings(self, options: SampleConfig | None = None) -> dict:
         """What makes this pipeline's images, as data: stored with generated images (images.save_png)."""
@@ -273,7 +290,7 @@ class FundusPipeline:
         small = masks_at(masks, self.size_px)
         seeds = [options.seed + i for i in range(len(small))]
         raw = to_uint8(generate(self.model, small, seeds, sampler=options.sampler, steps=options.steps,
-                                guidance=options.guidance, callback=callback))
+                                guidance=options.guidance, style=options.style, callback=callback))
         return self.finish(raw, masks)
 
     def stream(self, masks: MaskSource, options: SampleConfig | None = None) -> Iterator[Frame]:
@@ -282,7 +299,7 @@ class FundusPipeline:
         options = self.options(options)
         small = masks_at(masks, self.size_px)[:1]
         frames = stream(self.model, small, [options.seed], sampler=options.sampler, steps=options.steps,
-                        guidance=options.guidance)
+                        guidance=options.guidance, style=options.style)
         try:
             for frame in frames:
                 if frame.final:

@@ -64,15 +64,25 @@ def soft_trees(masks: Tensor, px: float) -> Tensor:
     return torch.from_numpy(np.stack(out)[:, None]).to(masks)
 
 
-def item_noise(items: Items, shape: torch.Size, timesteps: int, p_uncond: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-item timestep, noise and keep-the-mask flag, each drawn from the item's own seed."""
-    ts, noises, keeps = [], [], []
+def item_noise(items: Items, shape: torch.Size, timesteps: int, p_uncond: float, styles: bool = False
+               ) -> tuple[Tensor, ...]:
+    """Per-item timestep, noise and keep-the-mask flag, each drawn from the item's own seed; with `styles`
+    also a keep-the-style flag, drawn after them (so the others are as without styles)."""
+    ts, noises, keeps, keep_styles = [], [], [], []
     for _, seed in items:
         g = torch.Generator().manual_seed(seed)
         ts.append(torch.randint(0, timesteps, (1,), generator=g))
         noises.append(torch.randn(shape, generator=g))
         keeps.append(torch.rand(1, generator=g) >= p_uncond)
-    return torch.cat(ts), torch.stack(noises), torch.cat(keeps).float()
+        if styles:
+            keep_styles.append(torch.rand(1, generator=g) >= p_uncond)
+    out = torch.cat(ts), torch.stack(noises), torch.cat(keeps).float()
+    return out + (torch.cat(keep_styles).long(),) if styles else out
+
+
+def style_of(name: str) -> str:
+    """A training item's style: its data root's folder name (the prefix of its sample name)."""
+    return name.split("/", 1)[0]
 
 
 class Denoise(TrainingRole):
@@ -92,13 +102,19 @@ class Denoise(TrainingRole):
 
     def loss(self, model, batch, items):
         x0, mask = self.inputs(batch)
-        t, noise, keep = item_noise(items, x0.shape[1:], self.schedule.timesteps, self.diff_cfg.p_uncond)
+        styles = self.net_cfg.styles
+        t, noise, keep, *keep_style = item_noise(items, x0.shape[1:], self.schedule.timesteps,
+                                                 self.diff_cfg.p_uncond, bool(styles))
         t, noise = t.to(self.device), noise.to(self.device)
         if mask is not None:
             mask = mask * keep.to(self.device).view(-1, 1, 1, 1)
+        extra = {}
+        if styles:  # each item's style index, dropped to "any" (0) where its flag says so
+            index = torch.tensor([self.net_cfg.style_index(style_of(n)) for n in batch["name"]])
+            extra["style"] = (index * keep_style[0]).to(self.device)
         s = self.schedule
-        return diffusion_loss(model(s.add_noise(x0, t, noise), t, mask), s.target(x0, t, noise), self.diff_cfg,
-                              item_weight=s.item_weights(t)), {}
+        return diffusion_loss(model(s.add_noise(x0, t, noise), t, mask, **extra), s.target(x0, t, noise),
+                              self.diff_cfg, item_weight=s.item_weights(t)), {}
 
     def grid_rows(self, ema, images, masks):
         """Samples from seeds seed + i, DPM-Solver++ with the run's sample steps, plain conditional; for
@@ -164,4 +180,4 @@ def make_role(cfg: TrainConfig, net_cfg: NetConfig, diff_cfg: DiffusionConfig, d
 
 
 __all__ = ["Denoise", "ROLE_CLASSES", "Segment", "SuperResolve", "TrainingRole", "item_noise", "make_role",
-           "soft_trees"]
+           "soft_trees", "style_of"]

@@ -56,15 +56,19 @@ def randn(shape: Sequence[int], generators: Sequence[torch.Generator] | None,
     return torch.stack([torch.randn(tuple(shape[1:]), generator=g) for g in generators]).to(device)
 
 
-def guided(net: torch.nn.Module, mask: Tensor | None, guidance: float = 1.0) -> EpsFn:
+def guided(net: torch.nn.Module, mask: Tensor | None, guidance: float = 1.0, style: Tensor | None = None) -> EpsFn:
     """eps_fn for a network and a mask, with classifier-free guidance:
-    eps = eps_null + guidance * (eps_mask - eps_null); guidance 1 is the plain conditional model."""
+    eps = eps_null + guidance * (eps_mask - eps_null); guidance 1 is the plain conditional model. A `style`
+    (B,) of NetConfig.style_index values (None: "any") conditions both terms: the guidance is the mask's."""
+    extra = {} if style is None else {"style": style}
     if mask is None or guidance == 1.0:
-        return lambda x, t: net(x, t, mask)
+        return lambda x, t: net(x, t, mask, **extra)
     null = torch.zeros_like(mask)
+    if style is not None:
+        extra = {"style": torch.cat([style, style])}
 
     def eps_fn(x: Tensor, t: Tensor) -> Tensor:
-        eps_c, eps_u = net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([mask, null])).chunk(2)
+        eps_c, eps_u = net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([mask, null]), **extra).chunk(2)
         return eps_u + guidance * (eps_c - eps_u)
 
     return eps_fn

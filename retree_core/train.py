@@ -8,6 +8,7 @@ one process with an N times larger batch would.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -31,7 +32,7 @@ from .data import AugmentConfig, MixedDataset, ProceduralTrees, make_dataset
 from .images import grid, save_png
 from .logs import log
 from .nets import build_net, count_parameters
-from .roles import TrainingRole, make_role
+from .roles import TrainingRole, make_role, style_of
 from .weights import load_model
 
 LOG_NAME = "log.jsonl"
@@ -125,7 +126,9 @@ def warm_start(net: torch.nn.Module, ema: torch.nn.Module, source: str, net_cfg,
     differences are named if not."""
     loaded = load_model(source, role=net_cfg.role)
     theirs, ours = to_dict(loaded.net_cfg), to_dict(net_cfg)
-    differ = [f"{k} {theirs[k]!r} (this run: {ours[k]!r})" for k in ours if theirs[k] != ours[k]]
+    add_styles = not theirs["styles"] and bool(ours["styles"])  # a file without styles starts a style run
+    differ = [f"{k} {theirs[k]!r} (this run: {ours[k]!r})" for k in ours
+              if theirs[k] != ours[k] and not (k == "styles" and add_styles)]
     theirs, ours = to_dict(loaded.diffusion_cfg), to_dict(diff_cfg)
     differ += [f"{k} {theirs[k]!r} (this run: {ours[k]!r})" for k in SCHEDULE_FIELDS if theirs[k] != ours[k]]
     if differ:
@@ -133,8 +136,10 @@ def warm_start(net: torch.nn.Module, ema: torch.nn.Module, source: str, net_cfg,
                 "--l1_weight 1)" if theirs["prediction"] != ours["prediction"] else "")
         raise ValueError(f"--init_weights {source}: the file's model differs from this run's: {'; '.join(differ)}"
                          f"{hint}")
-    net.load_state_dict(loaded.net.state_dict())
-    ema.load_state_dict(loaded.net.state_dict())
+    for target in (net, ema):  # a new style embedding keeps its zeros: the run starts as the file's model
+        missing, unexpected = target.load_state_dict(loaded.net.state_dict(), strict=not add_styles)
+        if unexpected or any(not k.startswith("style_emb.") for k in missing):
+            raise ValueError(f"--init_weights {source}: weights do not fit ({missing + unexpected})")
     return loaded.trained_steps
 
 
@@ -220,6 +225,8 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
     ckpt_path, log_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME
 
     dataset = training_dataset(cfg)  # DataError early
+    if cfg.style_condition:  # one style per data root, in a fixed order
+        net_cfg = dataclasses.replace(net_cfg, styles=tuple(sorted({style_of(n) for n in dataset.names})))
     state = _checkpoint_to_resume(cfg, ckpt_path, info.is_main)
     torch.manual_seed(cfg.seed)
     net = build_net(net_cfg, diff_cfg).to(dev, memory_format=torch.channels_last if cfg.channels_last

@@ -30,6 +30,7 @@ class ModelEntry:
     trained_steps: int | None
     kind: str  # shipped | run
     guidance: float  # recommended guidance scale (weights.recommended_guidance)
+    styles: tuple[str, ...] = ()  # dataset styles it was trained with (NetConfig.styles)
 
 
 def _entry(path: Path, kind: str, label: str) -> ModelEntry | None:
@@ -37,7 +38,7 @@ def _entry(path: Path, kind: str, label: str) -> ModelEntry | None:
     try:
         net = info["net"]
         return ModelEntry(label, path, net["role"], int(net["image_size"]), info.get("trained_steps"), kind,
-                          recommended_guidance(info, str(path)))
+                          recommended_guidance(info, str(path)), tuple(map(str, net.get("styles") or ())))
     except (TypeError, KeyError, ValueError):
         return None
 

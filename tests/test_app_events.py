@@ -244,15 +244,15 @@ def test_api_generate_refuses_other_modes(handlers, tmp_path):
     path = tmp_path / "m.png"
     Image.fromarray(canvas()["composite"][..., :3]).save(path)
     with pytest.raises(gr.Error, match="mode must be concat or spade, got 'vessel'"):
-        handlers.api_generate(str(path), "vessel", "dpmpp", 3, 1.0, 0, REQUEST)
+        handlers.api_generate(str(path), "vessel", "dpmpp", 3, 1.0, 0, request=REQUEST)
 
 
 def test_api_generate_returns_the_image(handlers, tmp_path):
     path = save(tmp_path, "mask.png", tree_image(64))
-    image = handlers.api_generate(path, "concat", "dpmpp", 4, 1.0, 0, REQUEST)
+    image = handlers.api_generate(path, "concat", "dpmpp", 4, 1.0, 0, request=REQUEST)
     assert image.shape == (16, 16, 3) and image.dtype == np.uint8
     with pytest.raises(gr.Error, match="No spade model yet"):
-        handlers.api_generate(path, "spade", "dpmpp", 4, 1.0, 0, REQUEST)
+        handlers.api_generate(path, "spade", "dpmpp", 4, 1.0, 0, request=REQUEST)
 
 
 def test_api_generate_without_guidance_uses_the_models_recommended_scale(tmp_path, tiny_checkpoint):
@@ -261,9 +261,9 @@ def test_api_generate_without_guidance_uses_the_models_recommended_scale(tmp_pat
     export_weights(tiny_checkpoint, tmp_path / "w" / "concat", extra_meta={"sample": {"guidance": 3.0}})
     h = ui.Handlers(Studio(settings(tmp_path, tmp_path / "w")))
     path = save(tmp_path, "mask.png", tree_image(64))
-    default = h.api_generate(path, "concat", "dpmpp", 3, None, 0, REQUEST)
-    assert np.array_equal(default, h.api_generate(path, "concat", "dpmpp", 3, 3.0, 0, REQUEST))
-    assert not np.array_equal(default, h.api_generate(path, "concat", "dpmpp", 3, 1.0, 0, REQUEST))
+    default = h.api_generate(path, "concat", "dpmpp", 3, None, 0, request=REQUEST)
+    assert np.array_equal(default, h.api_generate(path, "concat", "dpmpp", 3, 3.0, 0, request=REQUEST))
+    assert not np.array_equal(default, h.api_generate(path, "concat", "dpmpp", 3, 1.0, 0, request=REQUEST))
 
 
 def test_compare_shows_the_available_model(handlers):
@@ -597,7 +597,7 @@ def test_results_are_super_resolved_and_scored_by_the_shipped_segmenter(tmp_path
     assert "learned segmenter segment" in outputs[-1][5]
     plain = list(handlers.run(*mask_in(), "concat", "concat", None, "ddim", 2, 1.0, 0, False, request=REQUEST))
     assert Image.open(next(o for o in plain if isinstance(o[3], np.ndarray))[6]["value"]).size == (16, 16)
-    api_image = handlers.api_generate(save(tmp_path, "m.png", tree_image(64)), "concat", "ddim", 2, 1.0, 0, REQUEST)
+    api_image = handlers.api_generate(save(tmp_path, "m.png", tree_image(64)), "concat", "ddim", 2, 1.0, 0, request=REQUEST)
     assert api_image.shape == (64, 64, 3)
     pairs = list(handlers.synthesise("concat", "concat", "procedural", 1, 0, "ddim", 2, True, request=REQUEST))
     with zipfile.ZipFile(pairs[-1][2]["value"]) as z:

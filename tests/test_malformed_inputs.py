@@ -260,7 +260,7 @@ def _(ctx):
 
 def api(ctx: Ctx, mask_path: str, **options):
     args = {"mode": "concat", "sampler": "dpmpp", "steps": 2, "guidance": 1.0, "seed": 0, **options}
-    return ctx.handlers.api_generate(mask_path, *args.values(), REQUEST)
+    return ctx.handlers.api_generate(mask_path, *args.values(), request=REQUEST)
 
 
 @case("upload to the API: a one-pixel line that vanishes at the model's size", gr.Error,
@@ -353,6 +353,8 @@ OPTIONS = [  # (id, words, one option out of range; the others valid)
     ("seed text", "seed must be a whole number", {"seed": "lucky"}),
     ("seed missing", "seed must be a whole number", {"seed": None}),
     ("seed NaN", "seed must be", {"seed": float("nan")}),
+    ("style the model lacks", "style 'DRIVE' is not one this model knows; it offers: any", {"style": "DRIVE"}),
+    ("style a number", "style must be a style's name", {"style": 5}),
 ]
 cases(gr.Error, [(f"API {id}", words, options) for id, words, options in OPTIONS],
       lambda ctx, options: functools.partial(api, ctx, ctx.path("mask.png", GOOD_PNG), **options))
@@ -925,7 +927,7 @@ def test_the_handlers_still_serve_after_a_series_of_bad_requests(ctx, capsys):
         outcome(bad, bad.make(ctx), capsys)
     h = ctx.handlers
     mask_path = ctx.path("good.png", GOOD_PNG)
-    image = h.api_generate(mask_path, "concat", "dpmpp", 3, 1.0, 0, REQUEST)
+    image = h.api_generate(mask_path, "concat", "dpmpp", 3, 1.0, 0, request=REQUEST)
     assert image.shape == (16, 16, 3) and image.dtype == np.uint8
     loaded, note = h.load_upload(mask_path)
     assert "good.png" in note

@@ -69,16 +69,24 @@ class ReTreeUNet(nn.Module):
             width = out
         self.ups, self.up_attn = nn.ModuleList(ups), nn.ModuleList(up_attn)
         self.outc = nn.Conv2d(width, cfg.image_channels * p * p, 1)
+        if cfg.styles:  # added to the timestep embedding; zeros at the start, so "any" (index 0) stays zero and a
+            self.style_emb = nn.Embedding(len(cfg.styles) + 1, cfg.emb_dim, padding_idx=0)  # warm start
+            nn.init.zeros_(self.style_emb.weight)  # from a file without styles begins as that file's model
 
-    def encode(self, x: Tensor, t: Tensor, mask: Tensor | None = None
+    def encode(self, x: Tensor, t: Tensor, mask: Tensor | None = None, style: Tensor | None = None
                ) -> tuple[list[Tensor], Tensor, Tensor | None]:
-        """The encoder: feature maps per level (finest first), the timestep embedding and the SPADE condition."""
+        """The encoder: feature maps per level (finest first), the timestep (and style) embedding and the SPADE
+        condition. `style` (B,) holds NetConfig.style_index values; None is "any"."""
         cfg = self.cfg
         if cfg.conditional and mask is None:
             mask = torch.zeros_like(x[:, :1])
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         emb = timestep_embedding(t, cfg.emb_dim).to(x.dtype)
+        if style is not None and bool((style != 0).any()):
+            if not cfg.styles:
+                raise ValueError("this model was trained without styles; its only style is 'any'")
+            emb = emb + self.style_emb(style.long().to(x.device).expand(x.shape[0])).to(emb.dtype)
         h = torch.cat([x, mask.to(x.dtype)], dim=1) if cfg.role == "concat" else x
         if cfg.patch_px > 1:
             h = F.pixel_unshuffle(h, cfg.patch_px)
@@ -94,11 +102,11 @@ class ReTreeUNet(nn.Module):
             skips.append(h)
         return skips, emb, cond
 
-    def forward(self, x: Tensor, t: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, mask: Tensor | None = None, style: Tensor | None = None) -> Tensor:
         cfg = self.cfg
         if t.ndim == 0:
             t = t.expand(x.shape[0])
-        skips, emb, cond = self.encode(x, t, mask)
+        skips, emb, cond = self.encode(x, t, mask, style)
         h = skips[-1]
         for block in self.bottleneck:
             h = block(h, cond)

@@ -11,7 +11,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from retree_core.config import MAX_GUIDANCE, MAX_SEED, SAMPLER_LABELS, SampleConfig
+from retree_core.config import MAX_GUIDANCE, MAX_SEED, SAMPLER_LABELS, STYLE_ANY, SampleConfig
 from retree_core.fidelity import AGREE_RGB, EXTRA_RGB, MISSED_RGB
 from retree_core.pipeline import FundusPipeline
 from retree_core.weights import read_model_info
@@ -32,6 +32,12 @@ MODES = [("Concat", "concat"), ("SPADE", "spade")]
 DISPLAY_MIN_PX = 256  # small model outputs are enlarged (nearest) for display
 PRIVATE = dict(api_visibility="private")  # events that are not part of the public API
 QUIET = dict(show_progress="hidden", **PRIVATE)
+
+
+def style_dropdown(elem_id: str) -> gr.Dropdown:
+    """The Style choice: "any" until the selected model was trained with dataset styles (--style_condition)."""
+    return gr.Dropdown([STYLE_ANY], value=STYLE_ANY, label="Style", interactive=False, elem_id=elem_id,
+                       info="the dataset whose look to follow, for models trained with styles")
 
 
 def no_model_message(role: str) -> str:
@@ -157,7 +163,8 @@ class HandlersBase:
         how = {"concat": "the mask is an extra input channel", "spade": "the mask modulates the normalisation",
                "vessel": "draws vessel trees"}.get(entry.role, entry.role)
         trained = f", {entry.trained_steps} training steps" if entry.trained_steps is not None else ""
-        return f"{entry.role}: {how}. Output {entry.image_size}×{entry.image_size} px (the model's size){trained}."
+        styles = f" Styles: {', '.join(entry.styles)}." if entry.styles else ""
+        return f"{entry.role}: {how}. Output {entry.image_size}×{entry.image_size} px (the model's size){trained}.{styles}"
 
     def model_note(self, role: str, label: str | None, custom: str | None, request: gr.Request | None = None) -> str:
         if custom:
@@ -174,6 +181,14 @@ class HandlersBase:
         entry = self.studio.catalog.find(label, role, session_of(request), self.settings.hosted) if label else None
         return entry.guidance if entry else gr.skip()
 
+    def model_styles(self, role: str, label: str | None, current: str | None = STYLE_ANY,
+                     request: gr.Request | None = None):
+        """The Style choices of the selected model: "any", then the datasets it was trained on (if any)."""
+        entry = self.studio.catalog.find(label, role, session_of(request), self.settings.hosted) if label else None
+        choices = [STYLE_ANY, *(entry.styles if entry else ())]
+        return gr.update(choices=choices, value=current if current in choices else STYLE_ANY,
+                         interactive=len(choices) > 1)
+
     def _size_for(self, role: str, label: str | None, session: str) -> int | None:
         catalog = self.studio.catalog
         entry = (catalog.find(label, role, session, self.settings.hosted) if label else None) or \
@@ -181,12 +196,12 @@ class HandlersBase:
         return entry.image_size if entry else None
 
 
-    def _options(self, sampler, steps, guidance, seed) -> SampleConfig:
+    def _options(self, sampler, steps, guidance, seed, style=STYLE_ANY) -> SampleConfig:
         """The sampling options of a UI request (numbers from widgets or API calls), checked with messages
-        that name them; steps within the app's limit (tighter when hosted)."""
+        that name them; steps within the app's limit (tighter when hosted); the style is checked by the model."""
         return SampleConfig(sampler, whole_number(steps, "steps", 1, self.settings.max_sample_steps),
                             None if guidance is None else bounded_number(guidance, "guidance", 0, MAX_GUIDANCE),
-                            whole_number(seed, "seed", 0, MAX_SEED))
+                            whole_number(seed, "seed", 0, MAX_SEED), style or STYLE_ANY)
 
     def _pipeline(self, model, super_res: bool = True, aperture: bool = True) -> FundusPipeline:
         """The pipeline of a fundus model as the app runs it: the shipped sr model when wanted and it fits."""
@@ -275,4 +290,4 @@ CSS = """
 
 __all__ = ["CSS", "EXAMPLES_DIR", "HandlersBase", "MODES", "PRIVATE", "QUIET", "SAMPLERS", "aperture_box",
            "dataset_sources", "for_display", "on_gpu", "legend_html", "no_model_message", "progress_html", "readable",
-           "session_of", "show_dataset_inputs", "super_res_box", "ui_errors"]
+           "session_of", "show_dataset_inputs", "style_dropdown", "super_res_box", "ui_errors"]

@@ -10,21 +10,22 @@ from types import SimpleNamespace
 import gradio as gr
 import numpy as np
 
-from retree_core.config import DEFAULT_GUIDANCE, SAMPLER_LABELS, SampleConfig
+from retree_core.config import DEFAULT_GUIDANCE, SAMPLER_LABELS, STYLE_ANY, SampleConfig
 from retree_core.data import DataError
 from retree_core.fidelity import measure_fidelity
 
 from ..live import live_frames
 from ..mask_sources import (
-    LoadedMask, TreeKnobs, blank_canvas, canvas_mask, current_mask, dream_tree, mask_for_model, mask_from_upload,
+    LoadedMask, TreeKnobs, canvas_mask, current_mask, dream_tree, mask_for_model, mask_from_upload,
     mask_picture, random_tree,
 )
 from ..options import bounded_number, whole_number
 from ..settings import StudioSettings
 from .common import (
     EXAMPLES_DIR, MODES, PRIVATE, QUIET, SAMPLERS, HandlersBase, aperture_box, for_display, legend_html,
-    no_model_message, on_gpu, progress_html, readable, session_of, super_res_box, ui_errors,
+    no_model_message, on_gpu, progress_html, readable, session_of, style_dropdown, super_res_box, ui_errors,
 )
+from .sources import source_tabs, wire_sources
 
 FRAME_INTERVAL_S = 0.1  # at most 10 live frames a second: encoding and sending each one costs CPU
 
@@ -117,12 +118,12 @@ class GenerateHandlers(HandlersBase):
     @on_gpu
     @ui_errors
     def run(self, source, drawn, loaded, role, label, custom, sampler, steps, guidance, seed, super_res=True,
-            aperture=True, request: gr.Request | None = None):
+            aperture=True, style=STYLE_ANY, request: gr.Request | None = None):
         """Stream x_t and x0 at every step, then the result (super-resolved if asked and possible), its
         fidelity overlay and downloads.
         Outputs: x_t, x0, counter, result, overlay, fidelity note, PNG download, pair download."""
         session = session_of(request)
-        options = self._options(sampler, steps, guidance, seed)
+        options = self._options(sampler, steps, guidance, seed, style)
         model = self._model(role, label, custom, session)
         masks = lambda px: current_mask(source, drawn, loaded, px)  # noqa: E731  (at the model's and the output's size)
         masks(model.net_cfg.image_size)  # no mask: refused before anything runs
@@ -131,6 +132,7 @@ class GenerateHandlers(HandlersBase):
         yield (None, None, progress_html(0, options.steps, "starting…"), None, None, "", hidden, hidden)
         first_s = None
         pipe = self._pipeline(model, super_res, aperture)
+        pipe.options(options)  # a style the model does not know: refused before anything runs
         for frame in live_frames(pipe, masks, options, stop=stop, min_interval_s=FRAME_INTERVAL_S):
             if not frame.final:
                 first_s = first_s or frame.elapsed_s
@@ -196,14 +198,15 @@ class GenerateHandlers(HandlersBase):
     @on_gpu
     @ui_errors
     def api_generate(self, mask_file, mode="concat", sampler=SampleConfig.sampler, steps=SampleConfig.steps,
-                     guidance=SampleConfig.guidance, seed=SampleConfig.seed,
+                     guidance=SampleConfig.guidance, seed=SampleConfig.seed, style=STYLE_ANY,
                      request: gr.Request | None = None) -> np.ndarray:
         """Generate a fundus image for a vessel mask image (white vessels on black); returns the image
-        (super-resolved when the sr model ships). guidance None: the model's recommended scale."""
+        (super-resolved when the sr model ships). guidance None: the model's recommended scale; style one
+        of the model's dataset styles, or any."""
         if mode not in ("concat", "spade"):
             raise ValueError(f"mode must be concat or spade, got {mode!r}")
         session = session_of(request)
-        options = self._options(sampler, steps, guidance, seed)
+        options = self._options(sampler, steps, guidance, seed, style)
         if not mask_file:
             raise ValueError("send a mask image (white vessels on a black background)")
         model = self._model(mode, None, None, session)
@@ -212,58 +215,6 @@ class GenerateHandlers(HandlersBase):
         masks(model.net_cfg.image_size)
         *_, last = live_frames(self._pipeline(model), masks, options)
         return last.image
-
-
-def source_tabs() -> SimpleNamespace:
-    """Where a mask comes from: the canvas, the examples, a random tree, an upload or the stage-1 model."""
-    with gr.Tabs(elem_id="rt-sources"):
-        with gr.Tab("Draw", elem_id="rt-tab-draw") as draw_tab:
-            # The canvas is never set from the server: a programmatically set ImageEditor with a
-            # change listener re-uploads itself on every update of the page (gradio issue 7502);
-            # masks from the other tabs are shown in "What the model sees" instead.
-            editor = gr.ImageEditor(
-                value=blank_canvas(), type="numpy", image_mode="RGBA", sources=(), transforms=(),
-                brush=gr.Brush(default_size=12, colors=["#ffffff", "#000000"], default_color="#ffffff",
-                               color_mode="fixed"),
-                eraser=gr.Eraser(default_size=20), layers=False, canvas_size=(512, 512), fixed_canvas=True,
-                format="png", height=480, show_label=False, elem_id="rt-canvas")
-            gr.Markdown("White brush draws vessels; the black brush or the eraser removes them; undo and "
-                        "clear are in the toolbar.", elem_classes="rt-note")
-        with gr.Tab("Examples", elem_id="rt-tab-examples") as examples_tab:
-            examples = gr.Gallery([str(p) for p in sorted(EXAMPLES_DIR.glob("*.png"))], columns=3,
-                                  height=480, allow_preview=False, show_label=False, elem_id="rt-examples")
-            gr.Markdown("The first three are real CHASE_DB1 annotations (validation split, CC BY 4.0, "
-                        "see About); the rest are procedural trees made by this project's generator. "
-                        "Click one to use it.", elem_classes="rt-note")
-        with gr.Tab("Random tree", elem_id="rt-tab-tree") as tree_tab:
-            with gr.Row():
-                tree_seed = gr.Number(1, precision=0, label="Tree seed", minimum=0, scale=2)
-                tree_dice = gr.Button("New random tree", scale=1, variant="primary")
-                tree_draw = gr.Button("Draw this seed", scale=1)
-            with gr.Row():
-                tree_main = gr.Slider(1, 8, 4, step=1, label="Main vessels")
-                tree_depth = gr.Slider(0, 8, 5, step=1, label="Branching depth")
-            with gr.Row():
-                tree_tort = gr.Slider(0, 2, 0.4, step=0.1, label="Tortuosity")
-                tree_width = gr.Slider(3, 16, 8, step=0.5, label="Trunk width (px at 512)")
-            tree_eye = gr.Radio(["left", "right"], value="left", label="Eye")
-            gr.Markdown("A learning-free generator: trunks leave the optic disc along the arcades, branch "
-                        "by Murray's law and avoid the macula.", elem_classes="rt-note")
-        with gr.Tab("Upload", elem_id="rt-tab-upload") as upload_tab:
-            upload = gr.File(label="Mask image (PNG, GIF, TIFF, JPEG…; any size and bit depth)",
-                             file_types=["image"], height=140, elem_id="rt-upload")
-            upload_note = gr.Markdown("Vessels bright on a dark background. It is binarised, padded to a "
-                                      "square and resized: see *What the model sees*.", elem_classes="rt-note",
-                                      elem_id="rt-upload-note")
-        with gr.Tab("Dream a tree", elem_id="rt-tab-dream") as dream_tab:
-            with gr.Row():
-                dream_seed = gr.Number(0, precision=0, label="Seed", minimum=0, scale=2)
-                dream_btn = gr.Button("Dream a tree", scale=1, variant="primary")
-            gr.Markdown("Samples a vessel tree from the stage-1 (vessel) diffusion model "
-                        "(weights/vessel.safetensors, or a vessel run from the Train tab), redrawn with "
-                        "new seeds while the plausibility filter rejects it.",
-                        elem_classes="rt-note")
-    return SimpleNamespace(editor=editor, draw_tab=draw_tab, examples_tab=examples_tab, examples=examples, tree_tab=tree_tab, tree_seed=tree_seed, tree_dice=tree_dice, tree_draw=tree_draw, tree_main=tree_main, tree_depth=tree_depth, tree_tort=tree_tort, tree_width=tree_width, tree_eye=tree_eye, upload_tab=upload_tab, upload=upload, upload_note=upload_note, dream_tab=dream_tab, dream_seed=dream_seed, dream_btn=dream_btn)
 
 
 def api_endpoint(h: GenerateHandlers, queue: dict) -> None:
@@ -276,37 +227,15 @@ def api_endpoint(h: GenerateHandlers, queue: dict) -> None:
         api_steps = gr.Number(d.steps, label="steps", precision=0)
         api_guidance = gr.Number(None, label="guidance")  # none given: the model's recommended scale
         api_seed = gr.Number(d.seed, label="seed", precision=0)
+        api_style = gr.Textbox(d.style, label="style")
         api_image = gr.Image(label="image", format="png")
         api_button = gr.Button("generate")
-    api_button.click(h.api_generate, [api_mask, api_mode, api_sampler, api_steps, api_guidance, api_seed], api_image,
+    api_button.click(h.api_generate, [api_mask, api_mode, api_sampler, api_steps, api_guidance, api_seed, api_style],
+                     api_image,
                      api_name="generate", api_description="Fundus image (PNG) for a vessel mask image: white "
                      "vessels on black, any size. mode: concat | spade; sampler: " + " | ".join(SAMPLER_LABELS) +
-                     "; guidance: none for the model's recommended scale.", **queue, **h.heavy(h.api_generate))
-
-
-def wire_sources(h: GenerateHandlers, m: SimpleNamespace, g: SimpleNamespace, show: dict, queue: dict) -> None:
-    """The mask sources' events (`m`: source_tabs); each loads a mask into the tab's `loaded` state (the
-    canvas into `drawn`), then `show`s what the model sees. `g`: the tab's states and preview."""
-    private, quiet, gen = PRIVATE, QUIET, queue
-    source, loaded = g.source, g.loaded
-    m.editor.change(h.canvas_changed, [m.editor, source, loaded, g.mode, g.model], [g.drawn, g.seen, g.seen_note],
-                    trigger_mode="always_last", **quiet)
-    m.draw_tab.select(lambda: "draw", None, source, **quiet).then(**show)
-    tree_args = [m.tree_seed, m.tree_main, m.tree_depth, m.tree_tort, m.tree_width, m.tree_eye]
-    for tab in (m.examples_tab, m.upload_tab, m.dream_tab):
-        tab.select(lambda: "loaded", None, source, **quiet).then(**show)
-    m.tree_tab.select(lambda: "loaded", None, source, **quiet).then(
-        h.tree_if_none, [loaded, *tree_args], loaded, **quiet).then(**show)
-    m.examples.select(h.load_example, None, loaded, **private).success(**show)
-    m.tree_draw.click(h.draw_tree, tree_args, loaded, **private).success(**show)
-    for knob in (m.tree_main, m.tree_depth, m.tree_tort, m.tree_width):
-        knob.release(h.draw_tree, tree_args, loaded, **quiet).success(**show)
-    m.tree_eye.input(h.draw_tree, tree_args, loaded, **quiet).success(**show)
-    m.tree_dice.click(h.random_seed, None, m.tree_seed, **quiet).then(
-        h.draw_tree, tree_args, loaded, **private).success(**show)
-    m.upload.upload(h.load_upload, m.upload, [loaded, m.upload_note], **private).success(**show)
-    m.dream_btn.click(h.dream, m.dream_seed, loaded, show_progress_on=g.seen, **gen, **private,
-                      **h.heavy(h.dream)).success(**show)
+                     "; guidance: none for the model's recommended scale; style: any, or one of the model's "
+                     "dataset styles.", **queue, **h.heavy(h.api_generate))
 
 
 def generate_tab(h: GenerateHandlers, s: StudioSettings) -> dict:
@@ -341,6 +270,7 @@ def generate_tab(h: GenerateHandlers, s: StudioSettings) -> dict:
             with gr.Row(equal_height=False):
                 seed = gr.Number(d.seed, precision=0, label="Seed", minimum=0, scale=3, elem_id="rt-seed")
                 seed_dice = gr.Button("Random seed", scale=1, elem_id="rt-seed-random")
+                style = style_dropdown("rt-style")
             with gr.Row():
                 super_res = super_res_box(h, "rt-sr")
                 aperture = aperture_box("rt-aperture")
@@ -385,8 +315,9 @@ def generate_tab(h: GenerateHandlers, s: StudioSettings) -> dict:
         trigger(h.model_choices, [mode, model], [model, model_note], **quiet)
     model.change(h.model_note, [mode, model, custom], model_note, **quiet).then(**show)
     model.change(h.model_guidance, [mode, model], guidance, **quiet)
+    model.change(h.model_styles, [mode, model, style], style, **quiet)
     custom.change(h.model_note, [mode, model, custom], model_note, **quiet)
-    run.click(h.run, [*mask_in, mode, model, custom, sampler, steps, guidance, seed, super_res, aperture],
+    run.click(h.run, [*mask_in, mode, model, custom, sampler, steps, guidance, seed, super_res, aperture, style],
               [x_t, x0, counter, result, overlay, fidelity, png_dl, pair_dl], show_progress="hidden",
               **gen, **private, **h.heavy(h.run))
     stop.click(h.stop, None, None, concurrency_limit=None, **quiet)

@@ -6,7 +6,7 @@ import time
 import gradio as gr
 import numpy as np
 
-from retree_core.config import SampleConfig
+from retree_core.config import STYLE_ANY, SampleConfig
 
 from ..jobs import format_duration
 from ..mask_sources import mask_picture
@@ -15,7 +15,7 @@ from ..settings import StudioSettings
 from ..synthesis import SynthesisConfig, synthesise_pairs
 from .common import (
     MODES, PRIVATE, QUIET, SAMPLERS, HandlersBase, aperture_box, for_display, progress_html, session_of,
-    super_res_box, ui_errors,
+    style_dropdown, super_res_box, ui_errors,
 )
 
 
@@ -24,12 +24,13 @@ class SynthesiseHandlers(HandlersBase):
 
     @ui_errors
     def synthesise(self, role, label, trees, count, seed, sampler, steps, super_res=True, aperture=True,
-                   request: gr.Request | None = None, progress=gr.Progress()):
+                   style=STYLE_ANY, request: gr.Request | None = None, progress=gr.Progress()):
         """Outputs: status, gallery of pairs, zip download."""
         session = session_of(request)
-        options = self._options(sampler, steps, None, seed)  # guidance: the model's recommended
+        options = self._options(sampler, steps, None, seed, style)  # guidance: the model's recommended
         count = whole_number(count, "number of pairs", 1, self.settings.max_synth_pairs)
         image_model = self._model(role, label, None, session)
+        image_model.net_cfg.style_index(options.style)  # a style the model does not know: refused now
         vessel_entry = self.studio.catalog.default("vessel", session, self.settings.hosted)
         vessel_model = None
         if trees == "vessel":
@@ -77,7 +78,9 @@ def synth_tab(h: SynthesiseHandlers, s: StudioSettings) -> dict:
                              value="vessel", label="Vessel trees from",
                              info="without a vessel model the procedural generator is used")
             mode = gr.Radio(MODES, value="concat", label="Stage 2: fundus model")
-            model = gr.Dropdown([], label="Model")
+            with gr.Row():
+                model = gr.Dropdown([], label="Model", scale=2)
+                style = style_dropdown("rt-synth-style")
             with gr.Row():
                 count = gr.Slider(1, s.max_synth_pairs, min(8, s.max_synth_pairs), step=1, label="Pairs")
                 seed = gr.Number(0, precision=0, label="First seed", minimum=0)
@@ -97,7 +100,8 @@ def synth_tab(h: SynthesiseHandlers, s: StudioSettings) -> dict:
     private, quiet = PRIVATE, QUIET
     note = gr.State("")
     mode.change(h.model_choices, [mode, model], [model, note], **quiet)
-    go.click(h.synthesise, [mode, model, trees, count, seed, sampler, steps, super_res, aperture],
+    model.change(h.model_styles, [mode, model, style], style, **quiet)
+    go.click(h.synthesise, [mode, model, trees, count, seed, sampler, steps, super_res, aperture, style],
              [status, gallery, zip_dl],
              concurrency_id="synthesise", concurrency_limit=1, show_progress="minimal", **private,
              **h.heavy(h.synthesise))
