@@ -42,13 +42,14 @@ SHIPPED_RECIPE = dict(prediction="eps", loss_weighting="uniform", l1_weight=1.0)
 def train_one(mode: str, args: argparse.Namespace, runs: Path) -> Path:
     """Continue one model for the budget; its checkpoint."""
     lr = BASE_LR * math.sqrt(args.batch_size / BASE_BATCH)
+    styled = not args.from_scratch and bool(load_model(mode, role=mode).net_cfg.styles)  # keep a file's styles
     cfg = TrainConfig(mode=mode, preset=args.preset, image_size=args.image_size, data_root=args.data_root,
                       batch_size=args.batch_size, lr=lr, max_steps=args.max_steps or 10**9,
                       max_minutes=None if args.max_steps else args.minutes, init_weights=None if args.from_scratch else mode,
                       soft_tree_px=1.5 if mode == "vessel" else 0.0, output_dir=str(runs / mode),
                       sample_interval=10**9, checkpoint_interval=500, device=args.device, precision=args.precision,
                       channels_last=args.device.startswith("cuda"), compile=args.compile, progress=False,
-                      resume=True, **({} if args.from_scratch else SHIPPED_RECIPE))
+                      resume=True, style_condition=styled, **({} if args.from_scratch else SHIPPED_RECIPE))
     return train(cfg)
 
 

@@ -9,9 +9,12 @@ Writes a grid (rows: validation masks; columns: mask, one generated image per mo
 
     python bench/model_card.py --data_root ../shared/data/DRIVE ../shared/data/CHASE_DB1 \\
         [--models concat spade] [--settings dpmpp:20 dpmpp:20:3 ddpm:1000] [--out outputs/model_card] \\
-        [--segmenter classical|segment] [--sr none|auto] [--no_aperture]
+        [--segmenter classical|segment] [--sr none|auto] [--no_aperture] [--by_style] [--repeats N]
 
-A setting is sampler:steps[:guidance] (guidance 1, plain conditional, when left out).
+A setting is sampler:steps[:guidance] (guidance 1, plain conditional, when left out). --by_style scores
+each data root on its own, in the model's style of that name (its folder name) where the model has one,
+else "any"; --repeats N generates every validation mask with N seeds (seed, seed + 1000, ...) and gives
+the mean over them, KID with its spread across the repeats.
 """
 from __future__ import annotations
 
@@ -44,26 +47,41 @@ def main() -> None:
                    help="score the images as generated, without the round aperture")
     p.add_argument("--out", default="outputs/model_card", help="per-run metrics.csv/json go here")
     p.add_argument("--grid", default="assets/validation_grid.png", help="picture of the first setting")
+    p.add_argument("--by_style", action="store_true", help="score each data root alone, in its style")
+    p.add_argument("--repeats", type=int, default=1, help="seeds per validation mask")
     args = p.parse_args()
 
     segmenter = load_segmenter(args.segmenter)
-    print("| model | sampler | steps | guidance | mask fidelity (Dice) | Dice on the real image | KID "
+    print("| model | data (style) | sampler | steps | guidance | mask fidelity (Dice) | Dice on the real image | KID "
           "| grain (generated / real, grey levels) | time (s) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     columns: dict[str, np.ndarray] = {}
     for model in args.models:
         pipe = FundusPipeline.load(model, sr=args.sr, aperture=args.aperture)
+        groups = [([root], style_for(pipe, root)) for root in args.data_root] if args.by_style else \
+            [(args.data_root, "any")]
         for setting in args.settings:
             sampler, steps, guidance = (setting.split(":") + ["1"])[:3]
-            options = GenerationOptions(SampleConfig(sampler, int(steps), float(guidance), args.seed))
-            tic = time.perf_counter()
-            report = evaluate_generator(pipe, args.data_root, segmenter, "val", options)
-            seconds = time.perf_counter() - tic
-            report.save(Path(args.out) / f"{Path(model).stem}_{sampler}{steps}_g{guidance}")
-            mean, kid = report.mean(), report.summary["kid"]
-            print(f"| {model} | {sampler} | {steps} | {float(guidance):g} | {mean['fidelity_dice']:.3f} | {mean['real_image_dice']:.3f} "
-                  f"| {kid['mean']:.4f} ± {kid['std']:.4f} ({kid['num_generated']} vs {kid['num_real']}) "
-                  f"| {mean['grain']:.2f} / {mean['real_grain']:.2f} | {seconds:.0f} |", flush=True)
+            for roots, style in groups:
+                tic = time.perf_counter()
+                reports = []
+                for repeat in range(args.repeats):
+                    options = GenerationOptions(SampleConfig(sampler, int(steps), float(guidance),
+                                                             args.seed + 1000 * repeat, style))
+                    reports.append(evaluate_generator(pipe, roots, segmenter, "val", options))
+                    data = "+".join(Path(r).name for r in roots)
+                    reports[-1].save(Path(args.out) / f"{Path(model).stem}_{data}_{style}_{sampler}{steps}_g{guidance}"
+                                                      f"_r{repeat}")
+                seconds = time.perf_counter() - tic
+                report = reports[0]
+                fid, real = (np.mean([r.mean()[k] for r in reports]) for k in ("fidelity_dice", "real_image_dice"))
+                grain, real_grain = (np.mean([r.mean()[k] for r in reports]) for k in ("grain", "real_grain"))
+                kids = [r.summary["kid"] for r in reports]
+                spread = (f"{np.std([k['mean'] for k in kids]):.4f} over {len(kids)} repeats" if len(kids) > 1
+                          else f"{kids[0]['std']:.4f}")
+                print(f"| {model} | {data} ({style}) | {sampler} | {steps} | {float(guidance):g} | {fid:.3f} | {real:.3f} "
+                      f"| {np.mean([k['mean'] for k in kids]):.4f} ± {spread} ({kids[0]['num_generated']} vs "
+                      f"{kids[0]['num_real']}) | {grain:.2f} / {real_grain:.2f} | {seconds:.0f} |", flush=True)
             if setting == args.settings[0]:
                 columns.setdefault("mask", report.arrays["mask"])
                 columns.setdefault("real", report.arrays["real"])
@@ -71,6 +89,12 @@ def main() -> None:
     order = ["mask", *[Path(m).stem for m in args.models], "real"]
     rows = [np.stack([columns[c][i] for c in order]) for i in range(min(GRID_ROWS, len(columns["mask"])))]
     print(f"wrote {save_png(args.grid, grid(rows))} (columns: {', '.join(order)}; {args.settings[0]})")
+
+
+def style_for(pipe: FundusPipeline, root: str) -> str:
+    """The model's style named like the data root's folder, else "any"."""
+    name = Path(root).resolve().name
+    return name if name in pipe.styles else "any"
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
-"""Malformed inputs at every place a user gives input: 242 cases, each refused with the right kind of
+"""Malformed inputs at every place a user gives input: 244 cases, each refused with the right kind of
 error and a message that names the problem, quickly (each well under a second here), and without leaving
 a file behind.
 
     image files: mask uploads, the /generate API's mask, a photograph        55
     sketch-canvas values sent by the editor                                  20
-    generation options: the /generate API and the Run button                 36
+    generation options: the /generate API and the Run button                 38
     model files uploaded in the Generate tab                                  6
     command line: exit code 2 and a message on stderr, never a traceback     46
     dataset folders: make_dataset, find_samples_many, the Train tab          20

@@ -181,3 +181,30 @@ def test_the_app_offers_the_models_styles_and_generates_in_one(style_run, tmp_pa
                          "bluish", request=request))
     png = next(o for o in outputs if isinstance(o[6], dict) and o[6].get("value"))[6]["value"]
     assert read_settings(png)["style"] == "bluish"
+
+
+def test_in_a_browser_the_style_menu_follows_the_model_and_runs(style_run, tmp_path):
+    """Headless Chromium: the Style menu lists the style model's datasets; a run in one of them finishes."""
+    import os
+
+    if not os.path.exists("/usr/bin/chromium"):
+        pytest.skip("/usr/bin/chromium is missing (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    from app_server import running_app
+    from test_app_browser import ARGS, draw_strokes, run_and_wait
+
+    weights, _ = style_run
+    with running_app(weights.parent, tmp_path) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS, timeout=60_000)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        page.goto(url)
+        page.locator("#rt-canvas canvas").first.wait_for()
+        page.locator("#rt-style input").click()
+        page.get_by_role("option", name="reddish").click()
+        assert page.locator("#rt-style input").input_value() == "reddish"
+        draw_strokes(page)
+        page.wait_for_function("() => document.querySelector('#rt-seen-note').innerText.includes('% vessel')")
+        seen = run_and_wait(page)
+        assert any("done" in text for text in seen)
+        browser.close()

@@ -256,6 +256,7 @@ def generate_tab(h: GenerateHandlers, s: StudioSettings) -> dict:
                 model = gr.Dropdown([], label="Model", scale=3, allow_custom_value=False, elem_id="rt-model")
                 refresh = gr.Button("↻", scale=0, min_width=44, elem_id="rt-refresh")
             model_note = gr.Markdown(elem_classes="rt-note")
+            style = style_dropdown("rt-style")
             with gr.Accordion("Use your own model file", open=False):
                 custom = gr.File(label=".safetensors" if s.hosted else
                                  ".safetensors (or a training .ckpt, read without unpickling)",
@@ -270,7 +271,6 @@ def generate_tab(h: GenerateHandlers, s: StudioSettings) -> dict:
             with gr.Row(equal_height=False):
                 seed = gr.Number(d.seed, precision=0, label="Seed", minimum=0, scale=3, elem_id="rt-seed")
                 seed_dice = gr.Button("Random seed", scale=1, elem_id="rt-seed-random")
-                style = style_dropdown("rt-style")
             with gr.Row():
                 super_res = super_res_box(h, "rt-sr")
                 aperture = aperture_box("rt-aperture")
