@@ -168,6 +168,9 @@ def test_the_app_offers_the_models_styles_and_generates_in_one(style_run, tmp_pa
     update = h.model_styles("concat", "concat", "reddish", request=request)
     assert update["choices"] == ["any", "bluish", "reddish"] and update["value"] == "reddish" and update["interactive"]
     assert "Styles: bluish, reddish" in h.model_note("concat", "concat", None, request=request)
+    from retree_studio.ui.about import models_text
+
+    assert "dataset styles: concat (bluish, reddish)" in models_text(h.studio.catalog)
     assert h.model_styles("concat", None, "reddish", request=request)["value"] == "any"  # no model: any only
     tree = np.zeros((64, 64), np.uint8)
     tree[30:34, :] = 255
@@ -208,3 +211,24 @@ def test_in_a_browser_the_style_menu_follows_the_model_and_runs(style_run, tmp_p
         seen = run_and_wait(page)
         assert any("done" in text for text in seen)
         browser.close()
+
+
+def test_the_train_tab_learns_a_users_dataset_as_a_style(tmp_path, style_run):
+    """Train tab, *Learn dataset styles*: each dataset folder becomes a style of the trained model."""
+    from types import SimpleNamespace
+
+    from retree_studio import ui
+    from retree_studio.services import Studio
+    from retree_studio.settings import StudioSettings
+
+    _, roots = style_run
+    request = SimpleNamespace(session_hash="s")
+    h = ui.Handlers(Studio(StudioSettings(weights_dir=tmp_path / "none", runs_dir=tmp_path / "runs",
+                                          work_dir=tmp_path / "work", warm_up=False)))
+    h.train_start("concat", "folder", None, "; ".join(roots), "tiny", 16, 2, 3, 1e-3, 100_000, "styled",
+                  0.0, None, 0.5, None, 0.0, True, request=request)
+    jobs = h.studio.jobs
+    assert jobs.wait(120) and jobs.snapshot().state == "finished"
+    assert load_model(jobs.snapshot().weights_path).net_cfg.styles == ("bluish", "reddish")
+    label = next(c for c in h.model_choices("concat", None, request)[0]["choices"] if c.startswith("run: styled"))
+    assert h.model_styles("concat", label, "any", request=request)["choices"] == ["any", "bluish", "reddish"]

@@ -67,6 +67,10 @@ def models_text(catalog: ModelCatalog) -> str:
                      f"recommended guidance ({guidance}), dark vessels along the mask, but their images are still "
                      "grainy. They will be replaced as training continues (`weights/README.md`, the model card, "
                      "has their figures).")
+        styled = [f"{e.role} ({', '.join(e.styles)})" for e in fundus if e.styles]
+        if styled:
+            lines.append(f"Trained with dataset styles: {'; '.join(styled)}; pick one in the *Style* menu "
+                         "(any: the mixture).")
     if "sr" in shipped:
         sr = shipped["sr"]
         lines.append(f"A mask-conditioned **super-resolution** model takes their results to {sr.image_size} px.")

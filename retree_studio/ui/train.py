@@ -25,7 +25,7 @@ class TrainHandlers(HandlersBase):
     """Event functions of the Train tab."""
 
     def _train_cfg(self, role, preset, size, batch, steps, lr, sample_every, data_root,
-                   procedural=0.0, soft_tree=0.0) -> TrainConfig:
+                   procedural=0.0, soft_tree=0.0, styles=False) -> TrainConfig:
         if role not in TRAIN_ROLES:
             raise ValueError(f"role must be {', '.join(TRAIN_ROLES)}, got {role!r}")
         if preset not in PRESETS:
@@ -48,12 +48,13 @@ class TrainHandlers(HandlersBase):
                            batch_size=batch, max_minutes=self.settings.max_train_minutes,
                            max_steps=steps, lr=bounded_number(lr, "learning rate", 1e-7, 1e-1),
                            sample_interval=every, checkpoint_interval=max(1, min(every, 250)),
-                           procedural_fraction=procedural, soft_tree_px=soft_tree)
+                           procedural_fraction=procedural, soft_tree_px=soft_tree,
+                           style_condition=bool(styles) and role in ("concat", "spade"))
 
     @ui_errors
     def train_start(self, role, source, zip_path, folder, preset, size, batch, steps, lr, sample_every, name,
                     procedural=0.0, synth_zip=None, synth_share=0.5, start_from=None, soft_tree=0.0,
-                    request: gr.Request | None = None):
+                    styles=False, request: gr.Request | None = None):
         """Start a run. Segmenter runs may mix in a synthetic-pairs zip (the Synthesise tab's) at a share, and
         may start from a segmenter's weights (pre-training on synthetic pairs, then real ones)."""
         session = session_of(request)
@@ -62,7 +63,7 @@ class TrainHandlers(HandlersBase):
             raise TrainingBusy(jobs.busy_message(session))
         name = (name or "").strip() or f"{role}_{preset}_{size}px_{time.strftime('%Y%m%d-%H%M%S')}"
         name = jobs.folder_name(name, session)
-        cfg = self._train_cfg(role, preset, size, batch, steps, lr, sample_every, None, procedural, soft_tree)
+        cfg = self._train_cfg(role, preset, size, batch, steps, lr, sample_every, None, procedural, soft_tree, styles)
         cfg.net()  # a preset that does not fit the size fails before data is unpacked
         if role == "segment" and start_from:
             cfg.init_weights = str(self._segmenter_entry(start_from, session).path)
@@ -200,6 +201,8 @@ def train_tab(h: TrainHandlers, s: StudioSettings) -> dict:
                                          elem_id="rt-train-from",
                                          info="a segmenter's weights, e.g. one trained on synthetic pairs: on few "
                                               "real annotations, pre-training on synthetic pairs helps (model card)")
+            styles = gr.Checkbox(False, label="Learn dataset styles (concat and SPADE)", elem_id="rt-train-styles",
+                                 info="each dataset folder becomes a style the Generate tab's Style menu offers")
             name = gr.Textbox(label="Run name (optional)", placeholder="e.g. concat_drive_256", elem_id="rt-train-name")
             with gr.Row():
                 start = gr.Button("Start", variant="primary", elem_id="rt-train-start")
@@ -233,7 +236,7 @@ def train_tab(h: TrainHandlers, s: StudioSettings) -> dict:
     role.change(h.train_role, [role, start_from], [vessel_opts, segment_opts, start_from, preset, size, lr, batch],
                 **quiet)
     started = start.click(h.train_start, [role, source, data_zip, folder, preset, size, batch, steps, lr, sample_every, name,
-                                procedural, synth_zip, synth_share, start_from, soft_tree],
+                                procedural, synth_zip, synth_share, start_from, soft_tree, styles],
                 poll_out, concurrency_id="train-control", **private, **h.heavy(h.train_start))
     resumed = resume.click(h.train_resume, [runs, steps], poll_out, concurrency_id="train-control", **private,
                            **h.heavy(h.train_resume))
