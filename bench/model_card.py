@@ -9,7 +9,7 @@ Writes a grid (rows: validation masks; columns: mask, one generated image per mo
 
     python bench/model_card.py --data_root ../shared/data/DRIVE ../shared/data/CHASE_DB1 \\
         [--models concat spade] [--settings dpmpp:20 dpmpp:20:3 ddpm:1000] [--out outputs/model_card] \\
-        [--segmenter classical|segment] [--sr none|auto] [--no_aperture] [--by_style] [--repeats N]
+        [--segmenter classical|segment] [--sr none|auto] [--no_aperture] [--by_style] [--repeats N] [--match_styles]
 
 A setting is sampler:steps[:guidance] (guidance 1, plain conditional, when left out). --by_style scores
 each data root on its own, in the model's style of that name (its folder name) where the model has one,
@@ -49,6 +49,8 @@ def main() -> None:
     p.add_argument("--grid", default="assets/validation_grid.png", help="picture of the first setting")
     p.add_argument("--by_style", action="store_true", help="score each data root alone, in its style")
     p.add_argument("--repeats", type=int, default=1, help="seeds per validation mask")
+    p.add_argument("--match_styles", action="store_true", help="each validation image in its own dataset's "
+                   "style where the model has it (evaluate --style match)")
     args = p.parse_args()
 
     segmenter = load_segmenter(args.segmenter)
@@ -67,7 +69,8 @@ def main() -> None:
                 reports = []
                 for repeat in range(args.repeats):
                     options = GenerationOptions(SampleConfig(sampler, int(steps), float(guidance),
-                                                             args.seed + 1000 * repeat, style))
+                                                             args.seed + 1000 * repeat, style),
+                                                match_styles=args.match_styles)
                     reports.append(evaluate_generator(pipe, roots, segmenter, "val", options))
                     data = "+".join(Path(r).name for r in roots)
                     reports[-1].save(Path(args.out) / f"{Path(model).stem}_{data}_{style}_{sampler}{steps}_g{guidance}"
@@ -79,7 +82,8 @@ def main() -> None:
                 kids = [r.summary["kid"] for r in reports]
                 spread = (f"{np.std([k['mean'] for k in kids]):.4f} over {len(kids)} repeats" if len(kids) > 1
                           else f"{kids[0]['std']:.4f}")
-                print(f"| {model} | {data} ({style}) | {sampler} | {steps} | {float(guidance):g} | {fid:.3f} | {real:.3f} "
+                shown = "matched" if args.match_styles and pipe.model.net_cfg.styles else style
+                print(f"| {model} | {data} ({shown}) | {sampler} | {steps} | {float(guidance):g} | {fid:.3f} | {real:.3f} "
                       f"| {np.mean([k['mean'] for k in kids]):.4f} ± {spread} ({kids[0]['num_generated']} vs "
                       f"{kids[0]['num_real']}) | {grain:.2f} / {real_grain:.2f} | {seconds:.0f} |", flush=True)
             if setting == args.settings[0]:

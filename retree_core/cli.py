@@ -184,8 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=SEED, default=s.seed, help="image i uses seed + i")
     v.add_argument("--guidance", type=float, default=s.guidance,
                    help="classifier-free guidance scale (default: the model's recommended one, else 1)")
-    v.add_argument("--style", default=s.style, help=STYLE_HELP + "; score a style against its own dataset's "
-                   "--data_root")
+    v.add_argument("--style", default=s.style, help=STYLE_HELP + "; match: each validation image in its own "
+                   "dataset's style (its root's folder name) where the model has it")
     v.add_argument("--batch_size", type=positive_int, default=4)
     v.add_argument("--sr_output", default="auto", metavar="auto|none|NAME|PATH",
                    help="with --generator: super-resolve the generated images first (as generate does)")
@@ -329,8 +329,10 @@ def run_evaluate(args: argparse.Namespace) -> None:
         pipe = FundusPipeline.load(args.generator, role=args.generator if args.generator in ("concat", "spade")
                                    else None, sr=args.sr_output, aperture=args.aperture, device=args.device,
                                    precision=args.precision)
-        options = GenerationOptions(SampleConfig(args.sampler, args.steps, args.guidance, args.seed, args.style), args.num,
-                                    args.batch_size, args.min_fid_images)
+        match = args.style == "match"
+        options = GenerationOptions(SampleConfig(args.sampler, args.steps, args.guidance, args.seed,
+                                                 "any" if match else args.style), args.num,
+                                    args.batch_size, args.min_fid_images, match_styles=match)
         report = evaluate_generator(pipe, args.data_root, segmenter, args.split, options,
                                     progress=args.verbosity >= 0)
     print(report.render())

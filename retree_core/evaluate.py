@@ -21,7 +21,7 @@ import torch
 
 from .config import SampleConfig
 from .logs import log, progress_bar
-from .data import AugmentConfig, estimate_fov, make_dataset, split_sample_list
+from .data import AugmentConfig, estimate_fov, make_dataset, split_sample_list, style_of
 from .data.embedded import remove_specks, ridge_response, ridge_threshold
 from .data.layouts import load_sample
 from .fidelity import SEGMENTER_NAME, analysis_view
@@ -194,6 +194,7 @@ class GenerationOptions:
     batch_size: int = 4
     min_fid_images: int = DEFAULT_MIN_FID_IMAGES
     require_kid: bool = True  # False: without the Inception network, report fidelity and say what to install
+    match_styles: bool = False  # each image in its own dataset's style where the model has it (else sample.style)
 
 
 def mask_fidelity(segmenter: Segmenter, image_rgb: np.ndarray, mask: np.ndarray, fov: np.ndarray) -> float:
@@ -236,13 +237,19 @@ def evaluate_generator(pipe: FundusPipeline, data_roots: Sequence[str | Path], s
     fovs = np.stack([item["fov"][0].numpy() > 0.5 for item in items])
     planned = len(items) if options.num is None else min(options.num, len(items))
 
+    styles = [style_of(n) if options.match_styles and style_of(n) in pipe.styles else sample.style
+              for n in dataset.names]
     generated = []
     with progress_bar(planned, "generating", progress) as bar:
         for start in range(0, planned, options.batch_size):
             if should_stop is not None and should_stop():
                 break
             stop = min(start + options.batch_size, planned)
-            generated.append(pipe(masks[start:stop], replace(sample, seed=sample.seed + start))[0])
+            for first in range(start, stop):  # one call per run of items of the same style
+                if first == start or styles[first] != styles[first - 1]:
+                    last = next((i for i in range(first, stop) if styles[i] != styles[first]), stop)
+                    generated.append(pipe(masks[first:last], replace(sample, seed=sample.seed + first,
+                                                                      style=styles[first]))[0])
             bar.update(stop - start)
     if not generated:
         raise ValueError("the evaluation was stopped before its first image")
@@ -260,9 +267,9 @@ def evaluate_generator(pipe: FundusPipeline, data_roots: Sequence[str | Path], s
     # real_image_dice: the same score on the real photograph, the ceiling the segmenter allows at this size;
     # grain / real_grain: pixel-scale noise (realism.grain) of the generated and the real image
     report = Report("generator", title, settings,
-                    ["name", "seed", "fidelity_dice", "real_image_dice", "grain", "real_grain"])
+                    ["name", "seed", "style", "fidelity_dice", "real_image_dice", "grain", "real_grain"])
     for i in range(count):
-        report.rows.append({"name": dataset.names[i], "seed": sample.seed + i,
+        report.rows.append({"name": dataset.names[i], "seed": sample.seed + i, "style": styles[i],
                             "fidelity_dice": mask_fidelity(segmenter, generated[i], masks[i], fovs[i]),
                             "real_image_dice": mask_fidelity(segmenter, real[i], masks[i], fovs[i]),
                             "grain": grain(generated[i], fovs[i]), "real_grain": grain(real[i], fovs[i])})

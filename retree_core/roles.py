@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import DiffusionConfig, NetConfig, SampleConfig, TrainConfig
+from .data import style_of
 from .diffusion import NoiseSchedule, diffusion_loss
 from .images import to_uint8
 from .pipeline import FundusPipeline, generate
@@ -79,10 +80,6 @@ def item_noise(items: Items, shape: torch.Size, timesteps: int, p_uncond: float,
     out = torch.cat(ts), torch.stack(noises), torch.cat(keeps).float()
     return out + (torch.cat(keep_styles).long(),) if styles else out
 
-
-def style_of(name: str) -> str:
-    """A training item's style: its data root's folder name (the prefix of its sample name)."""
-    return name.split("/", 1)[0]
 
 
 class Denoise(TrainingRole):
@@ -180,4 +177,4 @@ def make_role(cfg: TrainConfig, net_cfg: NetConfig, diff_cfg: DiffusionConfig, d
 
 
 __all__ = ["Denoise", "ROLE_CLASSES", "Segment", "SuperResolve", "TrainingRole", "item_noise", "make_role",
-           "soft_trees", "style_of"]
+           "soft_trees"]

@@ -28,11 +28,11 @@ from . import distributed, precision
 from .checkpoint import (CHECKPOINT_NAME, atomic_write, load_checkpoint, remove_stale_temps, rng_state,
                          save_checkpoint, set_rng_state)
 from .config import TrainConfig, from_dict, to_dict
-from .data import AugmentConfig, MixedDataset, ProceduralTrees, make_dataset
+from .data import AugmentConfig, MixedDataset, ProceduralTrees, make_dataset, style_of
 from .images import grid, save_png
 from .logs import log
 from .nets import build_net, count_parameters
-from .roles import TrainingRole, make_role, style_of
+from .roles import TrainingRole, make_role
 from .weights import load_model
 
 LOG_NAME = "log.jsonl"

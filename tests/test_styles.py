@@ -232,3 +232,21 @@ def test_the_train_tab_learns_a_users_dataset_as_a_style(tmp_path, style_run):
     assert load_model(jobs.snapshot().weights_path).net_cfg.styles == ("bluish", "reddish")
     label = next(c for c in h.model_choices("concat", None, request)[0]["choices"] if c.startswith("run: styled"))
     assert h.model_styles("concat", label, "any", request=request)["choices"] == ["any", "bluish", "reddish"]
+
+
+def test_evaluation_can_match_each_image_to_its_datasets_style(style_run):
+    from retree_core.evaluate import GenerationOptions, evaluate_generator, load_segmenter
+
+    weights, roots = style_run
+    pipe = FundusPipeline(load_model(weights), aperture=False)
+    options = GenerationOptions(SampleConfig(steps=10, seed=3), match_styles=True, require_kid=False)
+    report = evaluate_generator(pipe, roots, load_segmenter("classical"), "all", options)
+    assert [(r["name"].split("/")[0], r["style"]) for r in report.rows] == [
+        ("bluish", "bluish"), ("bluish", "bluish"), ("reddish", "reddish"), ("reddish", "reddish")]
+    generated = report.arrays["generated"].reshape(4, -1, 3).mean(1)
+    red_minus_blue = generated[:, 0] - generated[:, 2]
+    assert red_minus_blue[2:].mean() > red_minus_blue[:2].mean() + 40, generated  # the tiny model's styles are
+    # clear on average, not on every seed
+    plain = evaluate_generator(pipe, roots, load_segmenter("classical"), "all",
+                               GenerationOptions(SampleConfig(steps=10, seed=3), require_kid=False))
+    assert {r["style"] for r in plain.rows} == {"any"}

@@ -11,11 +11,12 @@ from .layouts import (
     find_samples_many,
     is_validation,
     split_samples,
+    style_of,
 )
 
 __all__ = [
     "AugmentConfig", "augment", "MixedDataset", "PairDataset", "ProceduralTrees", "make_dataset", "split_sample_list", "embedded_example", "estimate_fov",
     "segment_vessels_classical", "DataError", "binarize_mask", "mask_at", "prepare_mask", "read_mask", "read_rgb",
     "DEFAULT_VAL", "Sample", "check_samples", "find_samples", "find_samples_many", "is_validation",
-    "split_samples",
+    "split_samples", "style_of",
 ]

@@ -225,6 +225,11 @@ def find_samples_many(roots: Iterable[str | Path]) -> list[Sample]:
     return sorted(samples, key=lambda s: s.name)
 
 
+def style_of(name: str) -> str:
+    """A sample's dataset style: its data root's folder name, the prefix `find_samples_many` gives its name."""
+    return name.split("/", 1)[0]
+
+
 def base_name(sample: Sample) -> str:
     """The sample's name inside its dataset (without a data-root prefix)."""
     return sample.name.rsplit("/", 1)[-1]
