@@ -143,6 +143,17 @@ def warm_start(net: torch.nn.Module, ema: torch.nn.Module, source: str, net_cfg,
     return loaded.trained_steps
 
 
+STYLE_LR_SCALE = 10.0  # the style vectors start at zero (a warm start begins as its file's model) and would take
+# tens of thousands of steps at the network's rate to reach the time embedding's scale (docs/experiments.md)
+
+
+def param_groups(net: torch.nn.Module, lr: float) -> list[dict]:
+    """The optimiser's parameter groups: the network at `lr`, its style vectors (if any) at STYLE_LR_SCALE x."""
+    style = [p for name, p in net.named_parameters() if name.startswith("style_emb.")]
+    rest = [p for name, p in net.named_parameters() if not name.startswith("style_emb.")]
+    return [{"params": rest}] + ([{"params": style, "lr": lr * STYLE_LR_SCALE}] if style else [])
+
+
 def training_dataset(cfg: TrainConfig):
     """The run's training items: real data (or the embedded example), optionally mixed with synthetic pairs."""
     cfg.check()
@@ -232,7 +243,7 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
     net = build_net(net_cfg, diff_cfg).to(dev, memory_format=torch.channels_last if cfg.channels_last
                                           else torch.contiguous_format)
     ema = copy.deepcopy(net).requires_grad_(False).eval()
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(param_groups(net, cfg.lr), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start_step, init_steps = _restore(state, cfg, net, ema, opt)
     model = DistributedDataParallel(net) if info.world > 1 else net
     model = torch.compile(model) if cfg.compile else model

@@ -250,3 +250,14 @@ def test_evaluation_can_match_each_image_to_its_datasets_style(style_run):
     plain = evaluate_generator(pipe, roots, load_segmenter("classical"), "all",
                                GenerationOptions(SampleConfig(steps=10, seed=3), require_kid=False))
     assert {r["style"] for r in plain.rows} == {"any"}
+
+
+def test_style_vectors_learn_at_a_higher_rate_and_other_runs_keep_one_group():
+    from retree_core.train import STYLE_LR_SCALE, param_groups
+
+    plain = build_net(net_config("tiny", "concat", 16))
+    assert len(param_groups(plain, 1e-3)) == 1
+    styled = build_net(net_config("tiny", "concat", 16, styles=("A",)))
+    groups = param_groups(styled, 1e-3)
+    assert len(groups) == 2 and groups[1]["params"] == [styled.style_emb.weight]
+    assert groups[1]["lr"] == pytest.approx(1e-3 * STYLE_LR_SCALE) and "lr" not in groups[0]
