@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -19,7 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from retree_core.config import SampleConfig  # noqa: E402
 from retree_core.data import AugmentConfig, make_dataset  # noqa: E402
 from retree_core.images import grid, mask_rgb, to_uint8  # noqa: E402
-from retree_core.pipeline import FundusPipeline  # noqa: E402
+from retree_core.pipeline import FundusPipeline, tree_masks  # noqa: E402
+from retree_core.realism import inception_features, kid  # noqa: E402
+from retree_core.weights import load_model  # noqa: E402
 
 
 def main() -> None:
@@ -30,6 +33,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="outputs/styles.jpg")
+    p.add_argument("--kid", type=int, default=0, help="trees for the KID table (0: none)")
+    p.add_argument("--trees", choices=("procedural", "vessel"), default="procedural")
     args = p.parse_args()
 
     pipe = FundusPipeline.load(args.model, sr="auto")
@@ -56,6 +61,25 @@ def main() -> None:
     picture = grid(rows)
     Image.fromarray(picture).resize((picture.shape[1] // 2, picture.shape[0] // 2), Image.LANCZOS).save(out, quality=85)
     print(f"wrote {out} (columns: mask, {', '.join(pipe.styles)}, real)")
+    if args.kid:
+        kid_table(pipe, args)
+
+
+def kid_table(pipe: FundusPipeline, args: argparse.Namespace) -> None:
+    """KID of each style's images from the same trees against each data root's photographs."""
+    seeds = list(range(args.seed, args.seed + args.kid))
+    vessel = load_model("vessel") if args.trees == "vessel" else None
+    trees, _ = tree_masks(vessel, seeds, pipe.output_px, trees=args.trees, first_seed=args.seed)
+    real = {Path(root).name: inception_features(to_uint8(torch.stack(
+        [item["image"] for item in make_dataset(root, pipe.output_px, AugmentConfig(enabled=False), split="all")])))
+        for root in args.data_root}
+    print(f"\n| style ({args.kid} {args.trees} trees) | " + " | ".join(f"KID vs {name} ({len(f)})"
+                                                                    for name, f in real.items()) + " |")
+    print("|---|" + "---|" * len(real))
+    for style in pipe.styles:
+        images = pipe(trees, SampleConfig(steps=args.steps, seed=args.seed, style=style))[0]
+        features = inception_features(images)
+        print(f"| {style} | " + " | ".join(f"{kid(features, f).mean:.4f}" for f in real.values()) + " |", flush=True)
 
 
 if __name__ == "__main__":
