@@ -31,6 +31,7 @@ def main() -> None:
     p.add_argument("--data_root", nargs="+", required=True)
     p.add_argument("--rows", type=int, default=4, help="validation masks, spread over the split")
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--guidance", type=float, default=2.0, help="the shipped files' recommended scale")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="outputs/styles.jpg")
     p.add_argument("--kid", type=int, default=0, help="trees for the KID table (0: none)")
@@ -38,8 +39,16 @@ def main() -> None:
     args = p.parse_args()
 
     pipe = FundusPipeline.load(args.model, sr="auto")
-    if len(pipe.styles) < 2:
-        raise SystemExit(f"{args.model} was trained without styles")
+    if len(pipe.styles) < 2 and not args.kid:
+        raise SystemExit(f"{args.model} was trained without styles (--kid still measures its 'any')")
+    if len(pipe.styles) > 1:
+        picture(pipe, args)
+    if args.kid:
+        kid_table(pipe, args)
+
+
+def picture(pipe: FundusPipeline, args: argparse.Namespace) -> None:
+    """Validation masks in each style, the real photograph beside them; mean colours printed."""
     data = make_dataset(args.data_root, pipe.output_px, AugmentConfig(enabled=False), split="val")
     picks = np.linspace(0, len(data) - 1, min(args.rows, len(data))).round().astype(int)
     rows, colours = [], {name: [] for name in (*pipe.styles, "real")}
@@ -49,7 +58,8 @@ def main() -> None:
         real = to_uint8(item["image"])
         row = [mask_rgb(mask)]
         for style in pipe.styles:
-            image = pipe(mask, SampleConfig(steps=args.steps, seed=args.seed + int(i), style=style))[0][0]
+            image = pipe(mask, SampleConfig(steps=args.steps, guidance=args.guidance, seed=args.seed + int(i),
+                                               style=style))[0][0]
             colours[style].append(image[fov].mean(0))
             row.append(image)
         colours["real"].append(real[fov].mean(0))
@@ -61,8 +71,6 @@ def main() -> None:
     picture = grid(rows)
     Image.fromarray(picture).resize((picture.shape[1] // 2, picture.shape[0] // 2), Image.LANCZOS).save(out, quality=85)
     print(f"wrote {out} (columns: mask, {', '.join(pipe.styles)}, real)")
-    if args.kid:
-        kid_table(pipe, args)
 
 
 def kid_table(pipe: FundusPipeline, args: argparse.Namespace) -> None:
@@ -77,7 +85,7 @@ def kid_table(pipe: FundusPipeline, args: argparse.Namespace) -> None:
                                                                     for name, f in real.items()) + " |")
     print("|---|" + "---|" * len(real))
     for style in pipe.styles:
-        images = pipe(trees, SampleConfig(steps=args.steps, seed=args.seed, style=style))[0]
+        images = pipe(trees, SampleConfig(steps=args.steps, guidance=args.guidance, seed=args.seed, style=style))[0]
         features = inception_features(images)
         print(f"| {style} | " + " | ".join(f"{kid(features, f).mean:.4f}" for f in real.values()) + " |", flush=True)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import asdict, dataclass, field, replace
+from itertools import groupby
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
@@ -245,11 +246,10 @@ def evaluate_generator(pipe: FundusPipeline, data_roots: Sequence[str | Path], s
             if should_stop is not None and should_stop():
                 break
             stop = min(start + options.batch_size, planned)
-            for first in range(start, stop):  # one call per run of items of the same style
-                if first == start or styles[first] != styles[first - 1]:
-                    last = next((i for i in range(first, stop) if styles[i] != styles[first]), stop)
-                    generated.append(pipe(masks[first:last], replace(sample, seed=sample.seed + first,
-                                                                      style=styles[first]))[0])
+            for style, run in groupby(range(start, stop), key=styles.__getitem__):  # a call per style in the batch
+                run = list(run)
+                generated.append(pipe(masks[run[0]:run[-1] + 1], replace(sample, seed=sample.seed + run[0],
+                                                                         style=style))[0])
             bar.update(stop - start)
     if not generated:
         raise ValueError("the evaluation was stopped before its first image")

@@ -69,9 +69,11 @@ class ReTreeUNet(nn.Module):
             width = out
         self.ups, self.up_attn = nn.ModuleList(ups), nn.ModuleList(up_attn)
         self.outc = nn.Conv2d(width, cfg.image_channels * p * p, 1)
-        if cfg.styles:  # added to the timestep embedding; zeros at the start, so "any" (index 0) stays zero and a
-            self.style_emb = nn.Embedding(len(cfg.styles) + 1, cfg.emb_dim, padding_idx=0)  # warm start
-            nn.init.zeros_(self.style_emb.weight)  # from a file without styles begins as that file's model
+        if cfg.styles:
+            # one vector per dataset style, added to the timestep embedding. "any" (index 0) is never trained,
+            # and all start at zero, so a warm start from a file without styles begins as that file's model
+            self.style_emb = nn.Embedding(len(cfg.styles) + 1, cfg.emb_dim, padding_idx=0)
+            nn.init.zeros_(self.style_emb.weight)
 
     def encode(self, x: Tensor, t: Tensor, mask: Tensor | None = None, style: Tensor | None = None
                ) -> tuple[list[Tensor], Tensor, Tensor | None]:
