@@ -203,11 +203,11 @@ def test_in_a_browser_the_style_menu_follows_the_model_and_runs(style_run, tmp_p
         page.set_default_timeout(60_000)
         page.goto(url)
         page.locator("#rt-canvas canvas").first.wait_for()
+        draw_strokes(page)  # first: an open menu would cover the canvas
+        page.wait_for_function("() => document.querySelector('#rt-seen-note').innerText.includes('% vessel')")
         page.locator("#rt-style input").click()
         page.get_by_role("option", name="reddish").click()
         assert page.locator("#rt-style input").input_value() == "reddish"
-        draw_strokes(page)
-        page.wait_for_function("() => document.querySelector('#rt-seen-note').innerText.includes('% vessel')")
         seen = run_and_wait(page)
         assert any("done" in text for text in seen)
         browser.close()
