@@ -4,10 +4,12 @@ For each model (a weights name, .safetensors or a training .ckpt) it draws one t
 per tree and as medians, the plausibility score and the statistics that fail most often (largest
 connected piece, vessel area, loose ends), beside the range of the real training annotations at the
 same size (`retree_core/vessel_reference.json`), and the share of trees the filter keeps. Optionally
-writes a grid of the trees (one row per model).
+writes a grid of the trees (one row per model). With --data_root it also measures the training target
+itself: each real training annotation at the model's size, as the soft tree it learns, cut at --out_px as
+its outputs are (the best a model imitating that target can reach there).
 
-    python bench/stage1_samples.py vessel [runs/vessel/last.ckpt ...] \\
-        [--num 16] [--sampler dpmpp] [--steps 20] [--threshold 0.5] [--grid outputs/stage1.png]
+    python bench/stage1_samples.py vessel [runs/vessel/last.ckpt ...] [--num 16] [--sampler dpmpp] \\
+        [--steps 20] [--threshold 0.5] [--grid outputs/stage1.png] [--no_mend] [--data_root ../shared/data]
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from retree_core.images import grid, save_png  # noqa: E402
 from retree_core.pipeline import generate, vessel_masks  # noqa: E402
-from retree_core.data import mask_at  # noqa: E402
+from retree_core.data import AugmentConfig, make_dataset, mask_at  # noqa: E402
+from retree_core.roles import soft_trees  # noqa: E402
 from retree_core.plausibility import DEFAULT_THRESHOLD, STATISTICS, canonical, load_reference, plausibility  # noqa: E402
 from retree_core.vessel_stats import vessel_stats  # noqa: E402
 from retree_core.weights import load_model  # noqa: E402
@@ -42,7 +45,14 @@ def main() -> None:
     p.add_argument("--grid", default=None, help="PNG with the trees, one row per model (at most 8 per row)")
     p.add_argument("--out_px", type=int, default=512, help="also measure the trees at this output size: cut from "
                    "the soft output resized there (as generate and the app make them) and the model-size cut enlarged")
+    p.add_argument("--no_mend", action="store_true", help="cut at 0 only: no mended breaks, specks kept "
+                   "(tree_ops.cut_tree)")
+    p.add_argument("--data_root", default=None, help="folder holding DRIVE and CHASE_DB1: also measure the "
+                   "soft-tree target of their training annotations")
+    p.add_argument("--soft_tree_px", type=float, default=1.5, help="the target's --soft_tree_px (the shipped "
+                   "model's, as the card's training command gives it)")
     args = p.parse_args()
+    mend = not args.no_mend
 
     stats = {s.key: s for s in STATISTICS}
     rows = []
@@ -51,7 +61,7 @@ def main() -> None:
         size = model.net_cfg.image_size
         tic = time.perf_counter()
         raw = generate(model, None, list(range(args.num)), sampler=args.sampler, steps=args.steps)
-        trees = vessel_masks(raw)
+        trees = vessel_masks(raw, mend=mend)
         seconds = time.perf_counter() - tic
         scores = [plausibility(tree) for tree in trees]
         ref = load_reference()["statistics"][str(scores[0].size_px)]
@@ -68,16 +78,37 @@ def main() -> None:
               + " ".join(f"{stats[k].show(medians[k]):>18}" for k in SHOWN))
         print(f"  kept by the filter (score >= {args.threshold}): {kept} of {args.num}")
         real = load_reference()["statistics"][str(args.out_px)]
-        for label, big in (("soft output resized", vessel_masks(raw, args.out_px)),
+        for label, big in (("soft output resized", vessel_masks(raw, args.out_px, mend)),
                            ("model-size cut enlarged", np.stack([mask_at(t, args.out_px) for t in trees]))):
-            measured = [vessel_stats(*canonical(t, None, args.out_px)) for t in big]
-            print(f"  at {args.out_px} px, {label}: median vessel area "
-                  f"{np.median([m['area_fraction'] for m in measured]):.1%}, mean width "
-                  f"{np.median([m['width_mean_px'] for m in measured]):.2f} px (real "
-                  f"{real['area_fraction']['median']:.1%}, {real['width_mean_px']['median']:.2f} px)")
+            print_at_size(label, big, args.out_px, real)
+        if args.data_root:
+            target_at_size(args.data_root, size, args.out_px, real, mend, args.soft_tree_px)
         rows.append(np.repeat(trees[:8, :, :, None].astype(np.uint8) * 255, 3, axis=3))
     if args.grid:
         print(f"\ngrid: {save_png(args.grid, grid(rows))}")
+
+
+def print_at_size(label: str, trees: np.ndarray, size_px: int, real: dict, annotations=None) -> None:
+    measured = [vessel_stats(*canonical(t, None, size_px)) for t in trees]
+    length = np.median([m["skeleton_length_rel"] for m in measured])
+    line = (f"  at {size_px} px, {label}: median vessel area {np.median([m['area_fraction'] for m in measured]):.1%}, "
+            f"mean width {np.median([m['width_mean_px'] for m in measured]):.2f} px, centre line {length:.1f} FOV "
+            f"diameters (real {real['area_fraction']['median']:.1%}, {real['width_mean_px']['median']:.2f} px, "
+            f"{real['skeleton_length_rel']['median']:.1f})")
+    if annotations is not None:
+        dice = [2 * (t & a).sum() / (t.sum() + a.sum()) for t, a in zip(trees, annotations)]
+        line += f"; Dice with the annotation {np.median(dice):.3f}"
+    print(line)
+
+
+def target_at_size(data_root: str, size_px: int, out_px: int, real: dict, mend: bool, soft_px: float) -> None:
+    roots = [Path(data_root) / name for name in ("DRIVE", "CHASE_DB1") if (Path(data_root) / name).is_dir()]
+    small, big = (make_dataset(roots, px, AugmentConfig(enabled=False), split="train") for px in (size_px, out_px))
+    masks = torch.stack([small[i]["mask"] for i in range(len(small))])
+    soft = soft_trees(masks, soft_px)
+    annotations = np.stack([big[i]["mask"][0].numpy() > 0 for i in range(len(big))])
+    print_at_size(f"the training target ({len(small)} real annotations)", vessel_masks(soft, out_px, mend),
+                  out_px, real, annotations)
 
 
 if __name__ == "__main__":

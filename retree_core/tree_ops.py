@@ -1,12 +1,39 @@
-"""One-click changes to a vessel tree (a bool mask): remove the branch at a point, add tortuosity."""
+"""Vessel trees as bool masks: cut from a stage-1 model's soft output, and one-click changes (remove the
+branch at a point, add tortuosity)."""
 from __future__ import annotations
 
 import cv2
 import numpy as np
 from scipy import ndimage
+from skimage.filters import apply_hysteresis_threshold
 from skimage.morphology import skeletonize
 
 REACH_PX = 12  # a click this close to a vessel's centre line picks it
+MEND_LEVEL = -0.5  # soft-output level down to which a faint ridge joins two pieces (soft trees: 0.8 px outside)
+SPECK_SHARE = 6 / 128 ** 2  # pieces smaller than this share of the picture (6 px at 128 px) are dropped
+
+
+def cut_tree(soft: np.ndarray, size_px: int | None = None, mend: bool = True) -> np.ndarray:
+    """A bool tree from a stage-1 model's soft output (H, W) in [-1, 1]: its positive part, at `size_px`
+    from the output resized (bicubic) first, so enlarged trees have smooth edges. With `mend`, breaks in a
+    vessel are mended (the centre line of each faint ridge above MEND_LEVEL joining vessel pixels, one model
+    pixel wide) and specks dropped: the model draws thin vessels in dashes at 128 px."""
+    soft = np.asarray(soft, np.float32)
+    scale = 1.0 if size_px is None else size_px / soft.shape[-1]
+    if scale != 1.0:
+        soft = cv2.resize(soft, (size_px, size_px), interpolation=cv2.INTER_CUBIC)
+    tree = soft > 0
+    if not mend or not tree.any():
+        return tree
+    bridges = skeletonize(apply_hysteresis_threshold(soft, MEND_LEVEL, 0)) & ~tree
+    if scale > 1.5:
+        bridges = cv2.dilate(bridges.astype(np.uint8), cv2.getStructuringElement(
+            cv2.MORPH_ELLIPSE, (round(scale),) * 2)).astype(bool)
+    tree |= bridges
+    labels, _ = ndimage.label(tree, np.ones((3, 3), int))
+    small = np.bincount(labels.ravel()) < SPECK_SHARE * tree.size
+    small[0] = False
+    return tree & ~small[labels]
 
 
 def branch_at(tree: np.ndarray, x: float, y: float, reach_px: float = REACH_PX) -> np.ndarray:
@@ -64,4 +91,4 @@ def add_tortuosity(tree: np.ndarray, amount_px: float, seed: int = 0, wavelength
     return bent >= 0.5
 
 
-__all__ = ["REACH_PX", "add_tortuosity", "branch_at", "remove_branch"]
+__all__ = ["MEND_LEVEL", "REACH_PX", "SPECK_SHARE", "add_tortuosity", "branch_at", "cut_tree", "remove_branch"]

@@ -93,6 +93,32 @@ def test_vessel_masks_threshold_at_zero():
     assert vessel_masks(x).tolist() == [[[False, True], [False, True]]]
 
 
+def _soft_line(gap_level: float) -> np.ndarray:
+    """A 64 px soft output with one horizontal vessel (level 0.8) broken in the middle by three pixels at
+    `gap_level`, and a one-pixel speck far from it."""
+    soft = np.full((64, 64), -1.0, np.float32)
+    soft[32, 8:56] = 0.8
+    soft[32, 30:33] = gap_level
+    soft[8, 8] = 0.8
+    return soft
+
+
+def test_a_dashed_vessel_is_mended_and_specks_dropped():
+    from retree_core.tree_ops import MEND_LEVEL, cut_tree
+    from scipy import ndimage
+
+    faint = _soft_line(MEND_LEVEL / 2)  # a faint ridge: above the mending level, below the cut
+    assert ndimage.label(faint > 0)[1] == 3  # cut at 0 alone: two dashes and the speck
+    tree = cut_tree(faint)
+    assert tree[32, 8:56].all() and ndimage.label(tree)[1] == 1 and not tree[8, 8]
+    assert tree.sum() == 48  # the bridge is the ridge's centre line, nothing around it
+    assert np.array_equal(cut_tree(faint, mend=False), faint > 0)
+    dark = _soft_line(-0.9)  # background between the dashes: two vessels, not one
+    assert ndimage.label(cut_tree(dark))[1] == 2
+    big = cut_tree(faint, 256)  # enlarged: the bridge one model pixel (4 px) wide, the vessel smooth
+    assert ndimage.label(big)[1] == 1 and 2 <= big[:, 124].sum() <= 6
+
+
 @pytest.fixture(scope="module")
 def tiny_vessel(tmp_path_factory):
     from retree_core.config import TrainConfig

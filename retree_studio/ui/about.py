@@ -78,8 +78,9 @@ def models_text(catalog: ModelCatalog) -> str:
         lines.append("A learned **vessel segmenter** scores how well the generated vessels follow the mask.")
     if "vessel" in shipped:
         lines.append(f"The shipped stage-1 **vessel** model ({shipped['vessel'].image_size} px) is early too: the "
-                     "plausibility filter rejects many of its trees (in pieces), so *Dream a tree* and the "
-                     f"Synthesise tab redraw a tree up to {TREE_TRIES} times until one passes.")
+                     "trees are cut from a 128 px output, so at 512 px their vessels are wider than real ones and the "
+                     "thinnest are missing; breaks in a vessel are mended, and *Dream a tree* and the Synthesise "
+                     f"tab redraw a tree the plausibility filter rejects, up to {TREE_TRIES} times.")
     return " ".join(lines) or "No models ship in this folder: train them in the Train tab."
 
 
