@@ -9,7 +9,7 @@ itself: each real training annotation at the model's size, as the soft tree it l
 its outputs are (the best a model imitating that target can reach there).
 
     python bench/stage1_samples.py vessel [runs/vessel/last.ckpt ...] [--num 16] [--sampler dpmpp] \\
-        [--steps 20] [--threshold 0.5] [--grid outputs/stage1.png] [--no_mend] [--data_root ../shared/data]
+        [--steps 20] [--threshold 0.5] [--grid outputs/stage1.png] [--cut_only] [--data_root ../shared/data]
 """
 from __future__ import annotations
 
@@ -45,14 +45,14 @@ def main() -> None:
     p.add_argument("--grid", default=None, help="PNG with the trees, one row per model (at most 8 per row)")
     p.add_argument("--out_px", type=int, default=512, help="also measure the trees at this output size: cut from "
                    "the soft output resized there (as generate and the app make them) and the model-size cut enlarged")
-    p.add_argument("--no_mend", action="store_true", help="cut at 0 only: no mended breaks, specks kept "
+    p.add_argument("--cut_only", action="store_true", help="cut at 0 only: breaks not mended, specks kept "
                    "(tree_ops.cut_tree)")
     p.add_argument("--data_root", default=None, help="folder holding DRIVE and CHASE_DB1: also measure the "
                    "soft-tree target of their training annotations")
     p.add_argument("--soft_tree_px", type=float, default=1.5, help="the target's --soft_tree_px (the shipped "
                    "model's, as the card's training command gives it)")
     args = p.parse_args()
-    mend = not args.no_mend
+    refine = not args.cut_only
 
     stats = {s.key: s for s in STATISTICS}
     rows = []
@@ -61,7 +61,7 @@ def main() -> None:
         size = model.net_cfg.image_size
         tic = time.perf_counter()
         raw = generate(model, None, list(range(args.num)), sampler=args.sampler, steps=args.steps)
-        trees = vessel_masks(raw, mend=mend)
+        trees = vessel_masks(raw, refine=refine)
         seconds = time.perf_counter() - tic
         scores = [plausibility(tree) for tree in trees]
         ref = load_reference()["statistics"][str(scores[0].size_px)]
@@ -78,11 +78,11 @@ def main() -> None:
               + " ".join(f"{stats[k].show(medians[k]):>18}" for k in SHOWN))
         print(f"  kept by the filter (score >= {args.threshold}): {kept} of {args.num}")
         real = load_reference()["statistics"][str(args.out_px)]
-        for label, big in (("soft output resized", vessel_masks(raw, args.out_px, mend)),
+        for label, big in (("soft output resized", vessel_masks(raw, args.out_px, refine)),
                            ("model-size cut enlarged", np.stack([mask_at(t, args.out_px) for t in trees]))):
             print_at_size(label, big, args.out_px, real)
         if args.data_root:
-            target_at_size(args.data_root, size, args.out_px, real, mend, args.soft_tree_px)
+            target_at_size(args.data_root, size, args.out_px, real, refine, args.soft_tree_px)
         rows.append(np.repeat(trees[:8, :, :, None].astype(np.uint8) * 255, 3, axis=3))
     if args.grid:
         print(f"\ngrid: {save_png(args.grid, grid(rows))}")
@@ -101,13 +101,13 @@ def print_at_size(label: str, trees: np.ndarray, size_px: int, real: dict, annot
     print(line)
 
 
-def target_at_size(data_root: str, size_px: int, out_px: int, real: dict, mend: bool, soft_px: float) -> None:
+def target_at_size(data_root: str, size_px: int, out_px: int, real: dict, refine: bool, soft_px: float) -> None:
     roots = [Path(data_root) / name for name in ("DRIVE", "CHASE_DB1") if (Path(data_root) / name).is_dir()]
     small, big = (make_dataset(roots, px, AugmentConfig(enabled=False), split="train") for px in (size_px, out_px))
     masks = torch.stack([small[i]["mask"] for i in range(len(small))])
     soft = soft_trees(masks, soft_px)
     annotations = np.stack([big[i]["mask"][0].numpy() > 0 for i in range(len(big))])
-    print_at_size(f"the training target ({len(small)} real annotations)", vessel_masks(soft, out_px, mend),
+    print_at_size(f"the training target ({len(small)} real annotations)", vessel_masks(soft, out_px, refine),
                   out_px, real, annotations)
 
 

@@ -87,10 +87,10 @@ def style_tensor(cfg, style: str, batch: int, device) -> torch.Tensor | None:
     return None if index == 0 else torch.full((batch,), index, dtype=torch.long, device=device)
 
 
-def vessel_masks(images: torch.Tensor, size_px: int | None = None, mend: bool = True) -> np.ndarray:
+def vessel_masks(images: torch.Tensor, size_px: int | None = None, refine: bool = True) -> np.ndarray:
     """Binary trees from the vessel model's output (B, 1, H, W) in [-1, 1], cut at 0 (at another `size_px`
-    from the soft output resized first) with breaks mended and specks dropped: `tree_ops.cut_tree`."""
-    return np.stack([cut_tree(soft, size_px, mend) for soft in images[:, 0].float().cpu().numpy()])
+    from the soft output resized first); `refine`: breaks mended and specks dropped (`tree_ops.cut_tree`)."""
+    return np.stack([cut_tree(soft, size_px, refine) for soft in images[:, 0].float().cpu().numpy()])
 
 
 REDRAW_SEED_STRIDE = 1_000_003

@@ -13,9 +13,9 @@ MEND_LEVEL = -0.5  # soft-output level down to which a faint ridge joins two pie
 SPECK_SHARE = 6 / 128 ** 2  # pieces smaller than this share of the picture (6 px at 128 px) are dropped
 
 
-def cut_tree(soft: np.ndarray, size_px: int | None = None, mend: bool = True) -> np.ndarray:
+def cut_tree(soft: np.ndarray, size_px: int | None = None, refine: bool = True) -> np.ndarray:
     """A bool tree from a stage-1 model's soft output (H, W) in [-1, 1]: its positive part, at `size_px`
-    from the output resized (bicubic) first, so enlarged trees have smooth edges. With `mend`, breaks in a
+    from the output resized (bicubic) first, so enlarged trees have smooth edges. With `refine`, breaks in a
     vessel are mended (the centre line of each faint ridge above MEND_LEVEL joining vessel pixels, one model
     pixel wide) and specks dropped: the model draws thin vessels in dashes at 128 px."""
     soft = np.asarray(soft, np.float32)
@@ -23,7 +23,7 @@ def cut_tree(soft: np.ndarray, size_px: int | None = None, mend: bool = True) ->
     if scale != 1.0:
         soft = cv2.resize(soft, (size_px, size_px), interpolation=cv2.INTER_CUBIC)
     tree = soft > 0
-    if not mend or not tree.any():
+    if not refine or not tree.any():
         return tree
     bridges = skeletonize(apply_hysteresis_threshold(soft, MEND_LEVEL, 0)) & ~tree
     if scale > 1.5:

@@ -112,7 +112,7 @@ def test_a_dashed_vessel_is_mended_and_specks_dropped():
     tree = cut_tree(faint)
     assert tree[32, 8:56].all() and ndimage.label(tree)[1] == 1 and not tree[8, 8]
     assert tree.sum() == 48  # the bridge is the ridge's centre line, nothing around it
-    assert np.array_equal(cut_tree(faint, mend=False), faint > 0)
+    assert np.array_equal(cut_tree(faint, refine=False), faint > 0)
     dark = _soft_line(-0.9)  # background between the dashes: two vessels, not one
     assert ndimage.label(cut_tree(dark))[1] == 2
     big = cut_tree(faint, 256)  # enlarged: the bridge one model pixel (4 px) wide, the vessel smooth
@@ -155,7 +155,7 @@ def test_dream_trees_redraws_implausible_trees_and_says_so(tiny_vessel):
 def test_trees_are_cut_at_the_size_asked_from_the_soft_output():
     x = torch.tensor([[[[-1.0, 0.2], [-1.0, 0.2]]]])  # a soft vessel edge between the two columns
     assert vessel_masks(x).tolist() == [[[False, True], [False, True]]]
-    big = vessel_masks(x, 8)
+    big = vessel_masks(x, 8, refine=False)
     assert big.shape == (1, 8, 8) and big[0, :, -1].all() and not big[0, :, 0].any()
     edge = int(np.argmax(big[0, 0]))  # where the interpolated soft map crosses 0: past the middle, not at it
     assert 4 < edge < 8
