@@ -27,7 +27,8 @@ from retree_core.images import grid, save_png  # noqa: E402
 from retree_core.pipeline import generate, vessel_masks  # noqa: E402
 from retree_core.data import AugmentConfig, make_dataset, mask_at  # noqa: E402
 from retree_core.roles import soft_trees  # noqa: E402
-from retree_core.plausibility import DEFAULT_THRESHOLD, STATISTICS, canonical, load_reference, plausibility  # noqa: E402
+from retree_core.plausibility import (DEFAULT_THRESHOLD, STATISTICS, canonical, load_reference, plausibility,  # noqa: E402
+                                      reference_roots)
 from retree_core.vessel_stats import vessel_stats  # noqa: E402
 from retree_core.weights import load_model  # noqa: E402
 
@@ -102,7 +103,7 @@ def print_at_size(label: str, trees: np.ndarray, size_px: int, real: dict, annot
 
 
 def target_at_size(data_root: str, size_px: int, out_px: int, real: dict, refine: bool, soft_px: float) -> None:
-    roots = [Path(data_root) / name for name in ("DRIVE", "CHASE_DB1") if (Path(data_root) / name).is_dir()]
+    roots = reference_roots(data_root)
     small, big = (make_dataset(roots, px, AugmentConfig(enabled=False), split="train") for px in (size_px, out_px))
     masks = torch.stack([small[i]["mask"] for i in range(len(small))])
     soft = soft_trees(masks, soft_px)

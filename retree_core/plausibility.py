@@ -229,6 +229,11 @@ def _summary(values: np.ndarray, log_scale: bool) -> dict:
     return {"scale": "log" if log_scale else "linear"} | {k: float(f"{v:.6g}") for k, v in summary.items()}
 
 
+def reference_roots(data_root: str | Path) -> list[Path]:
+    """The REFERENCE_DATASETS folders under `data_root` that are there."""
+    return [Path(data_root) / name for name in REFERENCE_DATASETS if (Path(data_root) / name).is_dir()]
+
+
 def build_reference(data_root: str | Path) -> dict:
     """Statistics of real annotations, training split only (the fixed validation split is never read).
 
@@ -236,7 +241,7 @@ def build_reference(data_root: str | Path) -> dict:
     scale the annotations are measured as the models see them and as a generated tree is scored: the
     unaugmented training views, with no FOV given (see `canonical`), summarised per scale and statistic.
     """
-    roots = [Path(data_root) / name for name in REFERENCE_DATASETS if (Path(data_root) / name).is_dir()]
+    roots = reference_roots(data_root)
     train, _ = split_samples(find_samples_many(roots))
     if len(train) < 2:
         raise DataError(f"{data_root}: fewer than 2 training annotations in {' / '.join(REFERENCE_DATASETS)}")
