@@ -5,7 +5,7 @@
 #   MASKS (retree_studio/examples)  SAMPLE_STEPS (20)  SAMPLER (dpmpp)  MINUTES (wall-time budget per training, unset: none)
 #   GUIDANCE (2: the guidance scale `release` stores with the concat and SPADE models; the shipped ones recommend 2)
 #   SOFT_TREE_PX (1.5: the vessel model learns soft trees, weights/README.md "Stage 1"; 0 for binary masks)
-#   train_segment / train_sr: BATCH_CROPS (8 crops of 128 px from 512 px views), LR (1e-3)
+#   train_segment / train_sr / train_treesr: BATCH_CROPS (8 crops of 128 px from 512 px views), LR (1e-3)
 #   gpu: OUT (outputs/gpu_session), MINUTES (2.5 per model), BATCH_GPU (64), DEVICE_GPU (cuda), COMPILE (1: torch.compile)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -23,10 +23,12 @@ train() {  # train MODE: continues runs/MODE if it was interrupted
     --batch_size "$BATCH" --max_steps "$STEPS" --device "$DEVICE" --output_dir "runs/$1" --resume \
     "${budget_args[@]}" "${mode_args[@]}"
 }
-train_helper() {  # train_helper MODE PRESET: the segmenter or the sr model, 512 px views, 128 px crops
+train_helper() {  # train_helper MODE PRESET: the segmenter, sr or treesr model, 512 px views, 128 px crops
+  local mode_args=()
+  if [ "$1" = treesr ]; then mode_args=(--soft_tree_px "${SOFT_TREE_PX:-1.5}" --sr_input_noise 0.3); fi
   python -m retree_core train --mode "$1" --preset "$2" --image_size 512 --crop_px 128 "${data_args[@]}" \
     --batch_size "${BATCH_CROPS:-8}" --max_steps "$STEPS" --lr "${LR:-1e-3}" --device "$DEVICE" \
-    --output_dir "runs/$1" --resume "${budget_args[@]}"
+    --output_dir "runs/$1" --resume "${budget_args[@]}" "${mode_args[@]}"
 }
 release() {  # vessel, concat and spade side by side (one device), then exported to weights/
   local pids=()
@@ -51,6 +53,7 @@ case "${1:-}" in
   train_all) train vessel; train concat; train spade ;;
   train_segment) train_helper segment fine ;;
   train_sr) train_helper sr light ;;  # its perceptual term uses the shipped segmenter (weights/segment)
+  train_treesr) train_helper treesr fine ;;  # its input is the vessel model's target (SOFT_TREE_PX)
   sample_concat) sample concat ;;
   sample_spade) sample spade ;;
   all) train concat; train spade; sample concat; sample spade ;;
@@ -58,5 +61,5 @@ case "${1:-}" in
   gpu)  # one lent accelerator: continue vessel, concat and spade from the shipped files, export and measure
     python bench/gpu_session.py "${data_args[@]}" --out "${OUT:-outputs/gpu_session}" --minutes "${MINUTES:-2.5}" \
       --batch_size "${BATCH_GPU:-64}" --device "${DEVICE_GPU:-cuda}" ${COMPILE:+--compile} ;;
-  *) echo "usage: ./run.sh train_vessel|train_concat|train_spade|train_all|train_segment|train_sr|sample_concat|sample_spade|all|release|gpu" >&2; exit 2 ;;
+  *) echo "usage: ./run.sh train_vessel|train_concat|train_spade|train_all|train_segment|train_sr|train_treesr|sample_concat|sample_spade|all|release|gpu" >&2; exit 2 ;;
 esac

@@ -5,11 +5,14 @@ per tree and as medians, the plausibility score and the statistics that fail mos
 connected piece, vessel area, loose ends), beside the range of the real training annotations at the
 same size (`retree_core/vessel_reference.json`), and the share of trees the filter keeps. Optionally
 writes a grid of the trees (one row per model). With --data_root it also measures the training target
-itself: each real training annotation at the model's size, as the soft tree it learns, cut at --out_px as
-its outputs are (the best a model imitating that target can reach there).
+itself: each real annotation of --split at the model's size, as the soft tree it learns, made a tree at
+--out_px as its outputs are (the best a model imitating that target can reach there), with its Dice against
+the annotation. Trees at --out_px come from the treesr model (--tree_sr, as `generate` makes them) or,
+without one, from the soft output resized and cut.
 
     python bench/stage1_samples.py vessel [runs/vessel/last.ckpt ...] [--num 16] [--sampler dpmpp] \\
-        [--steps 20] [--threshold 0.5] [--grid outputs/stage1.png] [--cut_only] [--data_root ../shared/data]
+        [--steps 20] [--threshold 0.5] [--grid outputs/stage1.png] [--cut_only] [--data_root ../shared/data] \\
+        [--tree_sr auto|none|NAME] [--split train|val]
 """
 from __future__ import annotations
 
@@ -26,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from retree_core.images import grid, save_png  # noqa: E402
 from retree_core.pipeline import generate, vessel_masks  # noqa: E402
 from retree_core.data import AugmentConfig, make_dataset, mask_at  # noqa: E402
-from retree_core.roles import soft_trees  # noqa: E402
+from retree_core.tree_ops import soft_trees  # noqa: E402
+from retree_core.tree_sr import with_tree_sr  # noqa: E402
 from retree_core.plausibility import (DEFAULT_THRESHOLD, STATISTICS, canonical, load_reference, plausibility,  # noqa: E402
                                       reference_roots)
 from retree_core.vessel_stats import vessel_stats  # noqa: E402
@@ -50,6 +54,10 @@ def main() -> None:
                    "(tree_ops.cut_tree)")
     p.add_argument("--data_root", default=None, help="folder holding DRIVE and CHASE_DB1: also measure the "
                    "soft-tree target of their training annotations")
+    p.add_argument("--split", choices=("train", "val"), default="train", help="whose annotations --data_root "
+                   "measures (a treesr model learnt from the training ones)")
+    p.add_argument("--tree_sr", default="auto", help="treesr model making the --out_px trees (auto: the shipped "
+                   "one, none: the soft output resized and cut)")
     p.add_argument("--soft_tree_px", type=float, default=1.5, help="the target's --soft_tree_px (the shipped "
                    "model's, as the card's training command gives it)")
     args = p.parse_args()
@@ -58,7 +66,7 @@ def main() -> None:
     stats = {s.key: s for s in STATISTICS}
     rows = []
     for source in args.models:
-        model = load_model(source, role="vessel")
+        model = with_tree_sr(load_model(source, role="vessel"), args.tree_sr)
         size = model.net_cfg.image_size
         tic = time.perf_counter()
         raw = generate(model, None, list(range(args.num)), sampler=args.sampler, steps=args.steps)
@@ -79,11 +87,13 @@ def main() -> None:
               + " ".join(f"{stats[k].show(medians[k]):>18}" for k in SHOWN))
         print(f"  kept by the filter (score >= {args.threshold}): {kept} of {args.num}")
         real = load_reference()["statistics"][str(args.out_px)]
-        for label, big in (("soft output resized", vessel_masks(raw, args.out_px, refine)),
+        made = "by " + model.tree_sr.source if model.tree_sr else "soft output resized"
+        for label, big in ((made, vessel_masks(raw, args.out_px, refine, model.tree_sr)),
                            ("model-size cut enlarged", np.stack([mask_at(t, args.out_px) for t in trees]))):
             print_at_size(label, big, args.out_px, real)
         if args.data_root:
-            target_at_size(args.data_root, size, args.out_px, real, refine, args.soft_tree_px)
+            target_at_size(args.data_root, size, args.out_px, real, refine, args.soft_tree_px, args.split,
+                           model.tree_sr)
         rows.append(np.repeat(trees[:8, :, :, None].astype(np.uint8) * 255, 3, axis=3))
     if args.grid:
         print(f"\ngrid: {save_png(args.grid, grid(rows))}")
@@ -102,14 +112,16 @@ def print_at_size(label: str, trees: np.ndarray, size_px: int, real: dict, annot
     print(line)
 
 
-def target_at_size(data_root: str, size_px: int, out_px: int, real: dict, refine: bool, soft_px: float) -> None:
+def target_at_size(data_root: str, size_px: int, out_px: int, real: dict, refine: bool, soft_px: float,
+                   split: str, tree_sr=None) -> None:
     roots = reference_roots(data_root)
-    small, big = (make_dataset(roots, px, AugmentConfig(enabled=False), split="train") for px in (size_px, out_px))
+    small, big = (make_dataset(roots, px, AugmentConfig(enabled=False), split=split) for px in (size_px, out_px))
     masks = torch.stack([small[i]["mask"] for i in range(len(small))])
     soft = soft_trees(masks, soft_px)
     annotations = np.stack([big[i]["mask"][0].numpy() > 0 for i in range(len(big))])
-    print_at_size(f"the training target ({len(small)} real annotations)", vessel_masks(soft, out_px, refine),
-                  out_px, real, annotations)
+    made = f", made by {tree_sr.source}" if tree_sr else ""
+    print_at_size(f"the target of {len(small)} real {split} annotations{made}",
+                  vessel_masks(soft, out_px, refine, tree_sr), out_px, real, annotations)
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ def synthesise(args, source: str) -> Path:
         masks = real_training_masks(args)
         trees, wanted = ["--masks", str(masks)], len(list(masks.glob("*.png")))
     else:
-        trees, wanted = ["--num", str(args.num), "--trees", args.trees], args.num
+        trees, wanted = ["--num", str(args.num), "--trees", args.trees, "--tree_sr", args.tree_sr], args.num
     if len(list((out / "images").glob("*.png"))) >= wanted:
         return out
     guidance = [] if args.guidance is None else ["--guidance", str(args.guidance)]
@@ -119,6 +119,7 @@ def main() -> None:
     p.add_argument("--trees", choices=("vessel", "procedural", "real"), default="vessel",
                    help="stage 1: the vessel model, the procedural generator, or (stage 2 alone) the real "
                         "training annotations, one pair each (--num is then their count)")
+    p.add_argument("--tree_sr", default="auto", help="stage 1's super-resolution (generate --tree_sr auto|none|NAME)")
     p.add_argument("--sr", default="auto", help="super-resolution for the synthetic images (auto|none|NAME)")
     p.add_argument("--guidance", type=float, default=None, help="of the synthetic images (default: the model's)")
     p.add_argument("--mix_fraction", type=float, default=0.5, help="synthetic share of the real + synthetic arms")

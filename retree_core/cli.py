@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "repository's weights/)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a vessel, concat, spade, segment or sr model")
+    t = sub.add_parser("train", help="train a vessel, concat, spade, segment, sr or treesr model")
     add_config_options(t, TrainConfig)
 
     g = sub.add_parser("generate", help="fundus images from masks, or image + mask pairs from noise")
@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--trees", choices=("vessel", "procedural"), default="vessel",
                    help="with --num: trees from the stage-1 model or the procedural generator")
     g.add_argument("--vessel_weights", default="vessel", help="stage-1 model for --num")
+    g.add_argument("--tree_sr", default="auto", metavar="auto|none|NAME|PATH",
+                   help="with --num: the treesr model that enlarges stage-1 trees to the output size (auto: the "
+                        "shipped one when it takes the stage-1 model's size; none: its soft output resized and cut)")
     g.add_argument("--min_plausibility", type=number_in(0, 1), default=None,
                    help="with --num: redraw trees scoring below this (default: plausibility.DEFAULT_THRESHOLD)")
     g.add_argument("--tree_tries", type=positive_int, default=TREE_TRIES,
@@ -224,6 +227,7 @@ def run_generate(args: argparse.Namespace) -> None:
     from .data import prepare_mask
     from .pairs import PairWriter
     from .pipeline import FundusPipeline, masks_at, tree_masks
+    from .tree_sr import with_tree_sr
     from .weights import load_model
 
     pipe = FundusPipeline.load(args.checkpoint or args.weights or args.mode, role=args.mode, sr=args.sr,
@@ -243,7 +247,8 @@ def run_generate(args: argparse.Namespace) -> None:
         masks = {out_px: tree_masks(None, [args.seed + i for i in range(args.num)], out_px, first_seed=args.seed)[0]}
     else:
         try:
-            vessel = load_model(args.vessel_weights, role="vessel", device=args.device, precision=args.precision)
+            vessel = with_tree_sr(load_model(args.vessel_weights, role="vessel", device=args.device,
+                                             precision=args.precision), args.tree_sr, args.device)
         except CheckpointError as exc:
             raise CheckpointError(f"{exc} (no stage-1 model: add --trees procedural to use the "
                                   "procedural vessel generator)") from None

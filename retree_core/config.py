@@ -14,8 +14,9 @@ from typing import Any, Sequence
 from .checks import ConfigError, _whole, bounded_number, whole_number  # noqa: F401  (re-exported)
 
 STYLE_ANY = "any"  # the style of a model trained without styles, and every style model's unconditional path
-# segment: the vessel segmenter; sr: the mask-conditioned super-resolution model (neither is a diffusion model)
-ROLES = ("vessel", "concat", "spade", "segment", "sr")
+# segment: the vessel segmenter; sr: the mask-conditioned super-resolution model; treesr: stage 1's super-resolution
+# (the vessel model's soft tree in, a tree at sr_scale x its size out); these three are not diffusion models
+ROLES = ("vessel", "concat", "spade", "segment", "sr", "treesr")
 
 
 @dataclass
@@ -41,7 +42,7 @@ class NetConfig:
     # eps = c(t) x_t + net(x_t): the best linear estimate of the noise as a skip (see nets/unet.py), so the
     # network learns only the residual; off for files saved before it existed.
     input_skip: bool = False
-    sr_scale: int = 4  # role sr: image_size is the output size, the input is image_size / sr_scale
+    sr_scale: int = 4  # roles sr, treesr: image_size is the output size, the input is image_size / sr_scale
     # concat/spade: dataset styles the network is conditioned on (style i is index i + 1; 0 is "any", the
     # unconditional path); empty for files trained without them
     styles: tuple[str, ...] = ()
@@ -59,7 +60,7 @@ class NetConfig:
         if self.image_size % self.stride:
             raise ConfigError(f"image_size {self.image_size} must be divisible by {self.stride} "
                              f"(patch_px x 2^(levels-1)) for this network")
-        if self.role == "sr" and (self.sr_scale < 1 or self.image_size % self.sr_scale):
+        if self.role in ("sr", "treesr") and (self.sr_scale < 1 or self.image_size % self.sr_scale):
             raise ConfigError(f"sr_scale {self.sr_scale} must be a whole divisor of image_size {self.image_size}")
 
     def style_index(self, style: str) -> int:
@@ -96,15 +97,15 @@ class NetConfig:
 
     @property
     def image_channels(self) -> int:
-        """Channels the network outputs: 1 for a vessel tree (or the segmenter's vessel logits), 3 for a
+        """Channels the network outputs: 1 for a vessel tree (or vessel logits: segment, treesr), 3 for a
         fundus photograph."""
-        return 1 if self.role in ("vessel", "segment") else 3
+        return 1 if self.role in ("vessel", "segment", "treesr") else 3
 
     @property
     def input_channels(self) -> int:
         """Channels the network reads: the noisy image (plus the mask for concat), the segmenter's photograph,
-        or for sr the upsampled photograph plus the full-resolution mask."""
-        return {"vessel": 1, "concat": 4, "spade": 3, "segment": 3, "sr": 4}[self.role]
+        for sr the upsampled photograph plus the full-resolution mask, for treesr the upsampled soft tree."""
+        return {"vessel": 1, "concat": 4, "spade": 3, "segment": 3, "sr": 4, "treesr": 1}[self.role]
 
     @property
     def conditional(self) -> bool:
@@ -137,7 +138,7 @@ def net_config(preset: str, role: str, image_size: int, **overrides: Any) -> Net
     """A NetConfig from a named preset, for one role and image size."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
-    if role in ("segment", "sr"):  # not denoisers: no noise-estimate skip
+    if role in ("segment", "sr", "treesr"):  # not denoisers: no noise-estimate skip
         overrides = {"input_skip": False, **overrides}
     return NetConfig(role=role, image_size=image_size, **{**PRESETS[preset], **overrides})
 
@@ -240,7 +241,7 @@ class TrainConfig:
     data_root: list[str] | None = option(None, "dataset folder(s); omitted: the embedded scikit-image fundus "
                                                "photograph", nargs="+")
     image_size: int = option(256, low=8, high=MAX_IMAGE_PX)
-    crop_px: int | None = option(None, "segment and sr: train on random crops of this size (patch training)",
+    crop_px: int | None = option(None, "segment, sr and treesr: train on random crops of this size (patch training)",
                                  low=8, high=MAX_IMAGE_PX)
     synthetic_root: list[str] | None = option(None, "folder(s) of synthetic pairs (generate --num / Synthesise) "
                                                     "mixed into the training data", nargs="+")
@@ -248,17 +249,17 @@ class TrainConfig:
                                             "only)", low=0, high=1)
     procedural_fraction: float = option(0.0, "vessel: share of training trees drawn from the procedural "
                                              "generator (on the fly)", low=0, high=1)
-    soft_tree_px: float = option(0.0, "vessel: learn a smooth tree, tanh(signed distance to the vessel edge / "
+    soft_tree_px: float = option(0.0, "vessel (treesr: as its input): learn a smooth tree, tanh(signed distance to the vessel edge / "
                                       "this many px), positive exactly on the vessels (sampled trees are its "
                                       "positive part as always); 0: the binary mask", low=0, high=64)
-    sr_scale: int = option(4, "sr: upscaling factor (input image_size / sr_scale)", low=1, high=16)
+    sr_scale: int = option(4, "sr, treesr: upscaling factor (input image_size / sr_scale)", low=1, high=16)
     ssim_weight: float = option(1.0, "sr: weight of 1 - SSIM", low=0, high=100)
     adversarial_weight: float = option(0.01, "sr: weight of the discriminator's BCE", low=0, high=100)
     perceptual_weight: float = option(0.1, "sr: weight of the segmenter-feature L1", low=0, high=100)
     perceptual_net: str | None = option("segment", "sr: the segmenter whose features the perceptual term "
                                                    "compares", metavar="NAME|PATH")
-    sr_input_noise: float = option(0.1, "sr: Gaussian noise of a std drawn per item up to this is added to the "
-                                        "low-res input, so the model learns to clean a generator's grain "
+    sr_input_noise: float = option(0.1, "sr and treesr: Gaussian noise of a std drawn per item up to this is added "
+                                        "to the low-res input, so the model learns to clean a generator's grain "
                                         "(conditioning augmentation)", low=0, high=1)
     batch_size: int = option(4, "per process", low=1)
     grad_accum: int = option(1, low=1)
@@ -325,10 +326,10 @@ class TrainConfig:
         """Refuse options that do not fit the run's role, each with a message naming it (also called by the
         loop: the app sets some fields after making the config)."""
         extras = (self.vessel_fade, self.blur_sigma, self.noise_std, self.vessel_reflex, self.illumination)
-        if self.crop_px is not None and self.mode not in ("segment", "sr"):
-            raise ConfigError("--crop_px (patch training) is for the segmenter and sr; diffusion models train on "
+        if self.crop_px is not None and self.mode not in ("segment", "sr", "treesr"):
+            raise ConfigError("--crop_px (patch training) is for the segmenter, sr and treesr; diffusion models train on "
                              "whole images")
-        if self.mode == "sr" and self.crop_px is not None:
+        if self.mode in ("sr", "treesr") and self.crop_px is not None:
             multiple = self.sr_scale * self.net().stride
             if self.crop_px % multiple:
                 raise ConfigError(f"--crop_px {self.crop_px} must be a multiple of {multiple} (sr_scale x the "
@@ -336,8 +337,9 @@ class TrainConfig:
         if self.style_condition and (self.mode not in ("concat", "spade") or self.synthetic_root):
             raise ConfigError("--style_condition is for --mode concat or spade trained on real data roots (each "
                              "root a style), without --synthetic_root")
-        if self.soft_tree_px and self.mode != "vessel":
-            raise ConfigError("--soft_tree_px is the vessel model's training target; it is for --mode vessel")
+        if self.soft_tree_px and self.mode not in ("vessel", "treesr"):
+            raise ConfigError("--soft_tree_px is the vessel model's training target (and treesr's input); it is "
+                              "for --mode vessel or treesr")
         if self.procedural_fraction and (self.mode != "vessel" or self.synthetic_root):
             raise ConfigError("--procedural_fraction mixes procedural trees into a vessel run's real trees; "
                              "it is for --mode vessel without --synthetic_root")
@@ -348,7 +350,7 @@ class TrainConfig:
 
     def net(self) -> NetConfig:
         extra = {} if self.emb_dim is None else {"emb_dim": self.emb_dim}
-        if self.mode == "sr":
+        if self.mode in ("sr", "treesr"):
             extra["sr_scale"] = self.sr_scale
         return net_config(self.preset, self.mode if self.mode in ROLES else "concat",
                           self.image_size, **extra)

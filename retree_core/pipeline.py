@@ -28,6 +28,7 @@ from .images import mask_to_tensor, to_uint8
 from .samplers import Callback, Step, StopSampling, get_sampler, guided, make_generators, randn
 from .superres import choose_sr, fits, upscale
 from .tree_ops import cut_tree
+from .tree_sr import upscale_trees
 from .weights import LoadedModel, load_model
 
 MaskSource = Union[np.ndarray, Callable[[int], np.ndarray]]  # masks, or a function giving them at a size
@@ -87,9 +88,15 @@ def style_tensor(cfg, style: str, batch: int, device) -> torch.Tensor | None:
     return None if index == 0 else torch.full((batch,), index, dtype=torch.long, device=device)
 
 
-def vessel_masks(images: torch.Tensor, size_px: int | None = None, refine: bool = True) -> np.ndarray:
+def vessel_masks(images: torch.Tensor, size_px: int | None = None, refine: bool = True,
+                 tree_sr: LoadedModel | None = None) -> np.ndarray:
     """Binary trees from the vessel model's output (B, 1, H, W) in [-1, 1], cut at 0 (at another `size_px`
-    from the soft output resized first); `refine`: breaks mended and specks dropped (`tree_ops.cut_tree`)."""
+    from the soft output resized first); `refine`: breaks mended and specks dropped (`tree_ops.cut_tree`).
+    With a `tree_sr` model, trees larger than the output are that model's (`tree_sr.upscale_trees`, at its
+    factor, resized to `size_px` if that differs)."""
+    if tree_sr is not None and size_px is not None and size_px > images.shape[-1]:
+        trees = upscale_trees(tree_sr, images)
+        return trees if trees.shape[-1] == size_px else np.stack([mask_at(t, size_px) for t in trees])
     return np.stack([cut_tree(soft, size_px, refine) for soft in images[:, 0].float().cpu().numpy()])
 
 
@@ -103,9 +110,9 @@ def dream_trees(model: LoadedModel, seeds: Sequence[int], *, min_plausibility: f
     """Stage 1: one vessel tree per seed from the vessel model. Trees scoring below `min_plausibility`
     (see plausibility.py; the paper kept trees a discriminator scored above 0.8) are redrawn with
     new seeds, up to `max_tries` draws in all; `on_draw(draw, max_tries)` is called before each round
-    (draw counts from 1). Returns the trees (at `size_px` from the soft output, `vessel_masks`; judged at
-    the model's size), None for those that never passed, and the seeds that made them (for a None, its
-    last draw's)."""
+    (draw counts from 1). Returns the trees (at `size_px` from the soft output, `vessel_masks` with the
+    model's `tree_sr`; judged at the model's size), None for those that never passed, and the seeds that
+    made them (for a None, its last draw's)."""
     if model.net_cfg.role != "vessel":
         raise ValueError(f"dreaming trees needs a vessel model, not a {model.net_cfg.role!r} one")
     if max_tries < 1:
@@ -122,10 +129,11 @@ def dream_trees(model: LoadedModel, seeds: Sequence[int], *, min_plausibility: f
         for i in todo:  # redraws use seeds far from the caller's, so they do not repeat other trees
             seeds[i] = first[i] + REDRAW_SEED_STRIDE * attempt
         raw = generate(model, None, [seeds[i] for i in todo], **options)
-        drawn, final = vessel_masks(raw), vessel_masks(raw, size_px)
-        for i, tree, out in zip(todo, drawn, final):
-            if tree.any() and (min_plausibility <= 0 or plaus.plausibility(tree).value >= min_plausibility):
-                trees[i] = out
+        passed = [j for j, tree in enumerate(vessel_masks(raw)) if tree.any() and (
+            min_plausibility <= 0 or plaus.plausibility(tree).value >= min_plausibility)]
+        if passed:  # only the kept trees are made at the output size (a treesr model's work)
+            for j, out in zip(passed, vessel_masks(raw[passed], size_px, tree_sr=model.tree_sr)):
+                trees[todo[j]] = out
     return trees, seeds
 
 

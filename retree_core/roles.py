@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -20,6 +19,8 @@ from .images import to_uint8
 from .pipeline import FundusPipeline, generate
 from .segmentation import segment_logits, segmentation_loss
 from .superres import SRObjective, bicubic, downsample, sr_forward
+from .tree_ops import soft_trees
+from .tree_sr import tree_sr_input
 from .weights import LoadedModel
 
 Items = Sequence[tuple[int, int]]  # a micro-batch's (item index, item seed) pairs
@@ -51,18 +52,6 @@ class TrainingRole:
 
     def load_state_dict(self, state: dict) -> None:
         pass
-
-
-def soft_trees(masks: Tensor, px: float) -> Tensor:
-    """Masks (B, 1, H, W) in [-1, 1] as smooth trees: tanh(signed distance to the vessel edge / px), above 0
-    exactly on the vessels, so the tree is the positive part as for a binary mask. Vessels a pixel wide
-    at 128 px become ridges with a few pixels of slope that the coarse levels of the network can see."""
-    out = []
-    for m in (masks[:, 0] > 0).cpu().numpy().astype(np.uint8):
-        inside = cv2.distanceTransform(m, cv2.DIST_L2, 5)  # to the nearest background pixel
-        outside = cv2.distanceTransform(1 - m, cv2.DIST_L2, 5)  # to the nearest vessel pixel
-        out.append(np.tanh(np.where(m > 0, inside - 0.5, 0.5 - outside) / px))
-    return torch.from_numpy(np.stack(out)[:, None]).to(masks)
 
 
 def item_noise(items: Items, shape: torch.Size, timesteps: int, p_uncond: float, styles: bool = False
@@ -139,6 +128,26 @@ class Segment(TrainingRole):
         return [to_uint8(images), to_uint8(masks), to_uint8(prob)]
 
 
+class TreeSuperResolve(Segment):
+    """Stage 1's super-resolution: the segmenter's loss, its input the annotation made into the vessel model's
+    soft target at 1/sr_scale, noised per item (`tree_sr.tree_sr_input`)."""
+
+    def tree_input(self, masks: Tensor, items: Items = ()) -> Tensor:
+        cfg = self.cfg
+        return tree_sr_input(masks, cfg.sr_scale, cfg.soft_tree_px, items, cfg.sr_input_noise if items else 0.0)
+
+    def loss(self, model, batch, items):
+        logits = segment_logits(model, self.tree_input(batch["mask"], items).to(self.device))
+        return segmentation_loss(logits, batch["mask"].to(self.device), batch["fov"].to(self.device),
+                                 margin_px=self.cfg.fov_margin_px), {}
+
+    def grid_rows(self, ema, images, masks):
+        """The enlarged soft input, the predicted vessel probability, the annotation."""
+        base = self.tree_input(masks)
+        prob = torch.sigmoid(segment_logits(ema, base)) * 2 - 1
+        return [to_uint8(base), to_uint8(prob), to_uint8(masks)]
+
+
 class SuperResolve(TrainingRole):
     """Mask-conditioned super-resolution: the paper's losses, with a critic trained in the same loop."""
 
@@ -169,12 +178,13 @@ class SuperResolve(TrainingRole):
 
 
 ROLE_CLASSES: dict[str, type[TrainingRole]] = {"vessel": Denoise, "concat": Denoise, "spade": Denoise,
-                                                "segment": Segment, "sr": SuperResolve}
+                                                "segment": Segment, "sr": SuperResolve,
+                                                "treesr": TreeSuperResolve}
 
 
 def make_role(cfg: TrainConfig, net_cfg: NetConfig, diff_cfg: DiffusionConfig, device: torch.device) -> TrainingRole:
     return ROLE_CLASSES[net_cfg.role](cfg, net_cfg, diff_cfg, device)
 
 
-__all__ = ["Denoise", "ROLE_CLASSES", "Segment", "SuperResolve", "TrainingRole", "item_noise", "make_role",
-           "soft_trees"]
+__all__ = ["Denoise", "ROLE_CLASSES", "Segment", "SuperResolve", "TrainingRole", "TreeSuperResolve", "item_noise",
+           "make_role"]

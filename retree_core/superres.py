@@ -78,21 +78,22 @@ def fits(sr: LoadedModel | None, image_px: int) -> bool:
     return sr is not None and sr.net_cfg.sr_input_px == image_px
 
 
-def choose_sr(choice: str | None, image_px: int, device: str = "cpu") -> LoadedModel | None:
-    """The super-resolution model for a generator's output size: "none" or None for none, "auto" for the
-    shipped `sr` model if there is one that fits, or a weights name/path (which must fit)."""
+def choose_sr(choice: str | None, image_px: int, device: str = "cpu", role: str = "sr") -> LoadedModel | None:
+    """The super-resolution model (`role` sr, or treesr for stage-1 trees) for a generator's output size:
+    "none" or None for none, "auto" for the shipped one (named as its role) if there is one that fits, or a
+    weights name/path (which must fit)."""
     from .weights import WEIGHTS_DIR, load_model
 
     if choice in (None, "none"):
         return None
     if choice == "auto":
-        if not (WEIGHTS_DIR / "sr.safetensors").exists():
+        if not (WEIGHTS_DIR / f"{role}.safetensors").exists():
             return None
-        model = load_model("sr", role="sr", device=device)
+        model = load_model(role, role=role, device=device)
         return model if fits(model, image_px) else None
-    model = load_model(choice, role="sr", device=device)
+    model = load_model(choice, role=role, device=device)
     if not fits(model, image_px):
-        raise ValueError(f"--sr {choice}: it upscales {model.net_cfg.sr_input_px} px "
+        raise ValueError(f"{role} model {choice}: it upscales {model.net_cfg.sr_input_px} px "
                          f"images, but the generator makes {image_px} px ones")
     return model
 

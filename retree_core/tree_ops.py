@@ -1,9 +1,11 @@
-"""Vessel trees as bool masks: cut from a stage-1 model's soft output, and one-click changes (remove the
-branch at a point, add tortuosity)."""
+"""Vessel trees as bool masks: made soft as the stage-1 model learns them, cut from its soft output, and
+one-click changes (remove the branch at a point, add tortuosity)."""
 from __future__ import annotations
 
 import cv2
 import numpy as np
+import torch
+from torch import Tensor
 from scipy import ndimage
 from skimage.filters import apply_hysteresis_threshold
 from skimage.morphology import skeletonize
@@ -11,6 +13,18 @@ from skimage.morphology import skeletonize
 REACH_PX = 12  # a click this close to a vessel's centre line picks it
 MEND_LEVEL = -0.5  # soft-output level down to which a faint ridge joins two pieces (soft trees: 0.8 px outside)
 SPECK_SHARE = 6 / 128 ** 2  # pieces smaller than this share of the picture (6 px at 128 px) are dropped
+
+
+def soft_trees(masks: Tensor, px: float) -> Tensor:
+    """Masks (B, 1, H, W) in [-1, 1] as smooth trees: tanh(signed distance to the vessel edge / px), above 0
+    exactly on the vessels, so the tree is the positive part as for a binary mask. Vessels a pixel wide
+    at 128 px become ridges with a few pixels of slope that the coarse levels of the network can see."""
+    out = []
+    for m in (masks[:, 0] > 0).cpu().numpy().astype(np.uint8):
+        inside = cv2.distanceTransform(m, cv2.DIST_L2, 5)  # to the nearest background pixel
+        outside = cv2.distanceTransform(1 - m, cv2.DIST_L2, 5)  # to the nearest vessel pixel
+        out.append(np.tanh(np.where(m > 0, inside - 0.5, 0.5 - outside) / px))
+    return torch.from_numpy(np.stack(out)[:, None]).to(masks)
 
 
 def cut_tree(soft: np.ndarray, size_px: int | None = None, refine: bool = True) -> np.ndarray:
@@ -29,9 +43,13 @@ def cut_tree(soft: np.ndarray, size_px: int | None = None, refine: bool = True) 
     if scale > 1.5:
         bridges = cv2.dilate(bridges.astype(np.uint8), cv2.getStructuringElement(
             cv2.MORPH_ELLIPSE, (round(scale),) * 2)).astype(bool)
-    tree |= bridges
+    return drop_specks(tree | bridges)
+
+
+def drop_specks(tree: np.ndarray, share: float = SPECK_SHARE) -> np.ndarray:
+    """The tree without its pieces (8-connected) smaller than `share` of the picture."""
     labels, _ = ndimage.label(tree, np.ones((3, 3), int))
-    small = np.bincount(labels.ravel()) < SPECK_SHARE * tree.size
+    small = np.bincount(labels.ravel()) < share * tree.size
     small[0] = False
     return tree & ~small[labels]
 
@@ -91,4 +109,5 @@ def add_tortuosity(tree: np.ndarray, amount_px: float, seed: int = 0, wavelength
     return bent >= 0.5
 
 
-__all__ = ["MEND_LEVEL", "REACH_PX", "SPECK_SHARE", "add_tortuosity", "branch_at", "cut_tree", "remove_branch"]
+__all__ = ["MEND_LEVEL", "REACH_PX", "SPECK_SHARE", "add_tortuosity", "branch_at", "cut_tree", "drop_specks",
+           "remove_branch", "soft_trees"]

@@ -36,6 +36,7 @@ class LoadedModel:
     guidance: float = DEFAULT_GUIDANCE  # the scale its model card recommends (`export --guidance`)
     trained_steps: int = 0  # optimiser steps behind the weights, over all runs that led to them
     precision: str = "fp32"  # what sampling runs the network in: fp32 or bf16 (autocast), see precision.py
+    tree_sr: LoadedModel | None = None  # vessel models: the treesr model that enlarges their trees (tree_sr.py)
 
 
 def recommended_guidance(meta: dict, origin: str) -> float:

@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from retree_core.checkpoint import CheckpointError
 from retree_core.config import MAX_IMAGE_PX
+from retree_core.superres import fits
 from retree_core.weights import LoadedModel, load_model, read_model_info, recommended_guidance
 
 RUN_MODEL_NAME = "model.safetensors"  # a run's exported weights, next to its last.ckpt
@@ -114,6 +115,16 @@ class ModelCatalog:
             raise CheckpointError(f"{path.name}: this is a {model.net_cfg.role!r} model, "
                                   f"but a {role!r} model is needed")
         return model
+
+    def stage_one(self, owner: str | None = None, hosted: bool = False) -> LoadedModel | None:
+        """The default vessel model, with the default treesr model enlarging its trees where that takes its
+        size (as `generate --tree_sr auto`); None when there is no vessel model."""
+        entry, tree_entry = self.default("vessel", owner, hosted), self.default("treesr", owner, hosted)
+        if entry is None:
+            return None
+        vessel = self.load(entry.path, "vessel")
+        tree_sr = None if tree_entry is None else self.load(tree_entry.path, "treesr")
+        return replace(vessel, tree_sr=tree_sr) if fits(tree_sr, vessel.net_cfg.image_size) else vessel
 
 
 __all__ = ["ModelEntry", "ModelCatalog", "read_model_info", "run_owner", "RUN_MODEL_NAME", "RUN_INFO_NAME"]

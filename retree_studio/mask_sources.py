@@ -200,7 +200,7 @@ def random_tree(seed: int, knobs: TreeKnobs = TreeKnobs(), size_px: int = CANVAS
 def dream_tree(model: LoadedModel, seed: int, sampler: str = "dpmpp", steps: int = 20,
                on_draw: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, str, bool]:
     """A vessel tree from a stage-1 (vessel) model, bool at the canvas's size (CANVAS_PX, from the model's
-    soft output: pipeline.vessel_masks), redrawn (new seeds) while
+    soft output and its treesr model: pipeline.vessel_masks), redrawn (new seeds) while
     it scores below the plausibility threshold; with a note on the seed and score, and whether it passed.
     When no try passes, the seed's own tree comes back (passed False), so a user sees what the model draws.
     `on_draw(draw, max_tries)` reports each draw (pipeline.dream_trees)."""
@@ -208,7 +208,7 @@ def dream_tree(model: LoadedModel, seed: int, sampler: str = "dpmpp", steps: int
                                 on_draw=on_draw, size_px=CANVAS_PX, sampler=sampler, steps=steps)
     if trees[0] is None:
         raw = generate(model, None, [int(seed)], sampler=sampler, steps=steps)
-        tree, small = vessel_masks(raw, CANVAS_PX)[0], vessel_masks(raw)[0]
+        tree, small = vessel_masks(raw, CANVAS_PX, tree_sr=model.tree_sr)[0], vessel_masks(raw)[0]
         if not tree.any():
             raise DataError(f"the vessel model drew an empty tree from seed {seed}; try another seed")
         return tree, (f"seed {seed}, plausibility {plaus.plausibility(small).value:.2f}: no try reached the "

@@ -47,6 +47,20 @@ def test_shipped_model_loads_and_generates(path: Path):
         bicubic = cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC)
         assert big.shape == target.shape and psnr(big, target) > psnr(bicubic, target)
         return
+    if cfg.role == "treesr":  # the embedded photograph's vessels made into stage 1's target: redrawn closer to
+        from retree_core.data import embedded_example, mask_at  # them than the target's positive part enlarged
+        from retree_core.pipeline import vessel_masks
+        from retree_core.tree_ops import soft_trees
+        from retree_core.tree_sr import upscale_trees
+
+        truth = mask_at(embedded_example()[1], cfg.image_size)
+        small = torch.from_numpy(mask_at(truth, cfg.sr_input_px)).float()[None, None] * 2 - 1
+        soft = soft_trees(small, 1.5)
+
+        def dice(trees):
+            return 2 * (trees[0] & truth).sum() / (trees[0].sum() + truth.sum())
+        assert dice(upscale_trees(model, soft)) > dice(vessel_masks(soft, cfg.image_size)) + 0.02
+        return
     mask = procedural_tree(cfg.image_size, seed=0) if cfg.conditional else None
     out = generate(model, mask, [0], steps=2, guidance=model.guidance)
     assert out.shape == (1, cfg.image_channels, cfg.image_size, cfg.image_size)

@@ -52,7 +52,8 @@ def test_vessel_run_mixes_procedural_trees(tmp_path):
 
 
 def test_soft_trees_keep_the_tree_as_their_positive_part_and_reach_a_vessel_run(tmp_path):
-    from retree_core.roles import Denoise, soft_trees
+    from retree_core.roles import Denoise
+    from retree_core.tree_ops import soft_trees
     from retree_core.train import training_dataset
 
     masks = -torch.ones(3, 1, 9, 9)

@@ -77,10 +77,13 @@ def models_text(catalog: ModelCatalog) -> str:
     if "segment" in shipped:
         lines.append("A learned **vessel segmenter** scores how well the generated vessels follow the mask.")
     if "vessel" in shipped:
-        lines.append(f"The shipped stage-1 **vessel** model ({shipped['vessel'].image_size} px) is early too: the "
-                     "trees are cut from a 128 px output, so at 512 px their vessels are wider than real ones and the "
-                     "thinnest are missing; breaks in a vessel are mended, and *Dream a tree* and the Synthesise "
-                     f"tab redraw a tree the plausibility filter rejects, up to {TREE_TRIES} times.")
+        size = shipped["vessel"].image_size
+        made = (f"a **tree super-resolution** model draws its trees at {shipped['treesr'].image_size} px with vessels "
+                "as wide as annotated ones, but the thinnest vessels are missing" if "treesr" in shipped else
+                f"the trees are cut from a {size} px output, so at 512 px their vessels are wider than real ones "
+                "and the thinnest are missing; breaks in a vessel are mended")
+        lines.append(f"The shipped stage-1 **vessel** model ({size} px) is early too: {made}; *Dream a tree* and "
+                     f"the Synthesise tab redraw a tree the plausibility filter rejects, up to {TREE_TRIES} times.")
     return " ".join(lines) or "No models ship in this folder: train them in the Train tab."
 
 

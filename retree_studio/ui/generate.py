@@ -100,10 +100,9 @@ class GenerateHandlers(HandlersBase):
     @ui_errors
     def dream(self, seed, request: gr.Request | None = None, progress=gr.Progress()):
         session = session_of(request)
-        entry = self.studio.catalog.default("vessel", session, self.settings.hosted)
-        if entry is None:
+        model = self.studio.catalog.stage_one(session, self.settings.hosted)
+        if model is None:
             raise gr.Error(no_model_message("vessel"), print_exception=False)
-        model = self.studio.catalog.load(entry.path, "vessel")
         seed = whole_number(seed, "seed", 0, 2**31 - 1)
 
         def on_draw(draw: int, tries: int) -> None:  # shown on the mask preview (show_progress_on)

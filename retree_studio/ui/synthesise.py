@@ -31,14 +31,12 @@ class SynthesiseHandlers(HandlersBase):
         count = whole_number(count, "number of pairs", 1, self.settings.max_synth_pairs)
         image_model = self._model(role, label, None, session)
         image_model.net_cfg.style_index(options.style)  # a style the model does not know: refused now
-        vessel_entry = self.studio.catalog.default("vessel", session, self.settings.hosted)
         vessel_model = None
         if trees == "vessel":
-            if vessel_entry is None:
+            vessel_model = self.studio.catalog.stage_one(session, self.settings.hosted)
+            if vessel_model is None:
                 gr.Warning("No vessel model yet: the procedural generator draws the trees instead.")
                 trees = "procedural"
-            else:
-                vessel_model = self.studio.catalog.load(vessel_entry.path, "vessel")
         cfg = SynthesisConfig(count=count, trees=trees, sample=options)
         stop = self.studio.stops.arm(f"{session}:synth")
         zip_path = self.studio.session_dir(session) / f"retree_synthetic_{count}pairs_seed{options.seed}.zip"

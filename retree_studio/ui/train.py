@@ -1,4 +1,5 @@
-"""The Train tab: one training at a time (vessel trees, concat, SPADE or the vessel segmenter) with live
+"""The Train tab: one training at a time (vessel trees, concat, SPADE, the vessel segmenter or the tree
+super-resolution) with live
 loss, speed, ETA and sample grid; stop and resume; a finished run becomes a model in the other tabs."""
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from ..settings import StudioSettings
 from .common import PRIVATE, QUIET, HandlersBase, dataset_sources, session_of, show_dataset_inputs, ui_errors
 
 IMAGE_SIZES = [16, 32, 64, 128, 256, 512]
-TRAIN_ROLES = ("vessel", "concat", "spade", "segment")
-SEGMENT_CROP_PX = 128  # the segmenter trains on crops of this size when its view is larger
+TRAIN_ROLES = ("vessel", "concat", "spade", "segment", "treesr")
+SEGMENT_CROP_PX = 128  # the segmenter and treesr train on crops of this size when their view is larger
 SOFT_TREE_PX = 1.5  # the vessel model's training target in the Train tab (the in-training one's, model card)
+TREE_SR_NOISE = 0.3  # treesr's input noise (--sr_input_noise), as the shipped one's (model card)
+PATCH_ROLES = ("segment", "treesr")  # trained on crops of 512 px views, with the segmenter's settings
 
 
 class TrainHandlers(HandlersBase):
@@ -36,9 +39,9 @@ class TrainHandlers(HandlersBase):
         steps = whole_number(steps, "steps", 1, self.settings.max_train_steps)
         every = whole_number(sample_every, "sample every", 1, 1_000_000)
         procedural = bounded_number(procedural, "procedural share", 0, 1) if role == "vessel" else 0.0
-        soft_tree = bounded_number(soft_tree, "soft tree target", 0, 64) if role == "vessel" else 0.0
+        soft_tree = bounded_number(soft_tree, "soft tree target", 0, 64) if role in ("vessel", "treesr") else 0.0
         size = whole_number(size, "image size", 8, 1024)
-        crop = SEGMENT_CROP_PX if role == "segment" and size > SEGMENT_CROP_PX else None  # patch training
+        crop = SEGMENT_CROP_PX if role in PATCH_ROLES and size > SEGMENT_CROP_PX else None  # patch training
         batch = whole_number(batch, "batch size", 1, 256)
         pixels = batch * (crop or size) ** 2
         if pixels > self.settings.max_train_pixels:
@@ -49,6 +52,7 @@ class TrainHandlers(HandlersBase):
                            max_steps=steps, lr=bounded_number(lr, "learning rate", 1e-7, 1e-1),
                            sample_interval=every, checkpoint_interval=max(1, min(every, 250)),
                            procedural_fraction=procedural, soft_tree_px=soft_tree,
+                           sr_input_noise=TREE_SR_NOISE if role == "treesr" else TrainConfig.sr_input_noise,
                            style_condition=bool(styles) and role in ("concat", "spade"))
 
     @ui_errors
@@ -94,14 +98,15 @@ class TrainHandlers(HandlersBase):
         return (*self.train_poll(None, request)[:-1], gr.Timer(active=True))
 
     def train_role(self, role: str, start_from: str | None, request: gr.Request | None = None):
-        """What the role changes in the Train tab: the vessel model's options, the segmenter's options,
-        and the preset and size its training usually takes. Outputs: vessel group, segmenter group,
-        start-from, preset, size, learning rate, batch size."""
+        """What the role changes in the Train tab: the vessel model's options (treesr: its soft tree only), the
+        segmenter's options, and the preset and size its training usually takes. Outputs: vessel group,
+        segmenter group, start-from, preset, size, learning rate, batch size, procedural share."""
         d = TrainConfig()
-        segment = role == "segment"  # the shipped segmenter's settings (model card)
-        preset, size, lr, batch = ("fine", 512, 1e-3, 8) if segment else (d.preset, d.image_size, d.lr, d.batch_size)
-        return (gr.update(visible=role == "vessel"), gr.update(visible=segment),
-                self.segmenter_choices(start_from, False, request), preset, size, lr, batch)
+        patches = role in PATCH_ROLES  # the shipped segmenter's settings (model card)
+        preset, size, lr, batch = ("fine", 512, 1e-3, 8) if patches else (d.preset, d.image_size, d.lr, d.batch_size)
+        return (gr.update(visible=role in ("vessel", "treesr")), gr.update(visible=role == "segment"),
+                self.segmenter_choices(start_from, False, request), preset, size, lr, batch,
+                gr.update(visible=role == "vessel"))
 
     @ui_errors
     def train_stop(self, request: gr.Request | None = None):
@@ -164,7 +169,8 @@ def train_tab(h: TrainHandlers, s: StudioSettings) -> dict:
     with gr.Row(equal_height=False):
         with gr.Column(scale=4):
             role = gr.Radio([("Vessel trees (stage 1)", "vessel"), ("Concat", "concat"), ("SPADE", "spade"),
-                             ("Vessel segmenter", "segment")], value="concat", label="Role", elem_id="rt-train-role")
+                             ("Vessel segmenter", "segment"), ("Tree super-resolution (stage 1)", "treesr")],
+                            value="concat", label="Role", elem_id="rt-train-role")
             source = gr.Radio(sources, value="embedded", label="Dataset")
             data_zip = gr.File(label="Dataset zip: images/img_X.png + masks/seg_X.png (or DRIVE, CHASE_DB1, "
                                "STARE, HRF layouts)", file_types=[".zip"], visible=False, height=90)
@@ -213,7 +219,8 @@ def train_tab(h: TrainHandlers, s: StudioSettings) -> dict:
                 resume = gr.Button("Resume", scale=1, elem_id="rt-train-resume")
             gr.Markdown("One training at a time on this machine. Generation stays available but is slower "
                         "while a training runs. A stopped or finished run becomes a model in the Generate tab "
-                        "(a segmenter: in the Evaluate tab)."
+                        "(a segmenter: in the Evaluate tab; a tree super-resolution enlarges stage-1 trees when "
+                        "none ships)."
                         + (f" Keep this page open: closing or reloading it stops your training; each run "
                            f"ends after {s.max_train_minutes:g} minutes." if s.hosted else ""),
                         elem_classes="rt-note")
@@ -223,7 +230,8 @@ def train_tab(h: TrainHandlers, s: StudioSettings) -> dict:
                                color="series", title="Training loss", height=260,
                                color_map={"loss": "#c8c8d0", "smoothed": "#e4572e"})
             grid = gr.Image(label="Sample grid (rows: mask, sample, real image; segmenter: photograph, annotation, "
-                                  "prediction)", height=300, interactive=False,
+                                  "prediction; tree super-resolution: soft tree, prediction, annotation)",
+                            height=300, interactive=False,
                             elem_id="rt-train-grid")
             model_dl = gr.DownloadButton("Download trained model (.safetensors)", visible=False,
                                          elem_id="rt-train-download")
@@ -233,8 +241,8 @@ def train_tab(h: TrainHandlers, s: StudioSettings) -> dict:
     private, quiet = PRIVATE, QUIET
     source.change(show_dataset_inputs, source, [data_zip, folder], **quiet)
     poll_out = [status, plot, grid, shown, model_dl, runs, timer]
-    role.change(h.train_role, [role, start_from], [vessel_opts, segment_opts, start_from, preset, size, lr, batch],
-                **quiet)
+    role.change(h.train_role, [role, start_from],
+                [vessel_opts, segment_opts, start_from, preset, size, lr, batch, procedural], **quiet)
     started = start.click(h.train_start, [role, source, data_zip, folder, preset, size, batch, steps, lr, sample_every, name,
                                 procedural, synth_zip, synth_share, start_from, soft_tree, styles],
                 poll_out, concurrency_id="train-control", **private, **h.heavy(h.train_start))
