@@ -47,7 +47,9 @@ def main() -> None:
     p.add_argument("--sampler", default="dpmpp")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
-    p.add_argument("--grid", default=None, help="PNG with the trees, one row per model (at most 8 per row)")
+    p.add_argument("--grid", default=None, help="PNG with the trees at --out_px, as made, one row per model (with a "
+                   "treesr model two: the soft output resized and cut, then the treesr's)")
+    p.add_argument("--grid_trees", type=int, default=4, help="trees per row of the grid")
     p.add_argument("--out_px", type=int, default=512, help="also measure the trees at this output size: cut from "
                    "the soft output resized there (as generate and the app make them) and the model-size cut enlarged")
     p.add_argument("--cut_only", action="store_true", help="cut at 0 only: breaks not mended, specks kept "
@@ -88,13 +90,16 @@ def main() -> None:
         print(f"  kept by the filter (score >= {args.threshold}): {kept} of {args.num}")
         real = load_reference()["statistics"][str(args.out_px)]
         made = "by " + model.tree_sr.source if model.tree_sr else "soft output resized"
-        for label, big in ((made, vessel_masks(raw, args.out_px, refine, model.tree_sr)),
+        final = vessel_masks(raw, args.out_px, refine, model.tree_sr)
+        for label, big in ((made, final),
                            ("model-size cut enlarged", np.stack([mask_at(t, args.out_px) for t in trees]))):
             print_at_size(label, big, args.out_px, real)
         if args.data_root:
             target_at_size(args.data_root, size, args.out_px, real, refine, args.soft_tree_px, args.split,
                            model.tree_sr)
-        rows.append(np.repeat(trees[:8, :, :, None].astype(np.uint8) * 255, 3, axis=3))
+        shown = [vessel_masks(raw[:args.grid_trees], args.out_px, refine)] if model.tree_sr else []
+        for row in shown + [final[:args.grid_trees]]:  # with a treesr model, its trees below the cut ones
+            rows.append(np.repeat(row[:, :, :, None].astype(np.uint8) * 255, 3, axis=3))
     if args.grid:
         print(f"\ngrid: {save_png(args.grid, grid(rows))}")
 
