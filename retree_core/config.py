@@ -241,17 +241,17 @@ class TrainConfig:
     data_root: list[str] | None = option(None, "dataset folder(s); omitted: the embedded scikit-image fundus "
                                                "photograph", nargs="+")
     image_size: int = option(256, low=8, high=MAX_IMAGE_PX)
-    crop_px: int | None = option(None, "segment, sr and treesr: train on random crops of this size (patch training)",
-                                 low=8, high=MAX_IMAGE_PX)
+    crop_px: int | None = option(None, "segment, sr and treesr: train on random crops of this size (patch "
+                                       "training)", low=8, high=MAX_IMAGE_PX)
     synthetic_root: list[str] | None = option(None, "folder(s) of synthetic pairs (generate --num / Synthesise) "
                                                     "mixed into the training data", nargs="+")
     synthetic_fraction: float = option(0.5, "share of training items drawn from --synthetic_root (1: synthetic "
                                             "only)", low=0, high=1)
     procedural_fraction: float = option(0.0, "vessel: share of training trees drawn from the procedural "
                                              "generator (on the fly)", low=0, high=1)
-    soft_tree_px: float = option(0.0, "vessel (treesr: as its input): learn a smooth tree, tanh(signed distance to the vessel edge / "
-                                      "this many px), positive exactly on the vessels (sampled trees are its "
-                                      "positive part as always); 0: the binary mask", low=0, high=64)
+    soft_tree_px: float = option(0.0, "vessel (treesr: as its input): learn a smooth tree, tanh(signed distance "
+                                      "to the vessel edge / this many px), positive exactly on the vessels (sampled "
+                                      "trees are its positive part as always); 0: the binary mask", low=0, high=64)
     sr_scale: int = option(4, "sr, treesr: upscaling factor (input image_size / sr_scale)", low=1, high=16)
     ssim_weight: float = option(1.0, "sr: weight of 1 - SSIM", low=0, high=100)
     adversarial_weight: float = option(0.01, "sr: weight of the discriminator's BCE", low=0, high=100)
@@ -327,8 +327,8 @@ class TrainConfig:
         loop: the app sets some fields after making the config)."""
         extras = (self.vessel_fade, self.blur_sigma, self.noise_std, self.vessel_reflex, self.illumination)
         if self.crop_px is not None and self.mode not in ("segment", "sr", "treesr"):
-            raise ConfigError("--crop_px (patch training) is for the segmenter, sr and treesr; diffusion models train on "
-                             "whole images")
+            raise ConfigError("--crop_px (patch training) is for the segmenter, sr and treesr; diffusion models "
+                             "train on whole images")
         if self.mode in ("sr", "treesr") and self.crop_px is not None:
             multiple = self.sr_scale * self.net().stride
             if self.crop_px % multiple:
