@@ -55,7 +55,7 @@ def main() -> None:
     p.add_argument("--cut_only", action="store_true", help="cut at 0 only: breaks not mended, specks kept "
                    "(tree_ops.cut_tree)")
     p.add_argument("--data_root", default=None, help="folder holding DRIVE and CHASE_DB1: also measure the "
-                   "soft-tree target of their training annotations")
+                   "soft-tree target of their --split annotations")
     p.add_argument("--split", choices=("train", "val"), default="train", help="whose annotations --data_root "
                    "measures (a treesr model learnt from the training ones)")
     p.add_argument("--tree_sr", default="auto", help="treesr model making the --out_px trees (auto: the shipped "

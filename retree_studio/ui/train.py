@@ -1,6 +1,6 @@
 """The Train tab: one training at a time (vessel trees, concat, SPADE, the vessel segmenter or the tree
-super-resolution) with live
-loss, speed, ETA and sample grid; stop and resume; a finished run becomes a model in the other tabs."""
+super-resolution) with live loss, speed, ETA and sample grid; stop and resume; a finished run becomes a model
+in the other tabs."""
 from __future__ import annotations
 
 import contextlib
