@@ -25,7 +25,7 @@ train() {  # train MODE: continues runs/MODE if it was interrupted
 }
 train_helper() {  # train_helper MODE PRESET: the segmenter, sr or treesr model, 512 px views, 128 px crops
   local mode_args=()
-  if [ "$1" = treesr ]; then mode_args=(--soft_tree_px "${SOFT_TREE_PX:-1.5}" --sr_input_noise 0.3); fi
+  if [ "$1" = treesr ]; then mode_args=(--soft_tree_px "${SOFT_TREE_PX:-1.5}"); fi
   python -m retree_core train --mode "$1" --preset "$2" --image_size 512 --crop_px 128 "${data_args[@]}" \
     --batch_size "${BATCH_CROPS:-8}" --max_steps "$STEPS" --lr "${LR:-1e-3}" --device "$DEVICE" \
     --output_dir "runs/$1" --resume "${budget_args[@]}" "${mode_args[@]}"

@@ -230,6 +230,7 @@ PRECISIONS = ("auto", "fp32", "bf16")  # precision.py
 PRECISION_HELP = ("bf16 autocast of the network (weights, optimiser and losses stay fp32); auto: bf16 where the "
                   "device runs it natively (a GPU with bf16, a CPU with AVX512-BF16 or AMX)")
 EXTRAS_NOTE = " (segmenters; with --synthetic_root, the synthetic pairs only)"
+SR_INPUT_NOISE = {"sr": 0.1, "treesr": 0.3}  # each role's default --sr_input_noise: the shipped files' (model card)
 
 
 @dataclass
@@ -258,9 +259,11 @@ class TrainConfig:
     perceptual_weight: float = option(0.1, "sr: weight of the segmenter-feature L1", low=0, high=100)
     perceptual_net: str | None = option("segment", "sr: the segmenter whose features the perceptual term "
                                                    "compares", metavar="NAME|PATH")
-    sr_input_noise: float = option(0.1, "sr and treesr: Gaussian noise of a std drawn per item up to this is added "
-                                        "to the low-res input, so the model learns to clean a generator's grain "
-                                        "(conditioning augmentation)", low=0, high=1)
+    sr_input_noise: float | None = option(None, "sr and treesr: Gaussian noise of a std drawn per item up to this "
+                                                "is added to the low-res input, so the model learns to clean a "
+                                                "generator's grain (conditioning augmentation); default: "
+                                                + ", ".join(f"{v:g} for {k}" for k, v in SR_INPUT_NOISE.items()),
+                                          low=0, high=1)
     batch_size: int = option(4, "per process", low=1)
     grad_accum: int = option(1, low=1)
     epochs: int = option(500, low=1)
@@ -321,6 +324,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.check()
+
+    @property
+    def input_noise(self) -> float:
+        """sr and treesr: the std bound of the low-res input's noise (--sr_input_noise, else the role's default)."""
+        return self.sr_input_noise if self.sr_input_noise is not None else SR_INPUT_NOISE.get(self.mode, 0.0)
 
     def check(self) -> None:
         """Refuse options that do not fit the run's role, each with a message naming it (also called by the

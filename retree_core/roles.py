@@ -134,7 +134,7 @@ class TreeSuperResolve(Segment):
 
     def tree_input(self, masks: Tensor, items: Items = ()) -> Tensor:
         cfg = self.cfg
-        return tree_sr_input(masks, cfg.sr_scale, cfg.soft_tree_px, items, cfg.sr_input_noise if items else 0.0)
+        return tree_sr_input(masks, cfg.sr_scale, cfg.soft_tree_px, items, cfg.input_noise if items else 0.0)
 
     def loss(self, model, batch, items):
         logits = segment_logits(model, self.tree_input(batch["mask"], items).to(self.device))

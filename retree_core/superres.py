@@ -186,7 +186,7 @@ class SRObjective:
         `items`: the batch's (index, seed) pairs, which seed its input noise (`sr_input_noise`)."""
         cfg = self.cfg
         hr, mask = batch["image"].to(device), batch["mask"].to(device)
-        sr = sr_forward(net, noisy_input(downsample(hr, self.scale), items, cfg.sr_input_noise), mask)
+        sr = sr_forward(net, noisy_input(downsample(hr, self.scale), items, cfg.input_noise), mask)
         parts = {"l1": F.l1_loss(sr, hr)}
         if cfg.ssim_weight > 0:
             parts["ssim"] = 1 - ssim(sr, hr)

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from retree_core.config import SR_INPUT_NOISE
 from retree_studio import ui
 from hostile import pickled_checkpoint
 from retree_studio.settings import StudioSettings
 from retree_studio.mask_sources import canvas_mask, current_mask, editor_image, mask_for_model
 from retree_studio.services import Studio
-from retree_studio.ui.train import TREE_SR_NOISE
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -426,8 +426,8 @@ def test_segmenter_training_mixes_synthetic_pairs_starts_from_a_segmenter_and_is
     role_outputs = handlers.train_role("treesr", None, REQUEST)  # its soft tree shown, not the procedural share
     assert role_outputs[0]["visible"] and not role_outputs[7]["visible"] and role_outputs[3:7] == ("fine", 512, 1e-3, 8)
     tree_sr = handlers._train_cfg("treesr", "fine", 512, 8, 10, 1e-3, 5, None, 0.5, 1.5)
-    assert (tree_sr.crop_px, tree_sr.soft_tree_px, tree_sr.procedural_fraction, tree_sr.sr_input_noise) == (
-        128, 1.5, 0.0, TREE_SR_NOISE)
+    assert (tree_sr.crop_px, tree_sr.soft_tree_px, tree_sr.procedural_fraction, tree_sr.input_noise) == (
+        128, 1.5, 0.0, SR_INPUT_NOISE["treesr"])
 
 
 def test_hosted_mode_refuses_server_paths_and_keeps_runs_private(tmp_path, tiny_weights):

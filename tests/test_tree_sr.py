@@ -48,7 +48,9 @@ def test_the_input_is_the_vessel_models_target_enlarged_and_noised_per_item():
 
 
 def test_options_are_checked_for_the_role():
-    TrainConfig(mode="treesr", preset="tiny", image_size=32, crop_px=16, soft_tree_px=1.5)
+    tree_sr = TrainConfig(mode="treesr", preset="tiny", image_size=32, crop_px=16, soft_tree_px=1.5)
+    assert (tree_sr.input_noise, TrainConfig(mode="sr").input_noise) == (0.3, 0.1)  # each role's default
+    assert TrainConfig(mode="treesr", sr_input_noise=0.0).input_noise == 0.0  # given: as given
     with pytest.raises(ConfigError, match="crop_px 12 must be a multiple of 8"):
         TrainConfig(mode="treesr", preset="tiny", image_size=32, crop_px=12)
 

@@ -20,7 +20,6 @@ IMAGE_SIZES = [16, 32, 64, 128, 256, 512]
 TRAIN_ROLES = ("vessel", "concat", "spade", "segment", "treesr")
 SEGMENT_CROP_PX = 128  # the segmenter and treesr train on crops of this size when their view is larger
 SOFT_TREE_PX = 1.5  # the vessel model's training target in the Train tab (the in-training one's, model card)
-TREE_SR_NOISE = 0.3  # treesr's input noise (--sr_input_noise), as the shipped one's (model card)
 PATCH_ROLES = ("segment", "treesr")  # trained on crops of 512 px views, with the segmenter's settings
 
 
@@ -52,7 +51,6 @@ class TrainHandlers(HandlersBase):
                            max_steps=steps, lr=bounded_number(lr, "learning rate", 1e-7, 1e-1),
                            sample_interval=every, checkpoint_interval=max(1, min(every, 250)),
                            procedural_fraction=procedural, soft_tree_px=soft_tree,
-                           sr_input_noise=TREE_SR_NOISE if role == "treesr" else TrainConfig.sr_input_noise,
                            style_condition=bool(styles) and role in ("concat", "spade"))
 
     @ui_errors
