@@ -2,13 +2,15 @@
 one-click changes (remove the branch at a point, add tortuosity)."""
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 import torch
 from torch import Tensor
 from scipy import ndimage
 from skimage.filters import apply_hysteresis_threshold
-from skimage.morphology import skeletonize
+from skimage.morphology import remove_small_objects, skeletonize
 
 REACH_PX = 12  # a click this close to a vessel's centre line picks it
 MEND_LEVEL = -0.5  # soft-output level down to which a faint ridge joins two pieces (soft trees: 0.8 px outside)
@@ -48,10 +50,7 @@ def cut_tree(soft: np.ndarray, size_px: int | None = None, refine: bool = True) 
 
 def drop_specks(tree: np.ndarray, share: float = SPECK_SHARE) -> np.ndarray:
     """The tree without its pieces (8-connected) smaller than `share` of the picture."""
-    labels, _ = ndimage.label(tree, np.ones((3, 3), int))
-    small = np.bincount(labels.ravel()) < share * tree.size
-    small[0] = False
-    return tree & ~small[labels]
+    return remove_small_objects(np.asarray(tree, bool), max_size=math.ceil(share * tree.size) - 1, connectivity=2)
 
 
 def branch_at(tree: np.ndarray, x: float, y: float, reach_px: float = REACH_PX) -> np.ndarray:
