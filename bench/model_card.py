@@ -66,16 +66,15 @@ def main() -> None:
           "| grain (generated / real, grey levels) | time (s) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     columns: dict[str, np.ndarray] = {}
-    if args.real_floor:
-        for roots in [[root] for root in args.data_root] if args.by_style else [args.data_root]:
-            tic = time.perf_counter()
-            mean, spread, count = real_floor(roots, FundusPipeline.load(args.models[0], sr=args.sr).output_px,
-                                             args.real_floor, args.seed)
-            print(f"| real training photographs | {'+'.join(Path(r).name for r in roots)} | - | - | - | - | - | "
-                  f"{mean:.4f} ± {spread:.4f} over {args.real_floor} draws ({count} vs {count}) | - | "
-                  f"{time.perf_counter() - tic:.0f} |", flush=True)
     for model in args.models:
         pipe = FundusPipeline.load(model, sr=args.sr, aperture=args.aperture)
+        if args.real_floor and model == args.models[0]:  # at the size the models' images are scored
+            for roots in [[root] for root in args.data_root] if args.by_style else [args.data_root]:
+                tic = time.perf_counter()
+                mean, spread, count = real_floor(roots, pipe.output_px, args.real_floor, args.seed)
+                print(f"| real training photographs | {'+'.join(Path(r).name for r in roots)} | - | - | - | - | - "
+                      f"| {mean:.4f} ± {spread:.4f} over {args.real_floor} draws ({count} vs {count}) | - | "
+                      f"{time.perf_counter() - tic:.0f} |", flush=True)
         groups = [([root], style_for(pipe, root)) for root in args.data_root] if args.by_style else \
             [(args.data_root, "any")]
         for setting in args.settings:

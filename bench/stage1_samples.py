@@ -97,7 +97,7 @@ def main() -> None:
         if args.data_root:
             target_at_size(args.data_root, size, args.out_px, real, refine, args.soft_tree_px, args.split,
                            model.tree_sr)
-        shown = [vessel_masks(raw[:args.grid_trees], args.out_px, refine)] if model.tree_sr else []
+        shown = [vessel_masks(raw[:args.grid_trees], args.out_px, refine)] if args.grid and model.tree_sr else []
         for row in shown + [final[:args.grid_trees]]:  # with a treesr model, its trees below the cut ones
             rows.append(np.repeat(row[:, :, :, None].astype(np.uint8) * 255, 3, axis=3))
     if args.grid:
