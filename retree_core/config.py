@@ -271,6 +271,8 @@ class TrainConfig:
     max_minutes: float | None = option(None, "stop (with a checkpoint, resumable) after this much wall time",
                                        above=0, high=10**6)
     lr: float = option(3e-4, above=0, high=1)
+    cooldown_steps: int = option(0, "the learning rate falls linearly to zero over the run's last this many "
+                                    "steps (warmup-stable-decay's decay; 0: constant)", low=0)
     weight_decay: float = option(0.0, cli=False)
     ema_decay: float = option(0.999, low=0, high=1)
     grad_clip: float = option(1.0, cli=False)

@@ -154,6 +154,12 @@ def param_groups(net: torch.nn.Module, lr: float) -> list[dict]:
     return [{"params": rest}] + ([{"params": style, "lr": lr * STYLE_LR_SCALE}] if style else [])
 
 
+def lr_factor(step: int, total_steps: int, cooldown_steps: int) -> float:
+    """The learning rate's share at `step` (0-based) of `total_steps`: 1, then linearly to 1/cooldown_steps
+    over the last `cooldown_steps` steps (a warmup-stable-decay schedule's decay, Hägele et al. 2024)."""
+    return 1.0 if cooldown_steps <= 0 else min(1.0, (total_steps - step) / cooldown_steps)
+
+
 def training_dataset(cfg: TrainConfig):
     """The run's training items: real data (or the embedded example), optionally mixed with synthetic pairs."""
     cfg.check()
@@ -244,6 +250,7 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
                                           else torch.contiguous_format)
     ema = copy.deepcopy(net).requires_grad_(False).eval()
     opt = torch.optim.AdamW(param_groups(net, cfg.lr), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    base_lrs = [group["lr"] for group in opt.param_groups]  # before a resumed state's (decayed) rates
     start_step, init_steps = _restore(state, cfg, net, ema, opt)
     model = DistributedDataParallel(net) if info.world > 1 else net
     model = torch.compile(model) if cfg.compile else model
@@ -286,6 +293,8 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None,
     while step < total_steps and not (should_stop and should_stop()):
         loss_mean, parts = _gradients(model, role, batches, plan, step, cfg, info)
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        for group, base_lr in zip(opt.param_groups, base_lrs):
+            group["lr"] = base_lr * lr_factor(step, total_steps, cfg.cooldown_steps)
         opt.step()
         opt.zero_grad(set_to_none=True)
         update_ema(ema, net, cfg.ema_decay, step)

@@ -12,7 +12,7 @@ import torch
 from retree_core.checkpoint import load_checkpoint
 from retree_core.cli import main
 from retree_core.config import TrainConfig
-from retree_core.train import train
+from retree_core.train import lr_factor, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -299,3 +299,17 @@ def test_channels_last_trains_in_that_layout_the_same_function(tmp_path):
         plain = net(x, t, mask)
         last = net.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last), t, mask)
     assert torch.allclose(plain, last, atol=1e-5)  # the layout changes rounding only
+
+
+def test_cooldown_decays_the_learning_rate_linearly_over_the_last_steps(tmp_path):
+    assert [lr_factor(s, 10, 4) for s in (0, 5, 6, 7, 8, 9)] == [1, 1, 1, 0.75, 0.5, 0.25]
+    assert lr_factor(9, 10, 0) == 1  # no cooldown: constant
+    full = load_checkpoint(train(tiny_cfg(tmp_path / "full", cooldown_steps=3, lr=1e-3)))
+    logged = [json.loads(r)["lr"] for r in (tmp_path / "full" / "log.jsonl").read_text().splitlines()]
+    assert logged == pytest.approx([1e-3, 1e-3, 1e-3, 1e-3, 2e-3 / 3, 1e-3 / 3])
+    stop_after = iter(range(100))  # a run stopped inside its cooldown resumes at the rate it had reached
+    train(tiny_cfg(tmp_path / "part", cooldown_steps=3, lr=1e-3), should_stop=lambda: next(stop_after) >= 5)
+    resumed = load_checkpoint(train(tiny_cfg(tmp_path / "part", cooldown_steps=3, lr=1e-3, resume=True)))
+    assert states_equal(full["model"], resumed["model"])
+    constant = load_checkpoint(train(tiny_cfg(tmp_path / "constant", lr=1e-3)))
+    assert not states_equal(full["model"], constant["model"], atol=1e-6)
