@@ -352,8 +352,10 @@ def test_training_refuses_bad_data_and_options(handlers, tmp_path):
     assert not handlers.studio.jobs.snapshot().busy
     vessel = handlers._train_cfg("vessel", "tiny", 16, 2, 10, 1e-3, 5, None, 0.5, 1.5)
     assert (vessel.procedural_fraction, vessel.soft_tree_px) == (0.5, 1.5)  # the Train tab's inputs reach the run
-    concat = handlers._train_cfg("concat", "tiny", 16, 2, 10, 1e-3, 5, None, 0.5, 1.5)
-    assert (concat.procedural_fraction, concat.soft_tree_px) == (0.0, 0.0)
+    concat = handlers._train_cfg("concat", "tiny", 16, 2, 10, 1e-3, 5, None, 0.5, 1.5, False, 4)
+    assert (concat.procedural_fraction, concat.soft_tree_px, concat.cooldown_steps) == (0.0, 0.0, 4)
+    with pytest.raises(ValueError, match="cooldown must be a whole number from 0 to 10"):
+        handlers._train_cfg("concat", "tiny", 16, 2, 10, 1e-3, 5, None, 0, 0, False, 11)
 
 
 def test_training_from_an_uploaded_zip(handlers, tmp_path):

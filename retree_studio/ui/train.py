@@ -27,7 +27,7 @@ class TrainHandlers(HandlersBase):
     """Event functions of the Train tab."""
 
     def _train_cfg(self, role, preset, size, batch, steps, lr, sample_every, data_root,
-                   procedural=0.0, soft_tree=0.0, styles=False) -> TrainConfig:
+                   procedural=0.0, soft_tree=0.0, styles=False, cooldown=0) -> TrainConfig:
         if role not in TRAIN_ROLES:
             raise ValueError(f"role must be {', '.join(TRAIN_ROLES)}, got {role!r}")
         if preset not in PRESETS:
@@ -36,6 +36,7 @@ class TrainHandlers(HandlersBase):
             raise ValueError(f"preset {preset} is not offered on this server; use "
                              f"{', '.join(self.settings.train_presets)}")
         steps = whole_number(steps, "steps", 1, self.settings.max_train_steps)
+        cooldown = whole_number(cooldown or 0, "cooldown", 0, steps)
         every = whole_number(sample_every, "sample every", 1, 1_000_000)
         procedural = bounded_number(procedural, "procedural share", 0, 1) if role == "vessel" else 0.0
         soft_tree = bounded_number(soft_tree, "soft tree target", 0, 64) if role in ("vessel", "treesr") else 0.0
@@ -48,7 +49,7 @@ class TrainHandlers(HandlersBase):
                              f"than the {self.settings.max_train_pixels:,} this server allows: lower either")
         return TrainConfig(mode=role, preset=preset, data_root=data_root, image_size=size, crop_px=crop,
                            batch_size=batch, max_minutes=self.settings.max_train_minutes,
-                           max_steps=steps, lr=bounded_number(lr, "learning rate", 1e-7, 1e-1),
+                           max_steps=steps, lr=bounded_number(lr, "learning rate", 1e-7, 1e-1), cooldown_steps=cooldown,
                            sample_interval=every, checkpoint_interval=max(1, min(every, 250)),
                            procedural_fraction=procedural, soft_tree_px=soft_tree,
                            style_condition=bool(styles) and role in ("concat", "spade"))
@@ -56,7 +57,7 @@ class TrainHandlers(HandlersBase):
     @ui_errors
     def train_start(self, role, source, zip_path, folder, preset, size, batch, steps, lr, sample_every, name,
                     procedural=0.0, synth_zip=None, synth_share=0.5, start_from=None, soft_tree=0.0,
-                    styles=False, request: gr.Request | None = None):
+                    styles=False, cooldown=0, request: gr.Request | None = None):
         """Start a run. Segmenter runs may mix in a synthetic-pairs zip (the Synthesise tab's) at a share, and
         may start from a segmenter's weights (pre-training on synthetic pairs, then real ones)."""
         session = session_of(request)
@@ -65,7 +66,8 @@ class TrainHandlers(HandlersBase):
             raise TrainingBusy(jobs.busy_message(session))
         name = (name or "").strip() or f"{role}_{preset}_{size}px_{time.strftime('%Y%m%d-%H%M%S')}"
         name = jobs.folder_name(name, session)
-        cfg = self._train_cfg(role, preset, size, batch, steps, lr, sample_every, None, procedural, soft_tree, styles)
+        cfg = self._train_cfg(role, preset, size, batch, steps, lr, sample_every, None, procedural, soft_tree, styles,
+                              cooldown)
         cfg.net()  # a preset that does not fit the size fails before data is unpacked
         if role == "segment" and start_from:
             cfg.init_weights = str(self._segmenter_entry(start_from, session).path)
@@ -184,6 +186,10 @@ def train_tab(h: TrainHandlers, s: StudioSettings) -> dict:
                                   elem_id="rt-train-steps")
             with gr.Row():
                 lr = gr.Number(d.lr, label="Learning rate", elem_id="rt-train-lr")
+                cooldown = gr.Number(d.cooldown_steps, precision=0, label="Cooldown (last steps)", minimum=0,
+                                     elem_id="rt-train-cooldown",
+                                     info="the learning rate falls linearly to zero over the run's last this many "
+                                          "steps; 0: constant")
                 sample_every = gr.Number(200, precision=0, label="Sample grid every (steps)", minimum=1,
                                          elem_id="rt-train-every")
             with gr.Group(visible=False) as vessel_opts:
@@ -242,7 +248,7 @@ def train_tab(h: TrainHandlers, s: StudioSettings) -> dict:
     role.change(h.train_role, [role, start_from],
                 [vessel_opts, segment_opts, start_from, preset, size, lr, batch, procedural], **quiet)
     started = start.click(h.train_start, [role, source, data_zip, folder, preset, size, batch, steps, lr, sample_every, name,
-                                procedural, synth_zip, synth_share, start_from, soft_tree, styles],
+                                procedural, synth_zip, synth_share, start_from, soft_tree, styles, cooldown],
                 poll_out, concurrency_id="train-control", **private, **h.heavy(h.train_start))
     resumed = resume.click(h.train_resume, [runs, steps], poll_out, concurrency_id="train-control", **private,
                            **h.heavy(h.train_resume))
