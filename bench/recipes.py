@@ -4,6 +4,10 @@ thread(s), from the same initial weights and data, then is scored on the fixed v
     python bench/recipes.py --data_root ../shared/data/DRIVE ../shared/data/CHASE_DB1 --minutes 20 \\
         --recipes today v_min_snr --out outputs/recipes [--mode concat] [--threads 1] [--eval_seeds 2]
 
+A budget is --minutes of wall clock, or --max_steps / --images (equal compute for recipes of equal cost per
+step / per image, e.g. batch sizes; steady on a shared machine). A recipe's cooldown_share lets the learning
+rate fall to zero over that share of a step or image budget.
+
 Prints one table (steps and images seen in the budget, the last 100 steps' loss, KID against the validation
 photographs with its spread over seeds, mask fidelity, grain against the real photographs' grain) and writes
 it with recipes.json and recipes.png (rows: one recipe's samples for the first validation masks, then the
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import replace
@@ -37,12 +42,27 @@ RECIPES: dict[str, dict] = {
     "eps_min_snr": dict(TODAY, loss_weighting="min_snr", min_snr_gamma=5.0),
     "batch16_lr1e-3": dict(batch_size=16, lr=1e-3),  # the default recipe otherwise
     "ema_0.9995": dict(ema_decay=0.9995),
+    "today_cooldown": dict(TODAY, cooldown_share=0.25),  # WSD: constant, then linearly to 0 over the last 25 %
+    "v_min_snr_cooldown": dict(cooldown_share=0.25),
 }
 
 
-def run_recipe(name: str, base: TrainConfig, minutes: float | None, out: Path) -> dict:
+def recipe_config(name: str, base: TrainConfig, minutes: float | None, images: int | None, out: Path) -> TrainConfig:
+    """The recipe's TrainConfig: its overrides on `base`, the budget in its own steps (an image budget
+    over its batch), its cooldown as a share of them."""
+    overrides = dict(RECIPES[name])
+    share = overrides.pop("cooldown_share", 0.0)
+    cfg = replace(base, **overrides, output_dir=str(out / name), max_minutes=minutes)
+    if images:
+        cfg = replace(cfg, max_steps=math.ceil(images / (cfg.batch_size * cfg.grad_accum)))
+    if share and cfg.max_steps >= 10**9:
+        raise SystemExit(f"recipe {name}: a cooldown needs a step or image budget (--max_steps or --images)")
+    return replace(cfg, cooldown_steps=round(share * cfg.max_steps))
+
+
+def run_recipe(name: str, base: TrainConfig, minutes: float | None, images: int | None, out: Path) -> dict:
     """Train one recipe for the budget (resumable: a rerun continues the same folder) and sum up its log."""
-    cfg = replace(base, **RECIPES[name], output_dir=str(out / name), max_minutes=minutes)
+    cfg = recipe_config(name, base, minutes, images, out)
     tic = time.perf_counter()
     checkpoint = train(cfg)
     rows = [json.loads(r) for r in (out / name / LOG_NAME).read_text().splitlines()]
@@ -87,7 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data_root", nargs="+", default=None, help="default: the embedded photograph")
     p.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=["today", "v_min_snr"])
     p.add_argument("--minutes", type=float, default=20.0, help="wall-clock training budget per recipe")
-    p.add_argument("--max_steps", type=int, default=None, help="a step budget instead of --minutes: equal compute for recipes of equal cost per step")
+    p.add_argument("--max_steps", type=int, default=None, help="a step budget instead of --minutes: equal "
+                   "compute for recipes of equal cost per step")
+    p.add_argument("--images", type=int, default=None, help="an image budget instead of --minutes: each recipe "
+                   "trains for this many images over its batch size")
+    p.add_argument("--style_condition", action="store_true", help="learn the data roots' styles (needed to "
+                   "continue a styled file with --init_weights)")
     p.add_argument("--mode", choices=("concat", "spade"), default="concat")
     p.add_argument("--preset", default="lean")
     p.add_argument("--image_size", type=int, default=128)
@@ -106,12 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     base = TrainConfig(mode=args.mode, preset=args.preset, image_size=args.image_size, data_root=args.data_root,
                        batch_size=8, lr=5e-4, max_steps=args.max_steps or 10**9, sample_interval=10**9,
+                       style_condition=args.style_condition,
                        checkpoint_interval=100, init_weights=args.init_weights, precision=args.precision,
                        progress=False, resume=True)
     results, rows, real = [], [], None
     for name in tqdm(args.recipes, desc="recipes", unit="recipe", disable=None):  # a bar on a terminal only
-        minutes = None if args.max_steps else args.minutes
-        result, generated, real = score(run_recipe(name, base, minutes, out), args)
+        minutes = None if args.max_steps or args.images else args.minutes
+        result, generated, real = score(run_recipe(name, base, minutes, args.images, out), args)
         results.append(result)
         rows.append(generated[:6])
         print(table(results[-1:]).splitlines()[-1], flush=True)

@@ -105,6 +105,23 @@ def test_recipe_study_end_to_end_on_the_tiny_preset(tmp_path):
     assert (out / "recipes.png").stat().st_size > 0
 
 
+def test_recipe_study_image_budget_and_cooldown(tmp_path):
+    import recipes
+    from retree_core.config import TrainConfig
+
+    out = tmp_path / "study"
+    assert recipes.main(["--preset", "tiny", "--image_size", "32", "--images", "64", "--recipes", "today_cooldown",
+                         "batch16_lr1e-3", "--sr", "none", "--eval_seeds", "1", "--segmenter", "classical",
+                         "--precision", "fp32", "--out", str(out)]) == 0
+    results = {r["recipe"]: r for r in json.loads((out / "recipes.json").read_text())}
+    assert (results["today_cooldown"]["steps"], results["batch16_lr1e-3"]["steps"]) == (8, 4)  # 64 images each
+    assert all(r["images_seen"] == 64 for r in results.values())
+    rates = [json.loads(r)["lr"] for r in (out / "today_cooldown" / "log.jsonl").read_text().splitlines()]
+    assert rates == pytest.approx([5e-4] * 7 + [2.5e-4])  # the last quarter (2 steps) falls towards 0
+    with pytest.raises(SystemExit, match="needs a step or image budget"):
+        recipes.recipe_config("today_cooldown", TrainConfig(max_steps=10**9), 5.0, None, tmp_path)
+
+
 def test_new_runs_default_to_the_winning_recipe_and_continue_old_files_with_theirs(tmp_path):
     from retree_core.config import TrainConfig
     from retree_core.train import train
