@@ -49,8 +49,8 @@ class TrainHandlers(HandlersBase):
                              f"than the {self.settings.max_train_pixels:,} this server allows: lower either")
         return TrainConfig(mode=role, preset=preset, data_root=data_root, image_size=size, crop_px=crop,
                            batch_size=batch, max_minutes=self.settings.max_train_minutes,
-                           max_steps=steps, lr=bounded_number(lr, "learning rate", 1e-7, 1e-1), cooldown_steps=cooldown,
-                           sample_interval=every, checkpoint_interval=max(1, min(every, 250)),
+                           max_steps=steps, lr=bounded_number(lr, "learning rate", 1e-7, 1e-1),
+                           cooldown_steps=cooldown, sample_interval=every, checkpoint_interval=max(1, min(every, 250)),
                            procedural_fraction=procedural, soft_tree_px=soft_tree,
                            style_condition=bool(styles) and role in ("concat", "spade"))
 
