@@ -20,7 +20,7 @@ def app(tiny_weights, tmp_path_factory):
 
 def train_args(name: str, steps: int = 4000) -> list:
     """The Train tab's Start inputs: a tiny concat on the embedded example."""
-    return ["concat", "embedded", None, None, "tiny", 16, 2, steps, 1e-3, 5, name, 0.0, None, 0.5, "", 0.0, False]
+    return ["concat", "embedded", None, None, "tiny", 16, 2, steps, 1e-3, 5, name, 0.0, None, 0.5, "", 0.0, False, 0]
 
 
 def status_of(session: QueueSession) -> str:
