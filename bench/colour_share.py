@@ -25,6 +25,8 @@ from retree_core.images import to_uint8  # noqa: E402
 from retree_core.pipeline import FundusPipeline  # noqa: E402
 from retree_core.realism import inception_features, kid  # noqa: E402
 
+from model_card import style_for  # noqa: E402  (bench/, this script's folder)
+
 
 def fov_stats(root: str, split: str, size_px: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[np.ndarray]]:
     """Per photograph of the split: (mean, std) of its RGB values in the FOV; and the FOVs."""
@@ -57,12 +59,11 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="of the training photographs drawn for matching")
     args = p.parse_args()
     pipe = FundusPipeline.load(args.model, sr="auto")
-    style = args.style or (Path(args.data_root).resolve().name if Path(args.data_root).resolve().name in pipe.styles
-                           else "any")
+    style = args.style or style_for(pipe, args.data_root)
     train_stats, _ = fov_stats(args.data_root, "train", pipe.output_px)
     _, fovs = fov_stats(args.data_root, "val", pipe.output_px)
     rng, segmenter = np.random.default_rng(args.seed), load_segmenter("classical")
-    raw, matched = [], []
+    raw, matched, real_features = [], [], None
     for repeat in range(args.repeats):
         sample = SampleConfig(sampler="dpmpp", steps=args.steps, guidance=args.guidance, seed=1000 * repeat,
                               style=style)
@@ -70,7 +71,8 @@ def main() -> None:
         generated, real = report.arrays["generated"], report.arrays["real"]
         recoloured = np.stack([match_colour(g, fov, *train_stats[rng.integers(len(train_stats))])
                                for g, fov in zip(generated, fovs)])
-        real_features = inception_features(real)
+        if real_features is None:  # the same validation photographs every repeat
+            real_features = inception_features(real)
         raw.append(kid(inception_features(generated), real_features).mean)
         matched.append(kid(inception_features(recoloured), real_features).mean)
         print(f"seed {1000 * repeat}: KID {raw[-1]:.4f} as generated, {matched[-1]:.4f} colour-matched", flush=True)

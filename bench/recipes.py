@@ -47,6 +47,9 @@ RECIPES: dict[str, dict] = {
 }
 
 
+NO_STEP_BUDGET = 10**9  # max_steps of a wall-clock (--minutes) budget
+
+
 def recipe_config(name: str, base: TrainConfig, minutes: float | None, images: int | None, out: Path) -> TrainConfig:
     """The recipe's TrainConfig: its overrides on `base`, the budget in its own steps (an image budget
     over its batch), its cooldown as a share of them."""
@@ -55,7 +58,7 @@ def recipe_config(name: str, base: TrainConfig, minutes: float | None, images: i
     cfg = replace(base, **overrides, output_dir=str(out / name), max_minutes=minutes)
     if images:
         cfg = replace(cfg, max_steps=math.ceil(images / (cfg.batch_size * cfg.grad_accum)))
-    if share and cfg.max_steps >= 10**9:
+    if share and cfg.max_steps == NO_STEP_BUDGET:
         raise SystemExit(f"recipe {name}: a cooldown needs a step or image budget (--max_steps or --images)")
     return replace(cfg, cooldown_steps=round(share * cfg.max_steps))
 
@@ -130,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     base = TrainConfig(mode=args.mode, preset=args.preset, image_size=args.image_size, data_root=args.data_root,
-                       batch_size=8, lr=5e-4, max_steps=args.max_steps or 10**9, sample_interval=10**9,
+                       batch_size=8, lr=5e-4, max_steps=args.max_steps or NO_STEP_BUDGET, sample_interval=10**9,
                        style_condition=args.style_condition,
                        checkpoint_interval=100, init_weights=args.init_weights, precision=args.precision,
                        progress=False, resume=True)

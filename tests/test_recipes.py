@@ -119,7 +119,7 @@ def test_recipe_study_image_budget_and_cooldown(tmp_path):
     rates = [json.loads(r)["lr"] for r in (out / "today_cooldown" / "log.jsonl").read_text().splitlines()]
     assert rates == pytest.approx([5e-4] * 7 + [2.5e-4])  # the last quarter (2 steps) falls towards 0
     with pytest.raises(SystemExit, match="needs a step or image budget"):
-        recipes.recipe_config("today_cooldown", TrainConfig(max_steps=10**9), 5.0, None, tmp_path)
+        recipes.recipe_config("today_cooldown", TrainConfig(max_steps=recipes.NO_STEP_BUDGET), 5.0, None, tmp_path)
 
 
 def test_new_runs_default_to_the_winning_recipe_and_continue_old_files_with_theirs(tmp_path):
