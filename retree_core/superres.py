@@ -108,7 +108,13 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
 
 def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
     """Mean structural similarity (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5), per channel, of
-    images in a range of width `data_range` ([-1, 1] by default)."""
+    images in a range of width `data_range` ([-1, 1] by default). Always in fp32: its variances are
+    differences of near-equal terms, which bf16 autocast would round to noise."""
+    with torch.autocast(a.device.type, enabled=False):
+        return _ssim(a.float(), b.float(), data_range)
+
+
+def _ssim(a: torch.Tensor, b: torch.Tensor, data_range: float) -> torch.Tensor:
     channels = a.shape[1]
     window = _gaussian_window().to(a)[None, None].expand(channels, 1, -1, -1)
     blur = lambda x: F.conv2d(x, window, groups=channels)  # noqa: E731 (valid part only)

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from retree_core.checkpoint import load_checkpoint
 from retree_core.cli import main
@@ -27,6 +28,11 @@ def test_ssim_and_psnr():
     assert float(ssim(a, noisy)) < float(ssim(a, (a + 0.05 * torch.randn(a.shape, generator=rng)).clamp(-1, 1))) < 1
     x = np.zeros((4, 4, 3), np.uint8)
     y = x.copy()
+    smooth = F.avg_pool2d(a, 5, stride=1, padding=2)  # a photograph-like image and a near copy: the
+    near = smooth + 0.01 * torch.randn(smooth.shape, generator=rng)  # variances bf16 would round away
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as training runs the loss under --precision bf16
+        under_autocast = float(ssim(smooth, near))
+    assert under_autocast == pytest.approx(float(ssim(smooth, near)), abs=1e-6)
     y[0, 0, 0] = 255  # MSE = 255^2 / 48
     assert psnr(x, y) == pytest.approx(10 * np.log10(48), abs=1e-9)
     assert psnr(x, x) == float("inf")
