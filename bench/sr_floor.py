@@ -1,0 +1,67 @@
+"""What the super-resolution stage costs on real photographs: the best a perfect 128 px generator could score.
+
+Per dataset, the validation photographs (which no model trained on) at the output size, then the same taken
+down to the generator's size (area) and brought back by bicubic and by each super-resolution model (with the
+annotation as its mask), each set scored against that dataset's training photographs: KID (raw units, as
+bench/model_card.py) and grain (the std in grey levels of what a 1 px blur removes).
+
+    python bench/sr_floor.py --data_root ../shared/data/DRIVE ../shared/data/CHASE_DB1 [--sr sr runs/x/last.ckpt]
+
+The gap between the first row and a model's is KID that every generated image pays, however good the 128 px
+generator; a model nearer the first row is the better super-resolution for the pipeline.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from retree_core.data import AugmentConfig, make_dataset  # noqa: E402
+from retree_core.images import to_uint8  # noqa: E402
+from retree_core.realism import grain, inception_features, kid  # noqa: E402
+from retree_core.superres import choose_sr, upscale  # noqa: E402
+
+
+def photographs(root: str, split: str, size_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A split's uint8 photographs (B, S, S, 3), bool annotations and FOVs (B, S, S) at `size_px`."""
+    dataset = make_dataset([root], size_px, AugmentConfig(enabled=False), split=split)
+    items = [dataset[i] for i in range(len(dataset))]
+    return (to_uint8(torch.stack([item["image"] for item in items])),
+            np.stack([item["mask"][0].numpy() > 0 for item in items]),
+            np.stack([item["fov"][0].numpy() > 0.5 for item in items]))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_root", nargs="+", required=True, help="each scored on its own")
+    p.add_argument("--sr", nargs="+", default=["sr"], help="super-resolution models: names or paths")
+    p.add_argument("--size_px", type=int, default=128, help="the generator's size the photographs go down to")
+    args = p.parse_args()
+    models = {name: choose_sr(name, args.size_px) for name in args.sr}
+    output_px = {m.net_cfg.image_size for m in models.values()}
+    if len(output_px) != 1:
+        raise SystemExit(f"--sr: the models make different sizes ({sorted(output_px)}); compare one size at a time")
+    size = output_px.pop()
+    print("| data | photographs | KID against the training photographs | grain |")
+    print("|---|---|---|---|")
+    for root in args.data_root:
+        reference = inception_features(photographs(root, "train", size)[0])
+        images, masks, fovs = photographs(root, "val", size)
+        small = np.stack([cv2.resize(image, (args.size_px,) * 2, interpolation=cv2.INTER_AREA) for image in images])
+        rows = {f"validation, {size} px": images,
+                "bicubic": np.stack([cv2.resize(s, (size, size), interpolation=cv2.INTER_CUBIC) for s in small])}
+        rows.update({f"{name}": upscale(model, small, masks) for name, model in models.items()})
+        for name, row in rows.items():
+            score = kid(inception_features(row), reference)
+            print(f"| {Path(root).name} | {name} | {score.mean:.4f} ± {score.std:.4f} "
+                  f"| {np.mean([grain(image, fov) for image, fov in zip(row, fovs)]):.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
