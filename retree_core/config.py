@@ -17,6 +17,7 @@ STYLE_ANY = "any"  # the style of a model trained without styles, and every styl
 # segment: the vessel segmenter; sr: the mask-conditioned super-resolution model; treesr: stage 1's super-resolution
 # (the vessel model's soft tree in, a tree at sr_scale x its size out); these three are not diffusion models
 ROLES = ("vessel", "concat", "spade", "segment", "sr", "treesr")
+DENOISERS = ("vessel", "concat", "spade")  # the diffusion models: their files' noise schedule matters
 
 
 @dataclass
@@ -138,7 +139,7 @@ def net_config(preset: str, role: str, image_size: int, **overrides: Any) -> Net
     """A NetConfig from a named preset, for one role and image size."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
-    if role in ("segment", "sr", "treesr"):  # not denoisers: no noise-estimate skip
+    if role not in DENOISERS:  # no noise-estimate skip
         overrides = {"input_skip": False, **overrides}
     return NetConfig(role=role, image_size=image_size, **{**PRESETS[preset], **overrides})
 

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from . import distributed, precision
 from .checkpoint import (CHECKPOINT_NAME, atomic_write, load_checkpoint, remove_stale_temps, rng_state,
                          save_checkpoint, set_rng_state)
-from .config import TrainConfig, from_dict, to_dict
+from .config import DENOISERS, TrainConfig, from_dict, to_dict
 from .data import AugmentConfig, MixedDataset, ProceduralTrees, make_dataset, style_of
 from .images import grid, save_png
 from .logs import log
@@ -130,10 +130,11 @@ def warm_start(net: torch.nn.Module, ema: torch.nn.Module, source: str, net_cfg,
     differ = [f"{k} {theirs[k]!r} (this run: {ours[k]!r})" for k in ours
               if theirs[k] != ours[k] and not (k == "styles" and add_styles)]
     theirs, ours = to_dict(loaded.diffusion_cfg), to_dict(diff_cfg)
-    differ += [f"{k} {theirs[k]!r} (this run: {ours[k]!r})" for k in SCHEDULE_FIELDS if theirs[k] != ours[k]]
+    if net_cfg.role in DENOISERS:  # the other roles do not use a noise schedule
+        differ += [f"{k} {theirs[k]!r} (this run: {ours[k]!r})" for k in SCHEDULE_FIELDS if theirs[k] != ours[k]]
     if differ:
         hint = (" (the shipped files use the paper's recipe: add --prediction eps --loss_weighting uniform "
-                "--l1_weight 1)" if theirs["prediction"] != ours["prediction"] else "")
+                "--l1_weight 1)" if net_cfg.role in DENOISERS and theirs["prediction"] != ours["prediction"] else "")
         raise ValueError(f"--init_weights {source}: the file's model differs from this run's: {'; '.join(differ)}"
                          f"{hint}")
     for target in (net, ema):  # a new style embedding keeps its zeros: the run starts as the file's model

@@ -130,7 +130,10 @@ def test_generate_evaluation_and_synthesis_use_a_fitting_sr_model(tmp_path, tiny
     generator = load_model(tiny_weights)  # 16 px concat
     common = dict(mode="sr", preset="tiny", image_size=64, sr_scale=4, batch_size=2, max_steps=1,
                   perceptual_weight=0.0, sample_interval=10, checkpoint_interval=10, progress=False)
-    sr_path = export_weights(train(TrainConfig(output_dir=str(tmp_path / "sr"), **common)), tmp_path / "sr64")
+    sr_path = export_weights(train(TrainConfig(output_dir=str(tmp_path / "sr"), prediction="eps", **common)),
+                             tmp_path / "sr64")
+    # continuing a file: its diffusion recipe does not matter to a super-resolution model (no noise schedule)
+    assert train(TrainConfig(output_dir=str(tmp_path / "sr2"), init_weights=str(sr_path), **common)).exists()
     assert choose_sr(str(sr_path), 16) is not None and choose_sr("none", 16) is None
     with pytest.raises(ValueError, match="upscales 16 px images, but the generator makes 32"):
         choose_sr(str(sr_path), 32)
