@@ -12,7 +12,8 @@ from retree_core.cli import main
 from retree_core.config import TrainConfig, net_config
 from retree_core.evaluate import evaluate_sr
 from retree_core.nets import build_net
-from retree_core.superres import SRObjective, choose_sr, fits, noisy_input, psnr, sr_forward, ssim, upscale
+from retree_core.superres import (SRObjective, choose_sr, fits, high_pass, noisy_input, psnr, sr_forward, ssim,
+                                  upscale)
 from retree_core.train import train
 from retree_core.weights import LoadedModel, export_weights, load_model
 from test_evaluate import seed_dataset  # noqa: F401  (fixture: a two-image dataset in the seed layout)
@@ -84,6 +85,28 @@ def test_critic_learns_and_the_generator_loss_has_every_term(tmp_path, seed_data
     assert last < first  # with the generator fixed, the critic learns to tell real from upscaled
     with pytest.raises(ValueError, match="perceptual_weight 0"):
         SRObjective(TrainConfig(mode="sr", perceptual_net=str(tmp_path / "missing.safetensors")), torch.device("cpu"))
+
+
+def test_the_critic_sees_a_grain_of_a_grey_level():
+    """A photograph and the same with its fine texture smoothed away differ by a grey level or two: the critic
+    must tell them apart (on the image alone it stayed at chance on real photographs)."""
+    rng = torch.Generator().manual_seed(0)
+    smooth = F.avg_pool2d(torch.rand(8, 3, 40, 40, generator=rng), 9, stride=1) * 2 - 1  # (8, 3, 32, 32)
+    textured = smooth + 0.01 * torch.randn(smooth.shape, generator=rng)
+    assert torch.allclose(high_pass(torch.full((1, 3, 8, 8), 0.3)), torch.zeros(1, 3, 8, 8), atol=1e-6)
+    objective = SRObjective(TrainConfig(mode="sr", preset="tiny", image_size=32, lr=1e-3, perceptual_weight=0),
+                            torch.device("cpu"))
+    mask = -torch.ones(8, 1, 32, 32)
+    losses = []
+    for _ in range(60):
+        objective._pair = (textured, smooth, mask)  # (real, super-resolved, mask), as generator_loss leaves it
+        losses.append(objective.discriminator_step())
+    assert np.mean(losses[-10:]) < 0.3 < np.mean(losses[:3])
+    earlier = objective.state_dict()  # a checkpoint of the earlier critic (image and mask in: 4 channels)
+    earlier["disc"] = {**earlier["disc"], "net.0.weight": torch.zeros(32, 4, 4, 4)}
+    before = objective.disc.net[0].weight.clone()
+    objective.load_state_dict(earlier)  # resumes with a new critic instead of failing
+    assert torch.equal(objective.disc.net[0].weight, before)
 
 
 def test_input_noise_is_per_item_reproducible_and_bounded():
