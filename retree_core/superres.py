@@ -242,11 +242,11 @@ class SRObjective:
 
     def load_state_dict(self, state: dict) -> None:
         """The critic and its optimiser from a checkpoint; a critic of an earlier design starts afresh."""
-        try:
-            self.disc.load_state_dict(state["disc"])
-        except RuntimeError:
+        ours = self.disc.state_dict()
+        if {k: v.shape for k, v in state["disc"].items()} != {k: v.shape for k, v in ours.items()}:
             print("the checkpoint's critic is of an earlier design (without the texture input): a new one starts")
             return
+        self.disc.load_state_dict(state["disc"])
         self.opt.load_state_dict(state["disc_optimizer"])
 
 
