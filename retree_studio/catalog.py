@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -116,14 +117,20 @@ class ModelCatalog:
                                   f"but a {role!r} model is needed")
         return model
 
-    def stage_one(self, owner: str | None = None, hosted: bool = False) -> LoadedModel | None:
+    def stage_one(self, owner: str | None = None, hosted: bool = False,
+                  on_problem: Callable[[str], None] = print) -> LoadedModel | None:
         """The default vessel model, with the default treesr model enlarging its trees where that takes its
-        size (as `generate --tree_sr auto`); None when there is no vessel model."""
+        size (as `generate --tree_sr auto`); None when there is no vessel model. A treesr file that does not
+        load leaves the trees to the cut (tree_ops.cut_tree), and `on_problem` gets the reason."""
         entry, tree_entry = self.default("vessel", owner, hosted), self.default("treesr", owner, hosted)
         if entry is None:
             return None
         vessel = self.load(entry.path, "vessel")
-        tree_sr = None if tree_entry is None else self.load(tree_entry.path, "treesr")
+        try:
+            tree_sr = None if tree_entry is None else self.load(tree_entry.path, "treesr")
+        except ValueError as exc:  # CheckpointError included
+            on_problem(f"The tree super-resolution model did not load ({exc}); trees are cut without it.")
+            tree_sr = None
         return replace(vessel, tree_sr=tree_sr) if fits(tree_sr, vessel.net_cfg.image_size) else vessel
 
 

@@ -97,3 +97,13 @@ def test_the_apps_stage_one_is_the_default_vessel_model_with_a_treesr_model_that
     shutil.copy(models["vessel"], weights / "vessel.safetensors")
     stage_one = catalog.stage_one()
     assert stage_one.net_cfg.image_size == 8 and stage_one.tree_sr.net_cfg.role == "treesr"
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(weights / "treesr.safetensors", framework="pt") as f:  # a treesr header over wrong weights:
+        metadata = f.metadata()  # listed as a treesr model, but it does not load
+    save_file({"x": torch.zeros(1)}, weights / "treesr.safetensors", metadata=metadata)
+    problems = []
+    stage_one = catalog.stage_one(on_problem=problems.append)
+    assert stage_one.net_cfg.role == "vessel" and stage_one.tree_sr is None
+    assert len(problems) == 1 and "treesr.safetensors" in problems[0] and "cut without it" in problems[0]

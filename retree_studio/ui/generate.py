@@ -100,7 +100,7 @@ class GenerateHandlers(HandlersBase):
     @ui_errors
     def dream(self, seed, request: gr.Request | None = None, progress=gr.Progress()):
         session = session_of(request)
-        model = self.studio.catalog.stage_one(session, self.settings.hosted)
+        model = self.studio.catalog.stage_one(session, self.settings.hosted, on_problem=gr.Warning)
         if model is None:
             raise gr.Error(no_model_message("vessel"), print_exception=False)
         seed = whole_number(seed, "seed", 0, 2**31 - 1)

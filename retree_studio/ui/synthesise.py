@@ -33,7 +33,7 @@ class SynthesiseHandlers(HandlersBase):
         image_model.net_cfg.style_index(options.style)  # a style the model does not know: refused now
         vessel_model = None
         if trees == "vessel":
-            vessel_model = self.studio.catalog.stage_one(session, self.settings.hosted)
+            vessel_model = self.studio.catalog.stage_one(session, self.settings.hosted, on_problem=gr.Warning)
             if vessel_model is None:
                 gr.Warning("No vessel model yet: the procedural generator draws the trees instead.")
                 trees = "procedural"
