@@ -20,6 +20,7 @@ from torch import nn
 from . import compute
 from .config import TrainConfig
 from .images import from_uint8, mask_to_tensor, to_uint8
+from .logs import log
 from .weights import LoadedModel
 
 
@@ -244,7 +245,7 @@ class SRObjective:
         """The critic and its optimiser from a checkpoint; a critic of an earlier design starts afresh."""
         ours = self.disc.state_dict()
         if {k: v.shape for k, v in state["disc"].items()} != {k: v.shape for k, v in ours.items()}:
-            print("the checkpoint's critic is of an earlier design (without the texture input): a new one starts")
+            log.warning("the checkpoint's critic is of an earlier design (without the texture input): a new one starts")
             return
         self.disc.load_state_dict(state["disc"])
         self.opt.load_state_dict(state["disc_optimizer"])
