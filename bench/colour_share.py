@@ -19,25 +19,19 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from retree_core.config import SampleConfig  # noqa: E402
-from retree_core.data import AugmentConfig, make_dataset  # noqa: E402
 from retree_core.evaluate import GenerationOptions, evaluate_generator, load_segmenter  # noqa: E402
-from retree_core.images import to_uint8  # noqa: E402
 from retree_core.pipeline import FundusPipeline  # noqa: E402
 from retree_core.realism import inception_features, kid  # noqa: E402
 
-from model_card import style_for  # noqa: E402  (bench/, this script's folder)
+from model_card import photographs, style_for  # noqa: E402  (bench/, this script's folder)
 
 
 def fov_stats(root: str, split: str, size_px: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[np.ndarray]]:
     """Per photograph of the split: (mean, std) of its RGB values in the FOV; and the FOVs."""
-    dataset = make_dataset([root], size_px, AugmentConfig(enabled=False), split=split)
-    stats, fovs = [], []
-    for i in range(len(dataset)):
-        item = dataset[i]
-        image, fov = to_uint8(item["image"][None])[0].astype(np.float64), item["fov"][0].numpy() > 0.5
-        stats.append((image[fov].mean(0), image[fov].std(0)))
-        fovs.append(fov)
-    return stats, fovs
+    images, _, fovs = photographs([root], split, size_px)
+    stats = [(image[fov].astype(np.float64).mean(0), image[fov].astype(np.float64).std(0))
+             for image, fov in zip(images, fovs)]
+    return stats, list(fovs)
 
 
 def match_colour(image: np.ndarray, fov: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:

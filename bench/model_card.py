@@ -113,10 +113,7 @@ def main() -> None:
 def real_floor(roots: list[str], size_px: int, draws: int, seed: int) -> tuple[float, float, int]:
     """KID of `draws` random sets of training photographs, each as many as the validation photographs,
     against those (at `size_px`, as a model's images are scored): (mean, std over draws, set size)."""
-    features = {}
-    for split in ("train", "val"):
-        dataset = make_dataset(roots, size_px, AugmentConfig(enabled=False), split=split)
-        features[split] = inception_features(to_uint8(torch.stack([dataset[i]["image"] for i in range(len(dataset))])))
+    features = {split: inception_features(photographs(roots, split, size_px)[0]) for split in ("train", "val")}
     count, rng = len(features["val"]), np.random.default_rng(seed)
     if len(features["train"]) < count:
         raise SystemExit(f"--real_floor: {len(features['train'])} training photographs, fewer than the {count} "
@@ -124,6 +121,15 @@ def real_floor(roots: list[str], size_px: int, draws: int, seed: int) -> tuple[f
     values = [kid(features["train"][rng.choice(len(features["train"]), count, replace=False)], features["val"]).mean
               for _ in range(draws)]
     return float(np.mean(values)), float(np.std(values)), count
+
+
+def photographs(roots: list[str], split: str, size_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A split's uint8 photographs (B, S, S, 3), bool annotations and FOVs (B, S, S) at `size_px`, unaugmented."""
+    dataset = make_dataset(roots, size_px, AugmentConfig(enabled=False), split=split)
+    items = [dataset[i] for i in range(len(dataset))]
+    return (to_uint8(torch.stack([item["image"] for item in items])),
+            np.stack([item["mask"][0].numpy() > 0 for item in items]),
+            np.stack([item["fov"][0].numpy() > 0.5 for item in items]))
 
 
 def style_for(pipe: FundusPipeline, root: str) -> str:

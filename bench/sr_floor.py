@@ -18,23 +18,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from retree_core.data import AugmentConfig, make_dataset  # noqa: E402
-from retree_core.images import to_uint8  # noqa: E402
 from retree_core.realism import grain, inception_features, kid  # noqa: E402
 from retree_core.superres import choose_sr, upscale  # noqa: E402
 
-
-def photographs(root: str, split: str, size_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A split's uint8 photographs (B, S, S, 3), bool annotations and FOVs (B, S, S) at `size_px`."""
-    dataset = make_dataset([root], size_px, AugmentConfig(enabled=False), split=split)
-    items = [dataset[i] for i in range(len(dataset))]
-    return (to_uint8(torch.stack([item["image"] for item in items])),
-            np.stack([item["mask"][0].numpy() > 0 for item in items]),
-            np.stack([item["fov"][0].numpy() > 0.5 for item in items]))
+from model_card import photographs  # noqa: E402  (bench/, this script's folder)
 
 
 def main() -> None:
@@ -51,8 +41,8 @@ def main() -> None:
     print("| data | photographs | KID against the training photographs | grain |")
     print("|---|---|---|---|")
     for root in args.data_root:
-        reference = inception_features(photographs(root, "train", size)[0])
-        images, masks, fovs = photographs(root, "val", size)
+        reference = inception_features(photographs([root], "train", size)[0])
+        images, masks, fovs = photographs([root], "val", size)
         small = np.stack([cv2.resize(image, (args.size_px,) * 2, interpolation=cv2.INTER_AREA) for image in images])
         rows = {f"validation, {size} px": images,
                 "bicubic": np.stack([cv2.resize(s, (size, size), interpolation=cv2.INTER_CUBIC) for s in small])}

@@ -27,13 +27,13 @@ def test_ssim_and_psnr():
     assert float(ssim(a, a)) == pytest.approx(1.0, abs=1e-5)
     noisy = (a + 0.3 * torch.randn(a.shape, generator=rng)).clamp(-1, 1)
     assert float(ssim(a, noisy)) < float(ssim(a, (a + 0.05 * torch.randn(a.shape, generator=rng)).clamp(-1, 1))) < 1
-    x = np.zeros((4, 4, 3), np.uint8)
-    y = x.copy()
     smooth = F.avg_pool2d(a, 5, stride=1, padding=2)  # a photograph-like image and a near copy: the
     near = smooth + 0.01 * torch.randn(smooth.shape, generator=rng)  # variances bf16 would round away
     with torch.autocast("cpu", dtype=torch.bfloat16):  # as training runs the loss under --precision bf16
         under_autocast = float(ssim(smooth, near))
     assert under_autocast == pytest.approx(float(ssim(smooth, near)), abs=1e-6)
+    x = np.zeros((4, 4, 3), np.uint8)
+    y = x.copy()
     y[0, 0, 0] = 255  # MSE = 255^2 / 48
     assert psnr(x, y) == pytest.approx(10 * np.log10(48), abs=1e-9)
     assert psnr(x, x) == float("inf")
@@ -102,10 +102,9 @@ def test_the_critic_sees_a_grain_of_a_grey_level():
         objective._pair = (textured, smooth, mask)  # (real, super-resolved, mask), as generator_loss leaves it
         losses.append(objective.discriminator_step())
     assert np.mean(losses[-10:]) < 0.3 < np.mean(losses[:3])
-    earlier = objective.state_dict()  # a checkpoint of the earlier critic (image and mask in: 4 channels)
-    earlier["disc"] = {**earlier["disc"], "net.0.weight": torch.zeros(32, 4, 4, 4)}
     before = {k: v.clone() for k, v in objective.disc.state_dict().items()}
-    earlier["disc"] = {k: v + 1 for k, v in earlier["disc"].items()}
+    earlier = objective.state_dict()  # a checkpoint of the earlier critic (image and mask in: 4 channels)
+    earlier["disc"] = {**{k: v + 1 for k, v in earlier["disc"].items()}, "net.0.weight": torch.zeros(32, 4, 4, 4)}
     objective.load_state_dict(earlier)  # resumes with a new critic instead of failing or mixing the two
     assert all(torch.equal(v, before[k]) for k, v in objective.disc.state_dict().items())
 
