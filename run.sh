@@ -58,7 +58,7 @@ case "${1:-}" in
   sample_spade) sample spade ;;
   all) train concat; train spade; sample concat; sample spade ;;
   release) mkdir -p runs; release ;;
-  gpu)  # one lent accelerator: continue vessel, concat and spade from the shipped files, export and measure
+  gpu)  # one lent accelerator: continue sr, concat and spade from the shipped files, export and measure
     python bench/gpu_session.py "${data_args[@]}" --out "${OUT:-outputs/gpu_session}" --minutes "${MINUTES:-2.5}" \
       --batch_size "${BATCH_GPU:-64}" --device "${DEVICE_GPU:-cuda}" ${COMPILE:+--compile} ;;
   *) echo "usage: ./run.sh train_vessel|train_concat|train_spade|train_all|train_segment|train_sr|train_treesr|sample_concat|sample_spade|all|release|gpu" >&2; exit 2 ;;

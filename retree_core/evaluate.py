@@ -317,7 +317,7 @@ def evaluate_sr(name_or_path: str, data_roots: Sequence[str | Path], split: str 
     size_px, scale = model.net_cfg.image_size, model.net_cfg.sr_scale
     dataset = make_dataset(data_roots, size_px, AugmentConfig(enabled=False), split=split)
     settings = {"sr": name_or_path, "source": model.source, "scale": scale, "image_size_px": size_px,
-                "split": split, "data_roots": [str(r) for r in data_roots]}
+                "split": split, "data_roots": [str(r) for r in data_roots or []]}
     report = Report("sr", f"super-resolution x{scale} to {size_px} px vs bicubic, {split} split:", settings,
                     ["name", "psnr_sr", "psnr_bicubic", "ssim_sr", "ssim_bicubic"])
     pictures = []
