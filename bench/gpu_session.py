@@ -12,7 +12,8 @@ size, as shipped. OUT then holds at most 8 files (so three models): MODE.safeten
 (fp16, at most 13 MB each) and figures.md, the card's figures for them (sr: PSNR and SSIM against bicubic on
 the validation split; fundus models: mask fidelity, KID and grain on the validation split, super-resolved by
 this session's sr when it trained one; vessel: the share of trees the plausibility filter keeps and the
-median largest connected piece). Training checkpoints stay beside it in OUT_runs (not brought back). The tiny preset runs it on a CPU in seconds (tests/test_gpu_session.py).
+median largest connected piece). Training checkpoints stay beside it in OUT_runs (not brought back). The
+tiny preset runs it on a CPU in seconds (tests/test_gpu_session.py).
 """
 from __future__ import annotations
 
