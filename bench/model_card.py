@@ -12,7 +12,8 @@ Writes a grid (rows: validation masks; columns: mask, one generated image per mo
         [--segmenter classical|segment] [--sr none|auto] [--no_aperture] [--by_style] [--repeats N] [--match_styles]
         [--real_floor DRAWS]
 
-A setting is sampler:steps[:guidance] (guidance 1, plain conditional, when left out). --by_style scores
+A setting is sampler:steps[:guidance] (guidance 1, plain conditional, when left out; "recommended": the
+model's scale for each style, as the app and `generate` use it). --by_style scores
 each data root on its own, in the model's style of that name (its folder name) where the model has one,
 else "any"; --repeats N generates every validation mask with N seeds (seed, seed + 1000, ...) and gives
 the mean over them, KID with its spread across the repeats. --real_floor D adds, for scale, a row per data
@@ -33,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from retree_core.config import SampleConfig  # noqa: E402
 from retree_core.data import AugmentConfig, make_dataset  # noqa: E402
-from retree_core.evaluate import GenerationOptions, evaluate_generator, load_segmenter  # noqa: E402
+from retree_core.evaluate import GenerationOptions, evaluate_generator, load_segmenter, scales  # noqa: E402
 from retree_core.images import grid, save_png, to_uint8  # noqa: E402
 from retree_core.pipeline import FundusPipeline  # noqa: E402
 from retree_core.realism import inception_features, kid  # noqa: E402
@@ -79,11 +80,12 @@ def main() -> None:
             [(args.data_root, "any")]
         for setting in args.settings:
             sampler, steps, guidance = (setting.split(":") + ["1"])[:3]
+            scale = None if guidance == "recommended" else float(guidance)
             for roots, style in groups:
                 tic = time.perf_counter()
                 reports = []
                 for repeat in range(args.repeats):
-                    options = GenerationOptions(SampleConfig(sampler, int(steps), float(guidance),
+                    options = GenerationOptions(SampleConfig(sampler, int(steps), scale,
                                                              args.seed + 1000 * repeat, style),
                                                 match_styles=args.match_styles)
                     reports.append(evaluate_generator(pipe, roots, segmenter, "val", options))
@@ -98,7 +100,8 @@ def main() -> None:
                 spread = (f"{np.std([k['mean'] for k in kids]):.4f} over {len(kids)} repeats" if len(kids) > 1
                           else f"{kids[0]['std']:.4f}")
                 shown = "matched" if args.match_styles and pipe.model.net_cfg.styles else style
-                print(f"| {model} | {data} ({shown}) | {sampler} | {steps} | {float(guidance):g} | {fid:.3f} | {real:.3f} "
+                used = scales({row["style"]: row["guidance"] for row in report.rows})
+                print(f"| {model} | {data} ({shown}) | {sampler} | {steps} | {used} | {fid:.3f} | {real:.3f} "
                       f"| {np.mean([k['mean'] for k in kids]):.4f} ± {spread} ({kids[0]['num_generated']} vs "
                       f"{kids[0]['num_real']}) | {grain:.2f} / {real_grain:.2f} | {seconds:.0f} |", flush=True)
             if setting == args.settings[0]:

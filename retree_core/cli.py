@@ -41,6 +41,14 @@ def number_in(low: float, high: float, low_open: bool = False):
 positive_int = whole_in(1)
 
 
+def style_scale(text: str) -> tuple[str, float]:
+    """An argparse type: STYLE=SCALE, a dataset style and its guidance scale."""
+    style, sep, value = text.partition("=")
+    if not sep or not style:
+        raise argparse.ArgumentTypeError(f"expected STYLE=SCALE (e.g. CHASE_DB1=1), got {text!r}")
+    return style, number_in(0, MAX_GUIDANCE)(value)
+
+
 def device_name(text: str) -> str:
     """An argparse type: cpu, cuda or cuda:N, checked against this machine."""
     import torch
@@ -143,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--steps", type=positive_int, default=s.steps)
     g.add_argument("--seed", type=SEED, default=s.seed)
     g.add_argument("--guidance", type=float, default=None,
-                   help="classifier-free guidance scale (default: the model's recommended one, else 1)")
+                   help="classifier-free guidance scale (default: the model's recommended one for the style, else 1)")
     g.add_argument("--style", default=s.style, help=STYLE_HELP)
     g.add_argument("--sr", default="auto", metavar="auto|none|NAME|PATH",
                    help="super-resolve the results with this model, conditioned on the full-size mask "
@@ -162,14 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="convert a training checkpoint to weights/NAME.safetensors + .json, or a "
                                       "diffusion model to ONNX")
-    e.add_argument("--checkpoint", required=True, help="a training checkpoint (.ckpt); with --format onnx also "
-                   "a model name or .safetensors file")
+    e.add_argument("--checkpoint", required=True, help="a training checkpoint (.ckpt), or a .safetensors file "
+                   "to write anew with other recommended scales; with --format onnx also a model name")
     e.add_argument("--out", required=True, help="output path without suffix, e.g. weights/concat")
     e.add_argument("--format", choices=("safetensors", "onnx"), default="safetensors",
                    help="onnx: the noise prediction eps(x_t, t, mask) with its schedule as metadata (needs onnx)")
     e.add_argument("--fp32", action="store_true", help="keep float32 (default: float16)")
     e.add_argument("--guidance", type=number_in(0, MAX_GUIDANCE), default=None,
                    help="guidance scale to recommend with the model (generate and the app start from it)")
+    e.add_argument("--style_guidance", nargs="+", type=style_scale, default=None, metavar="STYLE=SCALE",
+                   help="a scale to recommend for a dataset style instead of --guidance's (e.g. CHASE_DB1=1)")
 
     v = sub.add_parser("evaluate", help="vessel metrics of a segmenter, or mask fidelity and KID of a generator")
     v.add_argument("--data_root", nargs="+", required=True, help="dataset folder(s)")
@@ -186,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--steps", type=positive_int, default=s.steps)
     v.add_argument("--seed", type=SEED, default=s.seed, help="image i uses seed + i")
     v.add_argument("--guidance", type=float, default=s.guidance,
-                   help="classifier-free guidance scale (default: the model's recommended one, else 1)")
+                   help="classifier-free guidance scale (default: the model's recommended one for the style, else 1)")
     v.add_argument("--style", default=s.style, help=STYLE_HELP + "; match: each validation image in its own "
                    "dataset's style (its root's folder name) where the model has it")
     v.add_argument("--batch_size", type=positive_int, default=4)
@@ -306,13 +316,14 @@ def run_export(args: argparse.Namespace) -> None:
     if args.format == "onnx":
         from .onnx_export import export_onnx
 
-        if args.fp32 or args.guidance is not None:
-            raise ConfigError("--fp32 and --guidance are for safetensors files; an ONNX graph is float32 and "
-                              "carries the model's own guidance")
+        if args.fp32 or args.guidance is not None or args.style_guidance:
+            raise ConfigError("--fp32, --guidance and --style_guidance are for safetensors files; an ONNX graph is "
+                              "float32 and carries the model's own guidance")
         print(f"wrote {export_onnx(load_model(args.checkpoint), args.out)}")
         return
 
-    out = export_run(args.checkpoint, args.out, fp16=not args.fp32, guidance=args.guidance)
+    out = export_run(args.checkpoint, args.out, fp16=not args.fp32, guidance=args.guidance,
+                     style_guidance=dict(args.style_guidance or ()))
     segment = (read_model_info(out) or {}).get("segment")
     if segment:
         print(f"segmenter threshold {segment['threshold']:.2f} (best F1 on the run's training images)")

@@ -198,6 +198,12 @@ class GenerationOptions:
     match_styles: bool = False  # each image in its own dataset's style where the model has it (else sample.style)
 
 
+def scales(guidance: dict[str, float]) -> str:
+    """Guidance scales per style as text: one number when they agree."""
+    values = set(guidance.values())
+    return f"{values.pop():g}" if len(values) == 1 else ", ".join(f"{g:g} ({s})" for s, g in sorted(guidance.items()))
+
+
 def mask_fidelity(segmenter: Segmenter, image_rgb: np.ndarray, mask: np.ndarray, fov: np.ndarray) -> float:
     """Dice inside `fov` between `mask` and the vessels `segmenter` finds in `image_rgb`.
 
@@ -240,6 +246,7 @@ def evaluate_generator(pipe: FundusPipeline, data_roots: Sequence[str | Path], s
 
     styles = [style_of(n) if options.match_styles and style_of(n) in pipe.styles else sample.style
               for n in dataset.names]
+    guidance = {style: pipe.options(replace(options.sample, style=style)).guidance for style in set(styles)}
     generated = []
     with progress_bar(planned, "generating", progress) as bar:
         for start in range(0, planned, options.batch_size):
@@ -249,7 +256,7 @@ def evaluate_generator(pipe: FundusPipeline, data_roots: Sequence[str | Path], s
             for style, run in groupby(range(start, stop), key=styles.__getitem__):  # a call per style in the batch
                 run = list(run)
                 generated.append(pipe(masks[run[0]:run[-1] + 1], replace(sample, seed=sample.seed + run[0],
-                                                                         style=style))[0])
+                                                                         style=style, guidance=guidance[style]))[0])
             bar.update(stop - start)
     if not generated:
         raise ValueError("the evaluation was stopped before its first image")
@@ -262,14 +269,15 @@ def evaluate_generator(pipe: FundusPipeline, data_roots: Sequence[str | Path], s
                 **{k: v for k, v in asdict(options).items() if k != "sample"}}
     scaled = f" super-resolved to {out_px} px" if pipe.sr else ""
     title = (f"{Path(model.source).stem} ({model.net_cfg.role}, {pipe.size_px} px{scaled}, {sample.sampler} "
-             f"{sample.steps} steps, guidance {sample.guidance:g}): mask fidelity = Dice in the FOV by "
+             f"{sample.steps} steps, guidance {scales(guidance)}): mask fidelity = Dice in the FOV by "
              f"{segmenter.name}, {split} split:")
     # real_image_dice: the same score on the real photograph, the ceiling the segmenter allows at this size;
     # grain / real_grain: pixel-scale noise (realism.grain) of the generated and the real image
     report = Report("generator", title, settings,
-                    ["name", "seed", "style", "fidelity_dice", "real_image_dice", "grain", "real_grain"])
+                    ["name", "seed", "style", "guidance", "fidelity_dice", "real_image_dice", "grain", "real_grain"])
     for i in range(count):
         report.rows.append({"name": dataset.names[i], "seed": sample.seed + i, "style": styles[i],
+                            "guidance": guidance[styles[i]],
                             "fidelity_dice": mask_fidelity(segmenter, generated[i], masks[i], fovs[i]),
                             "real_image_dice": mask_fidelity(segmenter, real[i], masks[i], fovs[i]),
                             "grain": grain(generated[i], fovs[i]), "real_grain": grain(real[i], fovs[i])})
@@ -340,4 +348,4 @@ def evaluate_sr(name_or_path: str, data_roots: Sequence[str | Path], split: str 
 
 
 __all__ = ["ClassicalSegmenter", "GenerationOptions", "Report", "SEGMENTERS", "Segmenter", "evaluate_sr",
-           "evaluate_generator", "evaluate_segmenter", "load_segmenter", "mask_fidelity", "resize_map"]
+           "evaluate_generator", "evaluate_segmenter", "load_segmenter", "mask_fidelity", "resize_map", "scales"]

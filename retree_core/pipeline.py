@@ -258,9 +258,10 @@ class FundusPipeline:
         return self.sr.net_cfg.image_size if self.sr is not None else self.size_px
 
     def options(self, options: SampleConfig | None = None) -> SampleConfig:
-        """The options this pipeline samples with: guidance None becomes the model's recommended scale; the
-        style must be one of the model's."""
-        options = (options or SampleConfig()).for_model(self.model.diffusion_cfg.timesteps, self.model.guidance)
+        """The options this pipeline samples with: guidance None becomes the model's recommended scale for
+        the style; the style must be one of the model's."""
+        options = options or SampleConfig()
+        options = options.for_model(self.model.diffusion_cfg.timesteps, self.model.guidance_for(options.style))
         self.model.net_cfg.style_index(options.style)
         return options
 

@@ -104,11 +104,15 @@ def run_threshold(checkpoint) -> float:
     return choose_threshold(load_model(checkpoint, role="segment"), roots)
 
 
-def export_run(checkpoint, out_path, fp16: bool = True, guidance: float | None = None) -> Path:
+def export_run(checkpoint, out_path, fp16: bool = True, guidance: float | None = None,
+               style_guidance: dict[str, float] | None = None) -> Path:
     """A training run's weights file (`export` and the app's finished runs): a segmenter with its threshold
-    (`run_threshold`), a fundus model with the guidance scale to recommend, if given."""
-    extra = {} if guidance is None else {"sample": {"guidance": guidance}}
-    if load_checkpoint(checkpoint)["config"]["train"]["mode"] == "segment":
+    (`run_threshold`), a fundus model with the guidance scales to recommend (in general, per style), where
+    given. A weights file as `checkpoint` is written anew with the scales given (the others kept)."""
+    sample = {**({} if guidance is None else {"guidance": guidance}),
+              **({"guidance_by_style": style_guidance} if style_guidance else {})}
+    extra = {"sample": sample} if sample else {}
+    if Path(checkpoint).suffix != ".safetensors" and load_checkpoint(checkpoint)["config"]["train"]["mode"] == "segment":
         extra["segment"] = {"threshold": run_threshold(checkpoint)}
     return export_weights(checkpoint, out_path, fp16=fp16, extra_meta=extra)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -37,15 +37,33 @@ class LoadedModel:
     trained_steps: int = 0  # optimiser steps behind the weights, over all runs that led to them
     precision: str = "fp32"  # what sampling runs the network in: fp32 or bf16 (autocast), see precision.py
     tree_sr: LoadedModel | None = None  # vessel models: the treesr model that enlarges their trees (tree_sr.py)
+    style_guidance: dict[str, float] = field(default_factory=dict)  # styles recommended another scale (style_guidance)
+
+    def guidance_for(self, style: str) -> float:
+        """The scale recommended for `style`: the style's own where the file names one, else `guidance`."""
+        return self.style_guidance.get(style, self.guidance)
+
+
+def _scale(value, where: str, origin: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_GUIDANCE:
+        raise CheckpointError(f"{origin}: config is invalid ({where} {value!r}, expected 0 to {MAX_GUIDANCE:g})")
+    return float(value)
 
 
 def recommended_guidance(meta: dict, origin: str) -> float:
     """The guidance scale stored with a model (meta["sample"]["guidance"]), the default when there is none."""
-    value = (meta.get("sample") or {}).get("guidance", DEFAULT_GUIDANCE)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_GUIDANCE:
-        raise CheckpointError(f"{origin}: config is invalid (sample.guidance {value!r}, expected 0 to "
-                              f"{MAX_GUIDANCE:g})")
-    return float(value)
+    return _scale((meta.get("sample") or {}).get("guidance", DEFAULT_GUIDANCE), "sample.guidance", origin)
+
+
+def style_guidance(meta: dict, origin: str) -> dict[str, float]:
+    """The scales a model recommends for some of its dataset styles instead of its general one
+    (meta["sample"]["guidance_by_style"], written by `export --style_guidance`), checked."""
+    table = (meta.get("sample") or {}).get("guidance_by_style") or {}
+    styles = (meta.get("net") or {}).get("styles") or []
+    if not isinstance(table, dict) or any(style not in styles for style in table):
+        raise CheckpointError(f"{origin}: config is invalid (sample.guidance_by_style {table!r}, expected scales "
+                              f"for the model's styles: {', '.join(styles) or 'none'})")
+    return {style: _scale(value, f"sample.guidance_by_style.{style}", origin) for style, value in table.items()}
 
 
 def _configs(meta: dict, origin: str, max_image_px: int = MAX_IMAGE_PX) -> tuple[NetConfig, DiffusionConfig]:
@@ -137,17 +155,32 @@ def trained_steps(state: dict) -> int:
     return int(state["step"]) + int(state.get("init_steps", 0))
 
 
+def _source(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The weights and config to export: a training checkpoint's EMA weights, or a weights file's own."""
+    if Path(path).suffix == ".safetensors":
+        meta = read_model_info(path, strict=True)
+        with safe_open(path, framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, meta
+    state = load_checkpoint(path)
+    return state["ema"], {"net": state["config"]["net"], "diffusion": state["config"]["diffusion"],
+                          "trained_steps": trained_steps(state)}
+
+
 def export_weights(checkpoint: str | Path, out_path: str | Path, fp16: bool = True,
                    extra_meta: dict | None = None) -> Path:
-    """Convert a training checkpoint's EMA weights to `<out>.safetensors` + `<out>.json`; `extra_meta`
-    joins the stored config (e.g. a segmenter's threshold)."""
-    state = load_checkpoint(checkpoint)
+    """Convert a training checkpoint's EMA weights to `<out>.safetensors` + `<out>.json`, or write a weights
+    file anew; `extra_meta` joins the stored config (e.g. a segmenter's threshold; its "sample" entries,
+    the recommended scales, replace only the ones it names)."""
+    weights, meta = _source(checkpoint)
+    extra = dict(extra_meta or {})
+    sample = {**(meta.get("sample") or {}), **extra.pop("sample", {})}
+    meta = {**meta, **extra, **({"sample": sample} if sample else {})}
     out = Path(out_path).with_suffix("")
-    meta = {"net": state["config"]["net"], "diffusion": state["config"]["diffusion"],
-            "trained_steps": trained_steps(state), **(extra_meta or {})}
     _configs(meta, str(checkpoint))  # validate before writing anything
+    recommended_guidance(meta, str(checkpoint))
+    style_guidance(meta, str(checkpoint))
     dtype = torch.float16 if fp16 else torch.float32
-    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in state["ema"].items()}
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in weights.items()}
     atomic_write(out.with_suffix(".safetensors"),
                  lambda tmp: save_file(tensors, tmp, metadata={"retree": json.dumps(meta)}))
     atomic_write(out.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
@@ -192,10 +225,11 @@ def load_model(name_or_path: str | Path, role: str | None = None, device: str | 
         net_cfg, diff_cfg = _configs(meta, origin, max_image_px)
     if role is not None and net_cfg.role != role:
         raise CheckpointError(f"{origin}: this is a {net_cfg.role!r} model, but a {role!r} model is needed")
-    guidance = recommended_guidance(meta, origin)
+    guidance, by_style = recommended_guidance(meta, origin), style_guidance(meta, origin)
     net = _build(net_cfg, diff_cfg, state, origin).to(device)
     steps = meta.get("trained_steps", 0)
-    return LoadedModel(net, net_cfg, diff_cfg, origin, guidance, steps if isinstance(steps, int) else 0, run_in)
+    return LoadedModel(net, net_cfg, diff_cfg, origin, guidance, steps if isinstance(steps, int) else 0, run_in,
+                       style_guidance=by_style)
 
 
 def weights_size_mb(directory: Path = WEIGHTS_DIR) -> float:
@@ -203,4 +237,4 @@ def weights_size_mb(directory: Path = WEIGHTS_DIR) -> float:
 
 
 __all__ = ["LoadedModel", "export_weights", "load_model", "read_model_info", "recommended_guidance", "resolve",
-           "weights_size_mb", "WEIGHTS_DIR"]
+           "style_guidance", "weights_size_mb", "WEIGHTS_DIR"]

@@ -9,13 +9,13 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from retree_core.checkpoint import CheckpointError
 from retree_core.config import MAX_IMAGE_PX
 from retree_core.superres import fits
-from retree_core.weights import LoadedModel, load_model, read_model_info, recommended_guidance
+from retree_core.weights import LoadedModel, load_model, read_model_info, recommended_guidance, style_guidance
 
 RUN_MODEL_NAME = "model.safetensors"  # a run's exported weights, next to its last.ckpt
 RUN_INFO_NAME = "run.json"  # a run's settings and owner, written by jobs.TrainingJobs
@@ -33,6 +33,11 @@ class ModelEntry:
     kind: str  # shipped | run
     guidance: float  # recommended guidance scale (weights.recommended_guidance)
     styles: tuple[str, ...] = ()  # dataset styles it was trained with (NetConfig.styles)
+    style_guidance: dict[str, float] = field(default_factory=dict)  # styles recommended another scale
+
+    def guidance_for(self, style: str) -> float:
+        """The scale recommended for `style` (LoadedModel.guidance_for, read from the file's config only)."""
+        return self.style_guidance.get(style, self.guidance)
 
 
 def _entry(path: Path, kind: str, label: str) -> ModelEntry | None:
@@ -40,7 +45,8 @@ def _entry(path: Path, kind: str, label: str) -> ModelEntry | None:
     try:
         net = info["net"]
         return ModelEntry(label, path, net["role"], int(net["image_size"]), info.get("trained_steps"), kind,
-                          recommended_guidance(info, str(path)), tuple(map(str, net.get("styles") or ())))
+                          recommended_guidance(info, str(path)), tuple(map(str, net.get("styles") or ())),
+                          style_guidance(info, str(path)))
     except (TypeError, KeyError, ValueError):
         return None
 

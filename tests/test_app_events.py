@@ -570,7 +570,7 @@ def test_choosing_a_model_sets_its_recommended_guidance(tmp_path, tiny_checkpoin
 
     export_weights(tiny_checkpoint, tmp_path / "w" / "concat", extra_meta={"sample": {"guidance": 3.0}})
     h = ui.Handlers(Studio(settings(tmp_path, tmp_path / "w")))
-    assert h.model_guidance("concat", "concat", REQUEST) == 3.0
+    assert h.model_guidance("concat", "concat", request=REQUEST) == 3.0
 
 
 @pytest.fixture(scope="module")

@@ -118,7 +118,7 @@ def test_evaluate_generator_writes_fidelity_kid_and_grid(seed_dataset, tiny_weig
     assert code == 0
     assert "KID" in printed and "FID not reported" in printed
     rows = read_csv(out / "metrics.csv")
-    assert list(rows[0]) == ["name", "seed", "style", "fidelity_dice", "real_image_dice", "grain", "real_grain"]
+    assert list(rows[0]) == ["name", "seed", "style", "guidance", "fidelity_dice", "real_image_dice", "grain", "real_grain"]
     assert [(r["name"], r["seed"]) for r in rows] == [("synthetic/0", "5"), ("synthetic/1", "6")]
     assert all(0.0 <= float(r[key]) <= 1.0 for r in rows for key in ("fidelity_dice", "real_image_dice"))
     assert all(float(r["grain"]) > 0 and float(r["real_grain"]) > 0 for r in rows)

@@ -261,3 +261,55 @@ def test_style_vectors_learn_at_a_higher_rate_and_other_runs_keep_one_group():
     groups = param_groups(styled, 1e-3)
     assert len(groups) == 2 and groups[1]["params"] == [styled.style_emb.weight]
     assert groups[1]["lr"] == pytest.approx(1e-3 * STYLE_LR_SCALE) and "lr" not in groups[0]
+
+
+def test_a_style_can_recommend_its_own_guidance(style_run, tmp_path, capsys):
+    """`export --style_guidance STYLE=SCALE` (also on a weights file); generation, evaluation and the app use
+    the style's scale when none is given."""
+    from types import SimpleNamespace
+
+    from retree_core.evaluate import GenerationOptions, evaluate_generator, load_segmenter
+    from retree_studio import ui
+    from retree_studio.services import Studio
+    from retree_studio.settings import StudioSettings
+
+    weights, roots = style_run
+    out = tmp_path / "w" / "concat"
+    assert main(["export", "--checkpoint", str(weights), "--out", str(out), "--guidance", "3",
+                 "--style_guidance", "reddish=1.5"]) == 0
+    model = load_model(out.with_suffix(".safetensors"))
+    assert (model.guidance_for("reddish"), model.guidance_for("bluish"), model.guidance_for("any")) == (1.5, 3.0, 3.0)
+    source = load_model(weights).net.state_dict()
+    assert all(torch.equal(v, source[k]) for k, v in model.net.state_dict().items())  # the same weights
+    assert main(["export", "--checkpoint", str(out.with_suffix(".safetensors")), "--out", str(out),
+                 "--guidance", "2.5"]) == 0  # written anew: the style's scale is kept
+    model = load_model(out.with_suffix(".safetensors"))
+    assert (model.guidance_for("reddish"), model.guidance_for("bluish")) == (1.5, 2.5)
+
+    pipe = FundusPipeline(model, aperture=False)
+    assert pipe.options(SampleConfig(style="reddish")).guidance == 1.5
+    assert pipe.options(SampleConfig(style="reddish", guidance=2.0)).guidance == 2.0
+    tree = np.zeros((16, 16), bool)
+    tree[7:9, :] = True
+    image = lambda **kw: pipe(tree, SampleConfig(steps=4, style="reddish", **kw))[0]  # noqa: E731
+    assert np.array_equal(image(), image(guidance=1.5)) and not np.array_equal(image(), image(guidance=2.5))
+    report = evaluate_generator(pipe, roots, load_segmenter("classical"), "all",
+                                GenerationOptions(SampleConfig(steps=4), match_styles=True, require_kid=False))
+    assert {(r["style"], r["guidance"]) for r in report.rows} == {("bluish", 2.5), ("reddish", 1.5)}
+    assert "guidance 2.5 (bluish), 1.5 (reddish)" in report.title
+
+    h = ui.Handlers(Studio(StudioSettings(weights_dir=out.parent, runs_dir=tmp_path / "runs",
+                                          work_dir=tmp_path / "work", warm_up=False)))
+    request = SimpleNamespace(session_hash="s")
+    assert h.model_guidance("concat", "concat", "reddish", request=request) == 1.5
+    assert h.model_guidance("concat", "concat", "any", request=request) == 2.5
+    from retree_studio.ui.about import models_text
+
+    assert "recommended guidance (2.5, 1.5 in the reddish style)" in models_text(h.studio.catalog)
+
+    assert main(["export", "--checkpoint", str(weights), "--out", str(tmp_path / "bad"),
+                 "--style_guidance", "DRIVE=1"]) == 1
+    assert "guidance_by_style" in capsys.readouterr().err and not list(tmp_path.glob("bad*"))
+    with pytest.raises(SystemExit):
+        main(["export", "--checkpoint", str(weights), "--out", str(tmp_path / "bad"), "--style_guidance", "reddish"])
+    assert "expected STYLE=SCALE" in capsys.readouterr().err

@@ -60,7 +60,9 @@ def models_text(catalog: ModelCatalog) -> str:
     if fundus:
         steps = " and ".join(f"{e.trained_steps:,}" for e in fundus if e.trained_steps is not None)
         sizes = sorted({e.image_size for e in fundus})
-        guidance = " and ".join(f"{e.guidance:g}" for e in fundus)
+        guidance = " and ".join(f"{e.guidance:g}" + "".join(f", {g:g} in the {style} style"
+                                                            for style, g in sorted(e.style_guidance.items()))
+                                for e in fundus)
         lines.append(f"The shipped {' and '.join(e.role for e in fundus)} models are early "
                      f"{'/'.join(map(str, sizes))} px checkpoints trained on a CPU ({steps} steps): they draw the "
                      "colour, the field of view, a bright disc where the vessels converge and, with their "

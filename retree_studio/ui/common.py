@@ -176,10 +176,12 @@ class HandlersBase:
         entry = self.studio.catalog.find(label, role, session_of(request), self.settings.hosted) if label else None
         return self._model_note(entry) if entry else f"**{no_model_message(role)}.**"
 
-    def model_guidance(self, role: str, label: str | None, request: gr.Request | None = None):
-        """The guidance scale the selected model recommends (its model card's), set when it is chosen."""
+    def model_guidance(self, role: str, label: str | None, style: str | None = STYLE_ANY,
+                       request: gr.Request | None = None):
+        """The guidance scale the selected model recommends for the style (its model card's), set when either
+        is chosen."""
         entry = self.studio.catalog.find(label, role, session_of(request), self.settings.hosted) if label else None
-        return entry.guidance if entry else gr.skip()
+        return entry.guidance_for(style or STYLE_ANY) if entry else gr.skip()
 
     def model_styles(self, role: str, label: str | None, current: str | None = STYLE_ANY,
                      request: gr.Request | None = None):

@@ -266,7 +266,7 @@ def generate_tab(h: GenerateHandlers, s: StudioSettings) -> dict:
                 recommended = getattr(h.studio.catalog.default("concat"), "guidance", DEFAULT_GUIDANCE)
                 guidance = gr.Slider(0, 10, recommended, step=0.25, label="Guidance", elem_id="rt-guidance",
                                      info="1 = plain conditional model; >1 follows the mask more strongly "
-                                          "(set to the model's recommended scale when you choose it)")
+                                          "(set to the model's recommended scale when you choose it or a style)")
             with gr.Row(equal_height=False):
                 seed = gr.Number(d.seed, precision=0, label="Seed", minimum=0, scale=3, elem_id="rt-seed")
                 seed_dice = gr.Button("Random seed", scale=1, elem_id="rt-seed-random")
@@ -313,8 +313,9 @@ def generate_tab(h: GenerateHandlers, s: StudioSettings) -> dict:
     for trigger in (mode.change, refresh.click):
         trigger(h.model_choices, [mode, model], [model, model_note], **quiet)
     model.change(h.model_note, [mode, model, custom], model_note, **quiet).then(**show)
-    model.change(h.model_guidance, [mode, model], guidance, **quiet)
     model.change(h.model_styles, [mode, model, style], style, **quiet)
+    for trigger in (model.change, style.change):
+        trigger(h.model_guidance, [mode, model, style], guidance, **quiet)
     custom.change(h.model_note, [mode, model, custom], model_note, **quiet)
     run.click(h.run, [*mask_in, mode, model, custom, sampler, steps, guidance, seed, super_res, aperture, style],
               [x_t, x0, counter, result, overlay, fidelity, png_dl, pair_dl], show_progress="hidden",
