@@ -265,6 +265,9 @@ class TrainConfig:
                                                 "generator's grain (conditioning augmentation); default: "
                                                 + ", ".join(f"{v:g} for {k}" for k, v in SR_INPUT_NOISE.items()),
                                           low=0, high=1)
+    sr_mask_distractors: float = option(0.0, "sr: share of items whose mask also holds another item's vessels, "
+                                             "which the photograph does not show, so the model draws a vessel "
+                                             "as strongly as its input shows one", low=0, high=1)
     batch_size: int = option(4, "per process", low=1)
     grad_accum: int = option(1, low=1)
     epochs: int = option(500, low=1)
@@ -348,6 +351,8 @@ class TrainConfig:
         if self.style_condition and (self.mode not in ("concat", "spade") or self.synthetic_root):
             raise ConfigError("--style_condition is for --mode concat or spade trained on real data roots (each "
                              "root a style), without --synthetic_root")
+        if self.sr_mask_distractors and self.mode != "sr":
+            raise ConfigError("--sr_mask_distractors is for --mode sr")
         if self.soft_tree_px and self.mode not in ("vessel", "treesr"):
             raise ConfigError("--soft_tree_px is the vessel model's training target (and treesr's input); it is "
                               "for --mode vessel or treesr")

@@ -43,6 +43,20 @@ def noisy_input(lr: torch.Tensor, items: Sequence[tuple[int, int]], max_std: flo
     return torch.stack(noisy).clamp(-1, 1)
 
 
+def distracted_masks(masks: torch.Tensor, items: Sequence[tuple[int, int]], share: float) -> torch.Tensor:
+    """Masks in [-1, 1] where, for about `share` of the items (drawn from each item's seed), the next item's
+    mask mirrored joins the item's own: vessels its photograph does not show. Trained so, a super-resolution
+    model cannot take every mask vessel as certain and draws each as strongly as its input shows it (the
+    shipped one, trained on exact masks, makes vessels easier to find than photographs do: bench/sr_floor.py)."""
+    if share <= 0 or len(masks) < 2:
+        return masks
+    out = masks.clone()
+    for i, (_, seed) in enumerate(items):
+        if torch.rand(1, generator=torch.Generator().manual_seed(seed + 1)).item() < share:  # not the noise's draw
+            out[i] = torch.maximum(out[i], masks[(i + 1) % len(masks)].flip(-1))
+    return out
+
+
 def bicubic(lr: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Bicubic upsampling of images in [-1, 1] to `size` (H, W): the baseline and the network's base."""
     return F.interpolate(lr, size=tuple(size), mode="bicubic", align_corners=False).clamp(-1, 1)
@@ -203,10 +217,12 @@ class SRObjective:
     def generator_loss(self, net: nn.Module, batch: dict, device: torch.device,
                        items: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, dict]:
         """L1 + w_ssim (1 - SSIM) + w_adv BCE(D(sr), real) + w_perc L1 of segmenter features; and the parts.
-        `items`: the batch's (index, seed) pairs, which seed its input noise (`sr_input_noise`)."""
+        `items`: the batch's (index, seed) pairs, which seed its input noise (`sr_input_noise`) and mask
+        distractors (`sr_mask_distractors`; the critic sees the true mask)."""
         cfg = self.cfg
         hr, mask = batch["image"].to(device), batch["mask"].to(device)
-        sr = sr_forward(net, noisy_input(downsample(hr, self.scale), items, cfg.input_noise), mask)
+        sr = sr_forward(net, noisy_input(downsample(hr, self.scale), items, cfg.input_noise),
+                        distracted_masks(mask, items, cfg.sr_mask_distractors))
         parts = {"l1": F.l1_loss(sr, hr)}
         if cfg.ssim_weight > 0:
             parts["ssim"] = 1 - ssim(sr, hr)
@@ -251,5 +267,5 @@ class SRObjective:
         self.opt.load_state_dict(state["disc_optimizer"])
 
 
-__all__ = ["bicubic", "choose_sr", "fits", "PatchDiscriminator", "SRObjective", "SegmenterFeatures", "downsample", "noisy_input", "psnr", "sr_forward",
+__all__ = ["bicubic", "choose_sr", "distracted_masks", "fits", "PatchDiscriminator", "SRObjective", "SegmenterFeatures", "downsample", "noisy_input", "psnr", "sr_forward",
            "ssim", "upscale"]

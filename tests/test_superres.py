@@ -1,5 +1,6 @@
 """Mask-conditioned super-resolution: SSIM/PSNR, the network's shapes, its losses and critic in the shared
 training loop (with resume), evaluation against bicubic, and its use by generate and synthesis."""
+import dataclasses
 import json
 
 import numpy as np
@@ -12,8 +13,9 @@ from retree_core.cli import main
 from retree_core.config import TrainConfig, net_config
 from retree_core.evaluate import evaluate_sr
 from retree_core.nets import build_net
-from retree_core.superres import (SRObjective, choose_sr, fits, high_pass, noisy_input, psnr, sr_forward, ssim,
-                                  upscale)
+from retree_core.config import ConfigError
+from retree_core.superres import (SRObjective, choose_sr, distracted_masks, fits, high_pass, noisy_input, psnr,
+                                  sr_forward, ssim, upscale)
 from retree_core.train import train
 from retree_core.weights import LoadedModel, export_weights, load_model
 from test_evaluate import seed_dataset  # noqa: F401  (fixture: a two-image dataset in the seed layout)
@@ -119,6 +121,33 @@ def test_input_noise_is_per_item_reproducible_and_bounded():
     stds = a.flatten(1).std(dim=1)
     assert (stds > 0).all() and (stds < 0.25).all() and len(set(stds.tolist())) == 3  # a std per item
     assert not torch.equal(noisy_input(lr, [(0, 8), (1, 9), (2, 10)], 0.2), a)
+
+
+def test_mask_distractors_add_the_next_items_vessels_and_the_critic_sees_the_true_mask():
+    masks = -torch.ones(3, 1, 8, 8)
+    masks[0, :, 2], masks[1, :, :, 1], masks[2, :, 5] = 1, 1, 1  # a row, a column, a row
+    items = [(0, 10), (1, 11), (2, 12)]
+    assert distracted_masks(masks, items, 0.0) is masks
+    every = distracted_masks(masks, items, 1.0)
+    for i in range(3):
+        assert torch.equal(every[i], torch.maximum(masks[i], masks[(i + 1) % 3].flip(-1)))
+    assert torch.equal(masks[0, 0, 2], torch.ones(8))  # the input is left as it was
+    some = [distracted_masks(masks, [(0, seed)] * 3, 0.5)[0] for seed in range(40)]
+    changed = sum(not torch.equal(m, masks[0]) for m in some)
+    assert 10 < changed < 30 and torch.equal(distracted_masks(masks, items, 0.5), distracted_masks(masks, items, 0.5))
+    with pytest.raises(ConfigError, match="sr_mask_distractors"):
+        TrainConfig(mode="segment", sr_mask_distractors=0.5).check()
+
+    cfg = TrainConfig(mode="sr", preset="tiny", image_size=32, sr_scale=4, perceptual_weight=0.0,
+                      sr_mask_distractors=1.0)
+    model, hr = tiny_sr(), torch.rand(3, 3, 32, 32) * 2 - 1
+    batch = {"image": hr, "mask": F.interpolate(masks, size=(32, 32))}
+    objective = SRObjective(cfg, torch.device("cpu"))
+    distracted, _ = objective.generator_loss(model.net, batch, torch.device("cpu"), items)
+    assert torch.equal(objective._pair[2], batch["mask"])  # the critic judges against the true mask
+    plain, _ = SRObjective(dataclasses.replace(cfg, sr_mask_distractors=0.0), torch.device("cpu")
+                           ).generator_loss(model.net, batch, torch.device("cpu"), items)
+    assert float(distracted.detach()) != float(plain.detach())  # the network was given the distracted masks
 
 
 def test_train_sr_learns_and_resumes_with_its_critic(tmp_path, seed_dataset):
