@@ -1,4 +1,4 @@
-"""Malformed inputs at every place a user gives input: 244 cases, each refused with the right kind of
+"""Malformed inputs at every place a user gives input: 245 cases, each refused with the right kind of
 error and a message that names the problem, quickly (each well under a second here), and without leaving
 a file behind.
 
