@@ -6,7 +6,7 @@ a file behind.
     sketch-canvas values sent by the editor                                  20
     generation options: the /generate API and the Run button                 38
     model files uploaded in the Generate tab                                  6
-    command line: exit code 2 and a message on stderr, never a traceback     46
+    command line: exit code 2 and a message on stderr, never a traceback     47
     dataset folders: make_dataset, find_samples_many, the Train tab          20
     dataset zips: training_data, unpack_zip, the Train tab                   27
     weight and checkpoint files: load_model, ModelCatalog, load_checkpoint   32
