@@ -112,7 +112,8 @@ def export_run(checkpoint, out_path, fp16: bool = True, guidance: float | None =
     sample = {**({} if guidance is None else {"guidance": guidance}),
               **({"guidance_by_style": style_guidance} if style_guidance else {})}
     extra = {"sample": sample} if sample else {}
-    if Path(checkpoint).suffix != ".safetensors" and load_checkpoint(checkpoint)["config"]["train"]["mode"] == "segment":
+    from_run = Path(checkpoint).suffix != ".safetensors"
+    if from_run and load_checkpoint(checkpoint)["config"]["train"]["mode"] == "segment":
         extra["segment"] = {"threshold": run_threshold(checkpoint)}
     return export_weights(checkpoint, out_path, fp16=fp16, extra_meta=extra)
 

@@ -155,12 +155,19 @@ def trained_steps(state: dict) -> int:
     return int(state["step"]) + int(state.get("init_steps", 0))
 
 
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        with safe_open(path, framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
 def _source(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """The weights and config to export: a training checkpoint's EMA weights, or a weights file's own."""
     if Path(path).suffix == ".safetensors":
         meta = read_model_info(path, strict=True)
-        with safe_open(path, framework="pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}, meta
+        return _read_tensors(path), meta
     state = load_checkpoint(path)
     return state["ema"], {"net": state["config"]["net"], "diffusion": state["config"]["diffusion"],
                           "trained_steps": trained_steps(state)}
@@ -214,11 +221,7 @@ def load_model(name_or_path: str | Path, role: str | None = None, device: str | 
     if path.suffix == ".safetensors":
         meta = read_model_info(path, strict=True)
         net_cfg, diff_cfg = _configs(meta, origin, max_image_px)  # before any tensor is read
-        try:
-            with safe_open(path, framework="pt") as f:
-                state = {k: f.get_tensor(k) for k in f.keys()}
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"{origin}: not a readable safetensors file ({exc})") from None
+        state = _read_tensors(path)
     else:
         ckpt = load_checkpoint(path)
         state, meta = ckpt["ema"], {**ckpt["config"], "trained_steps": trained_steps(ckpt)}

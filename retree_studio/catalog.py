@@ -33,7 +33,7 @@ class ModelEntry:
     kind: str  # shipped | run
     guidance: float  # recommended guidance scale (weights.recommended_guidance)
     styles: tuple[str, ...] = ()  # dataset styles it was trained with (NetConfig.styles)
-    style_guidance: dict[str, float] = field(default_factory=dict)  # styles recommended another scale
+    style_guidance: dict[str, float] = field(default_factory=dict, hash=False)  # styles recommended another scale
 
     def guidance_for(self, style: str) -> float:
         """The scale recommended for `style` (LoadedModel.guidance_for, read from the file's config only)."""
