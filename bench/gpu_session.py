@@ -3,7 +3,7 @@ model on request) from the shipped files, export them and measure them, in one s
 
     ./run.sh gpu        # on the lent machine (DATA_ROOT, MINUTES, BATCH from the environment), or:
     python bench/gpu_session.py --data_root ../shared/data/DRIVE ../shared/data/CHASE_DB1 --out OUT \\
-        [--minutes 2.5] [--batch_size 64] [--device cuda] [--modes sr concat spade [vessel]]
+        [--minutes 2.5] [--batch_size 64] [--device cuda] [--modes sr concat spade]  # up to three of these and vessel
 
 Each model trains for --minutes (bf16 where the device has it, channels-last, and torch.compile with
 --compile) from its shipped file (`--init_weights`, the optimiser starts afresh), with the learning rate
