@@ -34,7 +34,7 @@ from retree_core.pipeline import FundusPipeline, generate, vessel_masks  # noqa:
 from retree_core.plausibility import DEFAULT_THRESHOLD, plausibility  # noqa: E402
 from retree_core.segmentation import export_run  # noqa: E402
 from retree_core.train import train  # noqa: E402
-from retree_core.weights import load_model  # noqa: E402
+from retree_core.weights import load_model, read_model_info  # noqa: E402
 
 BASE_LR, BASE_BATCH = 5e-4, 8  # the shipped runs' settings
 RECOMMENDED_GUIDANCE = 2.0  # what the shipped fundus models recommend (their files)
@@ -63,7 +63,8 @@ def train_one(mode: str, args: argparse.Namespace, runs: Path) -> Path:
 
 def sr_row(weights: Path, args: argparse.Namespace) -> str:
     mean = evaluate_sr(str(weights), args.data_root, "val", args.device).mean()
-    return (f"| sr | {load_model(str(weights), role='sr').trained_steps:,} | PSNR {mean['psnr_sr']:.2f} dB (bicubic "
+    steps = read_model_info(weights, strict=True)["trained_steps"]  # the header: evaluate_sr loaded the model
+    return (f"| sr | {steps:,} | PSNR {mean['psnr_sr']:.2f} dB (bicubic "
             f"{mean['psnr_bicubic']:.2f}) | SSIM {mean['ssim_sr']:.3f} (bicubic {mean['ssim_bicubic']:.3f}) | |")
 
 
