@@ -33,7 +33,9 @@ from retree_core.config import SampleConfig, TrainConfig  # noqa: E402
 from retree_core.evaluate import GenerationOptions, evaluate_generator, load_segmenter  # noqa: E402
 from retree_core.images import grid, save_png  # noqa: E402
 from retree_core.pipeline import FundusPipeline  # noqa: E402
+from retree_core.superres import choose_sr  # noqa: E402
 from retree_core.train import LOG_NAME, train  # noqa: E402
+from retree_core.weights import LoadedModel  # noqa: E402
 
 TODAY = dict(prediction="eps", loss_weighting="uniform", l1_weight=1.0)  # the paper's: the shipped files'
 RECIPES: dict[str, dict] = {
@@ -41,7 +43,9 @@ RECIPES: dict[str, dict] = {
     "v_min_snr": dict(prediction="v", loss_weighting="min_snr", min_snr_gamma=5.0, l1_weight=0.0),  # the default
     "eps_min_snr": dict(TODAY, loss_weighting="min_snr", min_snr_gamma=5.0),
     "batch16_lr1e-3": dict(batch_size=16, lr=1e-3),  # the default recipe otherwise
+    "ema_0.995": dict(ema_decay=0.995),
     "ema_0.9995": dict(ema_decay=0.9995),
+    "base_64px": dict(image_size=64),  # the default recipe at 64 px, scored through an x8 sr (--sr)
     "today_cooldown": dict(TODAY, cooldown_share=0.25),  # WSD: constant, then linearly to 0 over the last 25 %
     "v_min_snr_cooldown": dict(cooldown_share=0.25),
 }
@@ -75,10 +79,23 @@ def run_recipe(name: str, base: TrainConfig, minutes: float | None, images: int 
             "train_s": round(time.perf_counter() - tic, 1)}
 
 
+def fitting_sr(choices: list[str], image_px: int) -> LoadedModel | None:
+    """The first of `choices` (auto, none, a name or path) that upscales `image_px` images; None if none does."""
+    for choice in choices:
+        try:
+            sr = choose_sr(choice, image_px)
+        except ValueError:  # a path for another size
+            continue
+        if sr is not None or choice == "none":
+            return sr
+    return None
+
+
 def score(result: dict, args: argparse.Namespace) -> tuple[dict, np.ndarray, np.ndarray]:
     """KID (mean and spread over seeds), fidelity and grain of a recipe's checkpoint on the validation split."""
     segmenter = load_segmenter(args.segmenter)
-    pipe = FundusPipeline.load(result["checkpoint"], sr=args.sr, precision=args.precision)
+    pipe = FundusPipeline.load(result["checkpoint"], sr="none", precision=args.precision)
+    pipe = FundusPipeline(pipe.model, fitting_sr(args.sr, pipe.size_px), pipe.aperture)
     kids, reports = [], []
     for s in range(args.eval_seeds):
         sample = SampleConfig(steps=args.steps, guidance=args.guidance, seed=1000 * s)
@@ -124,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--steps", type=int, default=20, help="sampler steps (DPM-Solver++) for scoring")
     p.add_argument("--guidance", type=float, default=2.0)
-    p.add_argument("--sr", default="auto", help="super-resolution of the samples before scoring (auto | none)")
+    p.add_argument("--sr", nargs="+", default=["auto"], help="super-resolution of the samples before scoring: "
+                   "auto | none | paths; each recipe's samples go through the first that fits their size "
+                   "(e.g. auto outputs/sr_x8.safetensors for a 64 px recipe beside 128 px ones)")
     p.add_argument("--segmenter", default="segment", help="for mask fidelity (classical: the ridge filter)")
     p.add_argument("--eval_seeds", type=int, default=2, help="generations per validation mask")
     p.add_argument("--num", type=int, default=None, help="validation masks scored (default: all)")

@@ -127,8 +127,10 @@ def warm_start(net: torch.nn.Module, ema: torch.nn.Module, source: str, net_cfg,
     loaded = load_model(source, role=net_cfg.role)
     theirs, ours = to_dict(loaded.net_cfg), to_dict(net_cfg)
     add_styles = not theirs["styles"] and bool(ours["styles"])  # a file without styles starts a style run
-    differ = [f"{k} {theirs[k]!r} (this run: {ours[k]!r})" for k in ours
-              if theirs[k] != ours[k] and not (k == "styles" and add_styles)]
+    free = {"styles"} if add_styles else set()
+    if net_cfg.role in ("sr", "treesr"):  # the network reads the bicubic-enlarged input: any factor fits
+        free.add("sr_scale")
+    differ = [f"{k} {theirs[k]!r} (this run: {ours[k]!r})" for k in ours if theirs[k] != ours[k] and k not in free]
     theirs, ours = to_dict(loaded.diffusion_cfg), to_dict(diff_cfg)
     if net_cfg.role in DENOISERS:  # the other roles do not use a noise schedule
         differ += [f"{k} {theirs[k]!r} (this run: {ours[k]!r})" for k in SCHEDULE_FIELDS if theirs[k] != ours[k]]

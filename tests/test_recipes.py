@@ -122,6 +122,21 @@ def test_recipe_study_image_budget_and_cooldown(tmp_path):
         recipes.recipe_config("today_cooldown", TrainConfig(max_steps=recipes.NO_STEP_BUDGET), 5.0, None, tmp_path)
 
 
+def test_each_recipe_is_scored_through_the_first_sr_that_fits_its_size(tmp_path):
+    import recipes
+    from retree_core.config import TrainConfig
+    from retree_core.train import train
+    from retree_core.weights import export_weights
+
+    sr = export_weights(train(TrainConfig(mode="sr", preset="tiny", image_size=64, sr_scale=4, batch_size=2,
+                                          max_steps=1, perceptual_weight=0.0, progress=False,
+                                          output_dir=str(tmp_path / "run"))), tmp_path / "sr16")
+    assert recipes.fitting_sr(["auto", str(sr)], 16).net_cfg.sr_input_px == 16  # the shipped sr takes 128 px
+    assert recipes.fitting_sr(["none", str(sr)], 16) is None
+    assert recipes.fitting_sr([str(sr)], 32) is None
+    assert recipes.recipe_config("base_64px", TrainConfig(), None, 9600, tmp_path).image_size == 64
+
+
 def test_new_runs_default_to_the_winning_recipe_and_continue_old_files_with_theirs(tmp_path):
     from retree_core.config import TrainConfig
     from retree_core.train import train

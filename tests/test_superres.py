@@ -186,6 +186,12 @@ def test_generate_evaluation_and_synthesis_use_a_fitting_sr_model(tmp_path, tiny
                              tmp_path / "sr64")
     # continuing a file: its diffusion recipe does not matter to a super-resolution model (no noise schedule)
     assert train(TrainConfig(output_dir=str(tmp_path / "sr2"), init_weights=str(sr_path), **common)).exists()
+    # nor does its factor: an x4 file starts an x8 run (the network reads the bicubic-enlarged input)
+    x8 = export_weights(train(TrainConfig(output_dir=str(tmp_path / "sr8"), init_weights=str(sr_path),
+                                          **{**common, "sr_scale": 8})), tmp_path / "sr8")
+    assert load_model(x8).net_cfg.sr_input_px == 8
+    with pytest.raises(ValueError, match="channels"):  # another network is still refused
+        train(TrainConfig(output_dir=str(tmp_path / "sr3"), init_weights=str(sr_path), **{**common, "preset": "lean"}))
     assert choose_sr(str(sr_path), 16) is not None and choose_sr("none", 16) is None
     with pytest.raises(ValueError, match="upscales 16 px images, but the generator makes 32"):
         choose_sr(str(sr_path), 32)
