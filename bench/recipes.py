@@ -11,7 +11,10 @@ rate fall to zero over that share of a step or image budget.
 Prints one table (steps and images seen in the budget, the last 100 steps' loss, KID against the validation
 photographs with its spread over seeds, mask fidelity, grain against the real photographs' grain) and writes
 it with recipes.json and recipes.png (rows: one recipe's samples for the first validation masks, then the
-real photographs). Recipes are data (RECIPES below): TrainConfig fields over the common settings.
+real photographs). Recipes are data (RECIPES below): TrainConfig fields over the common settings. A recipe of
+another image size (base_64px) is scored through the first --sr that fits it, e.g. `--sr auto
+outputs/sr_x8.safetensors` (an x8 sr: `train --mode sr --sr_scale 8 --init_weights sr ...`); give it a
+--minutes budget, since its steps cost less.
 """
 from __future__ import annotations
 
