@@ -46,6 +46,7 @@ RECIPES: dict[str, dict] = {
     "v_min_snr": dict(prediction="v", loss_weighting="min_snr", min_snr_gamma=5.0, l1_weight=0.0),  # the default
     "eps_min_snr": dict(TODAY, loss_weighting="min_snr", min_snr_gamma=5.0),
     "batch16_lr1e-3": dict(batch_size=16, lr=1e-3),  # the default recipe otherwise
+    # EMA lengths differ only past update_ema's warm-up (decay <= (1 + step) / (10 + step): 0.999 from step 8,991)
     "ema_0.995": dict(ema_decay=0.995),
     "ema_0.9995": dict(ema_decay=0.9995),
     "base_64px": dict(image_size=64),  # the default recipe at 64 px, scored through an x8 sr (--sr)
