@@ -36,9 +36,9 @@ from retree_core.config import SampleConfig, TrainConfig  # noqa: E402
 from retree_core.evaluate import GenerationOptions, evaluate_generator, load_segmenter  # noqa: E402
 from retree_core.images import grid, save_png  # noqa: E402
 from retree_core.pipeline import FundusPipeline  # noqa: E402
-from retree_core.superres import choose_sr  # noqa: E402
+from retree_core.superres import choose_sr, fits  # noqa: E402
 from retree_core.train import LOG_NAME, train  # noqa: E402
-from retree_core.weights import LoadedModel  # noqa: E402
+from retree_core.weights import LoadedModel, load_model  # noqa: E402
 
 TODAY = dict(prediction="eps", loss_weighting="uniform", l1_weight=1.0)  # the paper's: the shipped files'
 RECIPES: dict[str, dict] = {
@@ -84,13 +84,13 @@ def run_recipe(name: str, base: TrainConfig, minutes: float | None, images: int 
 
 
 def fitting_sr(choices: list[str], image_px: int) -> LoadedModel | None:
-    """The first of `choices` (auto, none, a name or path) that upscales `image_px` images; None if none does."""
+    """The first of `choices` (auto, none, a name or path) that upscales `image_px` images; None if none does.
+    A file that cannot be read is refused, not skipped."""
     for choice in choices:
-        try:
-            sr = choose_sr(choice, image_px)
-        except ValueError:  # a path for another size
-            continue
-        if sr is not None or choice == "none":
+        if choice == "none":
+            return None
+        sr = choose_sr(choice, image_px) if choice == "auto" else load_model(choice, role="sr")
+        if fits(sr, image_px):
             return sr
     return None
 
@@ -98,8 +98,8 @@ def fitting_sr(choices: list[str], image_px: int) -> LoadedModel | None:
 def score(result: dict, args: argparse.Namespace) -> tuple[dict, np.ndarray, np.ndarray]:
     """KID (mean and spread over seeds), fidelity and grain of a recipe's checkpoint on the validation split."""
     segmenter = load_segmenter(args.segmenter)
-    pipe = FundusPipeline.load(result["checkpoint"], sr="none", precision=args.precision)
-    pipe = FundusPipeline(pipe.model, fitting_sr(args.sr, pipe.size_px), pipe.aperture)
+    model = load_model(result["checkpoint"], precision=args.precision)
+    pipe = FundusPipeline(model, fitting_sr(args.sr, model.net_cfg.image_size))
     kids, reports = [], []
     for s in range(args.eval_seeds):
         sample = SampleConfig(steps=args.steps, guidance=args.guidance, seed=1000 * s)

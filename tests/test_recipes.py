@@ -134,6 +134,10 @@ def test_each_recipe_is_scored_through_the_first_sr_that_fits_its_size(tmp_path)
     assert recipes.fitting_sr(["auto", str(sr)], 16).net_cfg.sr_input_px == 16  # the shipped sr takes 128 px
     assert recipes.fitting_sr(["none", str(sr)], 16) is None
     assert recipes.fitting_sr([str(sr)], 32) is None
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(sr.read_bytes()[:100])
+    with pytest.raises(ValueError, match="not a readable safetensors file"):  # refused, not skipped
+        recipes.fitting_sr([str(broken), str(sr)], 16)
     assert recipes.recipe_config("base_64px", TrainConfig(), None, 9600, tmp_path).image_size == 64
 
 
