@@ -10,6 +10,7 @@ project's own vessel segmenter (ImageNet networks cannot be downloaded here).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import compute
-from .config import TrainConfig
+from .config import NetConfig, TrainConfig
 from .images import from_uint8, mask_to_tensor, to_uint8
 from .logs import log
 from .weights import LoadedModel
@@ -93,19 +94,34 @@ def fits(sr: LoadedModel | None, image_px: int) -> bool:
     return sr is not None and sr.net_cfg.sr_input_px == image_px
 
 
+def shipped_path(role: str, image_px: int, weights_dir: Path | None = None) -> Path | None:
+    """The shipped file of `role` (sr or treesr) that takes `image_px` images: the one named after its role
+    if it fits, else the first other by name (weights/sr_x8.safetensors for a 64 px generator); None if none."""
+    from .weights import WEIGHTS_DIR, read_model_info
+
+    folder = Path(weights_dir or WEIGHTS_DIR)
+    for path in sorted(folder.glob("*.safetensors"), key=lambda p: (p.stem != role, p.name)):
+        net = (read_model_info(path) or {}).get("net") or {}
+        try:
+            cfg = NetConfig(**{k: net[k] for k in ("role", "image_size", "sr_scale") if k in net})
+        except (TypeError, ValueError):  # not a model of this project: skipped, as the catalogue skips it
+            continue
+        if cfg.role == role and cfg.sr_input_px == image_px:
+            return path
+    return None
+
+
 def choose_sr(choice: str | None, image_px: int, device: str = "cpu", role: str = "sr") -> LoadedModel | None:
     """The super-resolution model (`role` sr, or treesr for stage-1 trees) for a generator's output size:
-    "none" or None for none, "auto" for the shipped one (named as its role) if there is one that fits, or a
-    weights name/path (which must fit)."""
-    from .weights import WEIGHTS_DIR, load_model
+    "none" or None for none, "auto" for the shipped one that fits (`shipped_path`) if any, or a weights
+    name/path (which must fit)."""
+    from .weights import load_model
 
     if choice in (None, "none"):
         return None
     if choice == "auto":
-        if not (WEIGHTS_DIR / f"{role}.safetensors").exists():
-            return None
-        model = load_model(role, role=role, device=device)
-        return model if fits(model, image_px) else None
+        path = shipped_path(role, image_px)
+        return None if path is None else load_model(path, role=role, device=device)
     model = load_model(choice, role=role, device=device)
     if not fits(model, image_px):
         raise ValueError(f"{role} model {choice}: it upscales {model.net_cfg.sr_input_px} px "
@@ -267,5 +283,5 @@ class SRObjective:
         self.opt.load_state_dict(state["disc_optimizer"])
 
 
-__all__ = ["bicubic", "choose_sr", "distracted_masks", "fits", "PatchDiscriminator", "SRObjective", "SegmenterFeatures", "downsample", "noisy_input", "psnr", "sr_forward",
+__all__ = ["bicubic", "choose_sr", "distracted_masks", "fits", "PatchDiscriminator", "SRObjective", "SegmenterFeatures", "downsample", "noisy_input", "psnr", "shipped_path", "sr_forward",
            "ssim", "upscale"]

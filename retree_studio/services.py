@@ -15,7 +15,7 @@ from PIL import Image
 from retree_core import compute
 from retree_core.pipeline import generate
 from retree_core.segmentation import LearnedSegmenter
-from retree_core.superres import fits
+from retree_core.superres import shipped_path
 
 from .catalog import ModelCatalog
 from .jobs import TrainingJobs
@@ -109,12 +109,9 @@ class Studio:
         return LearnedSegmenter.from_file(self.catalog.load(entry.path, "segment"), entry.path)
 
     def super_resolution(self, image_px: int):
-        """The shipped super-resolution model if it takes `image_px` images, else None."""
-        entry = self.catalog.default("sr")
-        if entry is None or entry.kind != "shipped":
-            return None
-        model = self.catalog.load(entry.path, "sr")
-        return model if fits(model, image_px) else None
+        """The shipped super-resolution model that takes `image_px` images (superres.shipped_path), else None."""
+        path = shipped_path("sr", image_px, self.catalog.weights_dir)
+        return None if path is None else self.catalog.load(path, "sr")
 
     def warm_up(self, background: bool = True) -> threading.Thread | None:
         """Load the default concat model and run one denoising step (first-call costs paid up front)."""

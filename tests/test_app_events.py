@@ -612,6 +612,30 @@ def test_results_are_super_resolved_and_scored_by_the_shipped_segmenter(tmp_path
         assert Image.open(io.BytesIO(z.read("images/img_000.png"))).size == (64, 64)
 
 
+def test_each_generator_size_gets_the_shipped_sr_model_that_fits_it(tmp_path, full_weights):
+    """A 64 px base model ships with an x8 sr beside the x4 one: the app picks by the generator's size."""
+    import shutil
+
+    from retree_core.config import TrainConfig
+    from retree_core.train import train
+    from retree_core.weights import export_weights
+    from retree_studio.ui.common import super_res_box
+
+    folder = tmp_path / "weights"
+    shutil.copytree(full_weights, folder)
+    export_weights(train(TrainConfig(mode="sr", preset="tiny", image_size=64, sr_scale=8, perceptual_weight=0.0,
+                                     batch_size=2, max_steps=1, sample_interval=10, checkpoint_interval=10,
+                                     progress=False, output_dir=str(tmp_path / "run"))), folder / "sr_x8")
+    handlers = ui.Handlers(Studio(settings(tmp_path, folder)))
+    studio = handlers.studio
+    assert studio.super_resolution(16).net_cfg.sr_scale == 4 and studio.super_resolution(8).net_cfg.sr_scale == 8
+    assert studio.super_resolution(32) is None
+    box = super_res_box(handlers, "rt-test-sr")
+    assert box.label == "Super-resolve the result" and box.interactive
+    assert "16 px results to 64 px (×4) and 8 px results to 64 px (×8)" in box.info
+    assert super_res_box(ui.Handlers(Studio(settings(tmp_path, full_weights))), "rt-x").label.endswith("×4")
+
+
 def test_evaluate_tab_scores_segmenters_and_fundus_models(tmp_path, handlers, full_weights):
     summary, table, picture, files = list(handlers.evaluate("segmenter", "classical", "concat", "embedded", None,
                                                             None, "val", 2, 2, REQUEST))[-1]

@@ -2,6 +2,7 @@
 training loop (with resume), evaluation against bicubic, and its use by generate and synthesis."""
 import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from retree_core.evaluate import evaluate_sr
 from retree_core.nets import build_net
 from retree_core.config import ConfigError
 from retree_core.superres import (SRObjective, choose_sr, distracted_masks, fits, high_pass, noisy_input, psnr,
-                                  sr_forward, ssim, upscale)
+                                  shipped_path, sr_forward, ssim, upscale)
 from retree_core.train import train
 from retree_core.weights import LoadedModel, export_weights, load_model
 from test_evaluate import seed_dataset  # noqa: F401  (fixture: a two-image dataset in the seed layout)
@@ -174,7 +175,7 @@ def test_train_sr_learns_and_resumes_with_its_critic(tmp_path, seed_dataset):
         train(TrainConfig(max_steps=1, **{**common, "crop_px": 20}))
 
 
-def test_generate_evaluation_and_synthesis_use_a_fitting_sr_model(tmp_path, tiny_weights, seed_dataset):
+def test_generate_evaluation_and_synthesis_use_a_fitting_sr_model(tmp_path, tiny_weights, seed_dataset, monkeypatch):
     from retree_core.config import SampleConfig
     from retree_core.pipeline import FundusPipeline
     from retree_studio.synthesis import SynthesisConfig, synthesise_pairs
@@ -195,6 +196,20 @@ def test_generate_evaluation_and_synthesis_use_a_fitting_sr_model(tmp_path, tiny
     assert choose_sr(str(sr_path), 16) is not None and choose_sr("none", 16) is None
     with pytest.raises(ValueError, match="upscales 16 px images, but the generator makes 32"):
         choose_sr(str(sr_path), 32)
+    # auto: the shipped file that fits the generator's size, the one named after its role first
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    for source, stem in ((sr_path, "sr"), (x8, "sr_x8"), (tiny_weights, "concat")):
+        for suffix in (".safetensors", ".json"):
+            if source.with_suffix(suffix).exists():
+                shutil.copy(source.with_suffix(suffix), shipped / f"{stem}{suffix}")
+    (shipped / "broken.safetensors").write_bytes(b"not a model")  # skipped, as the catalogue skips it
+    assert shipped_path("sr", 16, shipped).name == "sr.safetensors"
+    assert shipped_path("sr", 8, shipped).name == "sr_x8.safetensors"
+    assert shipped_path("sr", 32, shipped) is None and shipped_path("treesr", 16, shipped) is None
+    monkeypatch.setattr("retree_core.weights.WEIGHTS_DIR", shipped)
+    assert choose_sr("auto", 8).net_cfg.sr_scale == 8 and choose_sr("auto", 16).net_cfg.sr_scale == 4
+    assert choose_sr("auto", 32) is None
     out = tmp_path / "gen"
     assert main(["generate", "--weights", str(tiny_weights), "--mode", "concat", "--num", "2", "--trees",
                  "procedural", "--steps", "2", "--sr", str(sr_path), "--output_dir", str(out)]) == 0

@@ -243,15 +243,16 @@ class HandlersBase:
 
 
 def super_res_box(h: HandlersBase, elem_id: str) -> gr.Checkbox:
-    """Whether results go through the shipped super-resolution model (disabled when none is shipped)."""
-    entry = h.studio.catalog.default("sr")
-    entry = entry if entry is not None and entry.kind == "shipped" else None  # as Studio.super_resolution
-    scale = int((read_model_info(entry.path) or {}).get("net", {}).get("sr_scale", 4)) if entry else 4
-    info = (f"the shipped sr model takes the {entry.image_size // scale} px result to {entry.image_size} px, "
-            "following the mask at full size" if entry else
-            "no super-resolution model is shipped (weights/sr.safetensors)")
-    return gr.Checkbox(entry is not None, label=f"Super-resolve the result ×{scale}", info=info,
-                       interactive=entry is not None, elem_id=elem_id)
+    """Whether results go through the shipped super-resolution model that fits the generator (disabled when
+    none is shipped; Studio.super_resolution picks it)."""
+    shipped = [(e, int((read_model_info(e.path) or {}).get("net", {}).get("sr_scale", 4)))
+               for e in h.studio.catalog.entries("sr") if e.kind == "shipped"]
+    takes = " and ".join(f"{e.image_size // k} px results to {e.image_size} px (×{k})" for e, k in shipped)
+    info = (f"the shipped sr {'models take' if len(shipped) > 1 else 'model takes'} {takes}, following the mask "
+            "at full size" if shipped else "no super-resolution model is shipped (weights/sr.safetensors)")
+    scales = sorted({k for _, k in shipped})
+    label = "Super-resolve the result" + (f" ×{scales[0]}" if len(scales) == 1 else "")
+    return gr.Checkbox(bool(shipped), label=label, info=info, interactive=bool(shipped), elem_id=elem_id)
 
 
 def aperture_box(elem_id: str) -> gr.Checkbox:
