@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Targets of the original ReTree seed. Settings come from the environment:
 #   DATA_ROOT  dataset folder(s) (unset: the embedded scikit-image fundus photograph)
-#   PRESET (lean)  SIZE (256)  STEPS (training steps, 2000)  BATCH (4)  DEVICE (cpu)
+#   PRESET (lean)  SIZE (128: what the shipped sr takes to 512 px)  STEPS (training steps, 2000)  BATCH (4)  DEVICE (cpu)
 #   MASKS (retree_studio/examples)  SAMPLE_STEPS (20)  SAMPLER (dpmpp)  MINUTES (wall-time budget per training, unset: none)
 #   GUIDANCE (2: the guidance scale `release` stores with the concat and SPADE models; the shipped ones recommend 2)
 #   SOFT_TREE_PX (1.5: the vessel model learns soft trees, weights/README.md "Stage 1"; 0 for binary masks)
@@ -9,7 +9,7 @@
 #   gpu: OUT (outputs/gpu_session), MINUTES (2.5 per model), BATCH_GPU (64), DEVICE_GPU (cuda), COMPILE (1: torch.compile)
 set -euo pipefail
 cd "$(dirname "$0")"
-PRESET=${PRESET:-lean}; SIZE=${SIZE:-256}; STEPS=${STEPS:-2000}; BATCH=${BATCH:-4}; DEVICE=${DEVICE:-cpu}
+PRESET=${PRESET:-lean}; SIZE=${SIZE:-128}; STEPS=${STEPS:-2000}; BATCH=${BATCH:-4}; DEVICE=${DEVICE:-cpu}
 MASKS=${MASKS:-retree_studio/examples}; SAMPLE_STEPS=${SAMPLE_STEPS:-20}; SAMPLER=${SAMPLER:-dpmpp}
 data_args=()
 budget_args=()

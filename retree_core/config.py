@@ -242,7 +242,8 @@ class TrainConfig:
     preset: str = option("lean", choices=tuple(PRESETS))
     data_root: list[str] | None = option(None, "dataset folder(s); omitted: the embedded scikit-image fundus "
                                                "photograph", nargs="+")
-    image_size: int = option(256, low=8, high=MAX_IMAGE_PX)
+    image_size: int = option(128, "the size trained at (a sr or treesr model: its output size); 128 by default, "
+                                  "the size the shipped sr takes to 512 px", low=8, high=MAX_IMAGE_PX)
     crop_px: int | None = option(None, "segment, sr and treesr: train on random crops of this size (patch "
                                        "training)", low=8, high=MAX_IMAGE_PX)
     synthetic_root: list[str] | None = option(None, "folder(s) of synthetic pairs (generate --num / Synthesise) "

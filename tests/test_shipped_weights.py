@@ -82,3 +82,12 @@ def test_shipped_vessel_model_draws_trees_the_filter_keeps():
     trees = vessel_masks(generate(model, None, list(range(8)), steps=20))
     kept = [tree for tree in trees if plausibility(tree).value >= DEFAULT_THRESHOLD]
     assert len(kept) >= 2 and not np.array_equal(kept[0], kept[1])
+
+
+@pytest.mark.skipif(not (WEIGHTS_DIR / "sr.safetensors").exists(), reason="no shipped sr model")
+def test_new_models_default_to_a_size_a_shipped_sr_takes():
+    """`train` and the Train tab start at TrainConfig's size: a fundus model of that size is super-resolved."""
+    from retree_core.config import TrainConfig
+    from retree_core.superres import shipped_path
+
+    assert shipped_path("sr", TrainConfig().image_size) is not None
