@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--style", default=s.style, help=STYLE_HELP)
     g.add_argument("--sr", default="auto", metavar="auto|none|NAME|PATH",
                    help="super-resolve the results with this model, conditioned on the full-size mask "
-                        "(auto: the shipped sr model when it fits the generator's size)")
+                        "(auto: the shipped sr model that fits the generator's size, if any)")
     g.add_argument("--no_aperture", dest="aperture", action="store_false",
                    help="keep the rim as generated (default: the camera's round aperture, cutting masks to it)")
     g.add_argument("--batch_size", type=positive_int, default=4)
