@@ -101,12 +101,11 @@ def shipped_path(role: str, image_px: int, weights_dir: Path | None = None) -> P
 
     folder = Path(weights_dir or WEIGHTS_DIR)
     for path in sorted(folder.glob("*.safetensors"), key=lambda p: (p.stem != role, p.name)):
-        net = (read_model_info(path) or {}).get("net") or {}
-        try:
-            cfg = NetConfig(**{k: net[k] for k in ("role", "image_size", "sr_scale") if k in net})
-        except (TypeError, ValueError):  # not a model of this project: skipped, as the catalogue skips it
+        net = (read_model_info(path) or {}).get("net")  # the header only; unreadable files are skipped
+        if not isinstance(net, dict) or net.get("role") != role:
             continue
-        if cfg.role == role and cfg.sr_input_px == image_px:
+        size, scale = net.get("image_size"), net.get("sr_scale", NetConfig.sr_scale)
+        if isinstance(size, int) and isinstance(scale, int) and scale > 0 and size // scale == image_px:
             return path
     return None
 
