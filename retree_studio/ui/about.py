@@ -15,7 +15,7 @@ that follows it. The second stage takes the mask either as an extra input channe
 spatially-adaptive normalisation (**SPADE**). The pairs are synthetic training data for vessel segmentation.
 
 ReTree Studio is an independent re-implementation: a UNet with locality self-attention, DDPM/DDIM/DPM-Solver++
-samplers, and `lean` network presets that run on a 2-core CPU (256 px images denoised at 128 px internally).
+samplers, and `lean` network presets that run on a 2-core CPU (2x2 pixels folded into channels, so a 128 px model works at 64 px inside).
 Beyond the paper, **Edit a photograph** starts from a real photograph: change its vessel tree and the model
 regenerates only what changed (RePaint-style inpainting) or the whole view (SDEdit), leaving every other
 pixel of the photograph as it was.
