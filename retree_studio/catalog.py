@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from retree_core.checkpoint import CheckpointError
-from retree_core.config import MAX_IMAGE_PX
+from retree_core.config import MAX_IMAGE_PX, NetConfig
 from retree_core.superres import fits
 from retree_core.weights import LoadedModel, load_model, read_model_info, recommended_guidance, style_guidance
 
@@ -34,6 +34,7 @@ class ModelEntry:
     guidance: float  # recommended guidance scale (weights.recommended_guidance)
     styles: tuple[str, ...] = ()  # dataset styles it was trained with (NetConfig.styles)
     style_guidance: dict[str, float] = field(default_factory=dict, hash=False)  # styles recommended another scale
+    sr_scale: int = NetConfig.sr_scale  # roles sr, treesr: the upscaling factor (input image_size / sr_scale)
 
     def guidance_for(self, style: str) -> float:
         """The scale recommended for `style` (LoadedModel.guidance_for, read from the file's config only)."""
@@ -46,7 +47,7 @@ def _entry(path: Path, kind: str, label: str) -> ModelEntry | None:
         net = info["net"]
         return ModelEntry(label, path, net["role"], int(net["image_size"]), info.get("trained_steps"), kind,
                           recommended_guidance(info, str(path)), tuple(map(str, net.get("styles") or ())),
-                          style_guidance(info, str(path)))
+                          style_guidance(info, str(path)), int(net.get("sr_scale", NetConfig.sr_scale)))
     except (TypeError, KeyError, ValueError):
         return None
 

@@ -245,12 +245,11 @@ class HandlersBase:
 def super_res_box(h: HandlersBase, elem_id: str) -> gr.Checkbox:
     """Whether results go through the shipped super-resolution model that fits the generator (disabled when
     none is shipped; Studio.super_resolution picks it)."""
-    shipped = [(e, int((read_model_info(e.path) or {}).get("net", {}).get("sr_scale", 4)))
-               for e in h.studio.catalog.entries("sr") if e.kind == "shipped"]
-    takes = " and ".join(f"{e.image_size // k} px results to {e.image_size} px (×{k})" for e, k in shipped)
+    shipped = [e for e in h.studio.catalog.entries("sr") if e.kind == "shipped"]
+    takes = " and ".join(f"{e.image_size // e.sr_scale} px results to {e.image_size} px (×{e.sr_scale})" for e in shipped)
     info = (f"the shipped sr {'models take' if len(shipped) > 1 else 'model takes'} {takes}, following the mask "
             "at full size" if shipped else "no super-resolution model is shipped (weights/sr.safetensors)")
-    scales = sorted({k for _, k in shipped})
+    scales = sorted({e.sr_scale for e in shipped})
     label = "Super-resolve the result" + (f" ×{scales[0]}" if len(scales) == 1 else "")
     return gr.Checkbox(bool(shipped), label=label, info=info, interactive=bool(shipped), elem_id=elem_id)
 
