@@ -246,7 +246,8 @@ def super_res_box(h: HandlersBase, elem_id: str) -> gr.Checkbox:
     """Whether results go through the shipped super-resolution model that fits the generator (disabled when
     none is shipped; Studio.super_resolution picks it)."""
     shipped = [e for e in h.studio.catalog.entries("sr") if e.kind == "shipped"]
-    takes = " and ".join(f"{e.image_size // e.sr_scale} px results to {e.image_size} px (×{e.sr_scale})" for e in shipped)
+    takes = " and ".join(f"{e.image_size // e.sr_scale} px results to {e.image_size} px (×{e.sr_scale})"
+                         for e in shipped)
     info = (f"the shipped sr {'models take' if len(shipped) > 1 else 'model takes'} {takes}, following the mask "
             "at full size" if shipped else "no super-resolution model is shipped (weights/sr.safetensors)")
     scales = sorted({e.sr_scale for e in shipped})
