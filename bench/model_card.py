@@ -10,7 +10,7 @@ Writes a grid (rows: validation masks; columns: mask, one generated image per mo
     python bench/model_card.py --data_root ../shared/data/DRIVE ../shared/data/CHASE_DB1 \\
         [--models concat spade] [--settings dpmpp:20 dpmpp:20:3 ddpm:1000] [--out outputs/model_card] \\
         [--segmenter classical|segment] [--sr none|auto] [--no_aperture] [--by_style] [--repeats N] [--match_styles]
-        [--real_floor DRAWS]
+        [--real_floor DRAWS] [--grain]
 
 A setting is sampler:steps[:guidance] (guidance 1, plain conditional, when left out; "recommended": the
 model's scale for each style, as the app and `generate` use it). --by_style scores
@@ -52,6 +52,7 @@ def main() -> None:
     p.add_argument("--sr", default="none", help="super-resolve before scoring: none, auto or a model")
     p.add_argument("--no_aperture", dest="aperture", action="store_false",
                    help="score the images as generated, without the round aperture")
+    p.add_argument("--grain", action="store_true", help="with the camera grain the sr model lacks (generate --grain)")
     p.add_argument("--out", default="outputs/model_card", help="per-run metrics.csv/json go here")
     p.add_argument("--grid", default="assets/validation_grid.png", help="picture of the first setting")
     p.add_argument("--by_style", action="store_true", help="score each data root alone, in its style")
@@ -68,7 +69,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     columns: dict[str, np.ndarray] = {}
     for model in args.models:
-        pipe = FundusPipeline.load(model, sr=args.sr, aperture=args.aperture)
+        pipe = FundusPipeline.load(model, sr=args.sr, aperture=args.aperture, grain=args.grain)
         if args.real_floor and model == args.models[0]:  # at the size the models' images are scored
             for roots in [[root] for root in args.data_root] if args.by_style else [args.data_root]:
                 tic = time.perf_counter()

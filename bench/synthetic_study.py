@@ -79,7 +79,8 @@ def synthesise(args, source: str) -> Path:
     if len(list((out / "images").glob("*.png"))) >= wanted:
         return out
     guidance = [] if args.guidance is None else ["--guidance", str(args.guidance)]
-    run(command("generate", "--mode", source, *trees, "--seed", str(args.seed), "--sr", args.sr, *guidance,
+    grain = ["--grain"] if args.grain else []
+    run(command("generate", "--mode", source, *trees, "--seed", str(args.seed), "--sr", args.sr, *guidance, *grain,
                 "--output_dir", str(out)), Path(args.out) / "logs" / f"synthetic_{source}.log")
     return out
 
@@ -122,6 +123,7 @@ def main() -> None:
     p.add_argument("--tree_sr", default="auto", help="stage 1's super-resolution (generate --tree_sr auto|none|NAME)")
     p.add_argument("--sr", default="auto", help="super-resolution for the synthetic images (auto|none|NAME)")
     p.add_argument("--guidance", type=float, default=None, help="of the synthetic images (default: the model's)")
+    p.add_argument("--grain", action="store_true", help="the synthetic images with camera grain (generate --grain)")
     p.add_argument("--mix_fraction", type=float, default=0.5, help="synthetic share of the real + synthetic arms")
     p.add_argument("--mix_sources", nargs="*", default=None, help="sources with a real + synthetic arm (default: all)")
     p.add_argument("--skip_real", action="store_true",
@@ -160,7 +162,7 @@ def main() -> None:
              f"{args.steps} steps, lr {args.lr}; synthetic arms {args.train_args or 'no more options'}; real-only arms "
              f"{args.real_args or 'no more options'}; {'one' if args.trees == 'real' else args.num} synthetic pair(s) per "
              f"{'real training annotation' if args.trees == 'real' else 'source'} ({args.trees} trees, sr "
-             f"{args.sr}, guidance {args.guidance or 'recommended'}); real + synthetic: {args.mix_fraction:.0%} synthetic items. Validation split, inside "
+             f"{args.sr}{', grain' if args.grain else ''}, guidance {args.guidance or 'recommended'}); real + synthetic: {args.mix_fraction:.0%} synthetic items. Validation split, inside "
              "the FOV, at the annotation's resolution, mean over images.", "",
              "| training data | threshold | " + " | ".join(COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]
     for row in rows:

@@ -26,6 +26,7 @@ from .diffusion import NoiseSchedule
 from . import plausibility as plaus  # the filter's threshold is read when used (tests lower it)
 from .images import mask_to_tensor, to_uint8
 from .samplers import Callback, Step, StopSampling, get_sampler, guided, make_generators, randn
+from .grain import GrainProfile, add_grain
 from .superres import choose_sr, fits, upscale
 from .tree_ops import cut_tree
 from .tree_sr import upscale_trees
@@ -222,12 +223,14 @@ def masks_at(masks: MaskSource, size_px: int) -> np.ndarray:
 @dataclass
 class FundusPipeline:
     """Vessel masks in, fundus photographs out: the concat or SPADE model at its size, then the
-    super-resolution model (when given; conditioned on the masks at its output size), then the camera's
-    round aperture (when asked; the masks cut to it). Image i of a call uses seed options.seed + i."""
+    super-resolution model (when given; conditioned on the masks at its output size), then the camera grain
+    the sr model lacks (when asked; grain.py), then the camera's round aperture (when asked; the masks cut to
+    it). Image i of a call uses seed options.seed + i."""
 
     model: LoadedModel
     sr: LoadedModel | None = None
     aperture: bool = True
+    grain: bool = False
 
     def __post_init__(self) -> None:
         if not self.model.net_cfg.conditional:
@@ -236,16 +239,30 @@ class FundusPipeline:
         if self.sr is not None and not fits(self.sr, self.size_px):
             raise ValueError(f"the super-resolution model takes {self.sr.net_cfg.sr_input_px} px images; "
                              f"the image model makes {self.size_px} px ones")
+        if self.grain and self.sr is None:
+            raise ValueError("camera grain is what super-resolution lacks, and this pipeline has no sr model")
+        if self.grain and not self.sr.grain:
+            raise ValueError(f"{Path(self.sr.source).name}: no camera grain measured for this super-resolution "
+                             "model (bench/grain.py measures it)")
 
     @classmethod
     def load(cls, generator: str = "concat", *, role: str | None = None, sr: str | None = "auto",
-             aperture: bool = True, device: str = "cpu", precision: str = "fp32") -> "FundusPipeline":
+             aperture: bool = True, grain: bool = False, device: str = "cpu",
+             precision: str = "fp32") -> "FundusPipeline":
         """From model files: `generator` a shipped name or a path; `sr` auto (the shipped sr model when it
         fits), none, or a name or path (superres.choose_sr)."""
         model = load_model(generator, role=role, device=device, precision=precision)
         if not model.net_cfg.conditional:
             return cls(model)  # refused, with the model named
-        return cls(model, choose_sr(sr, model.net_cfg.image_size, device), aperture)
+        return cls(model, choose_sr(sr, model.net_cfg.image_size, device), aperture, grain)
+
+    def grain_profile(self, style: str) -> GrainProfile:
+        """The sr model's grain for a style: the style's own where measured, else its "any" profile."""
+        profiles = self.sr.grain if self.sr is not None else {}
+        profile = profiles.get(style) or profiles.get(STYLE_ANY)
+        if profile is None:
+            raise ValueError(f"no camera grain measured for the style {style!r} or {STYLE_ANY!r}")
+        return profile
 
     @property
     def size_px(self) -> int:
@@ -275,16 +292,23 @@ class FundusPipeline:
         name = lambda m: Path(m.source).stem if m is not None else None  # noqa: E731  (names, not server paths)
         return {"retree": __version__, "model": name(self.model), "role": self.model.net_cfg.role,
                 "image_size_px": self.size_px, "output_px": self.output_px, "sr": name(self.sr),
-                "aperture": self.aperture, "precision": self.model.precision, **asdict(self.options(options))}
+                "aperture": self.aperture, "grain": self.grain, "precision": self.model.precision,
+                **asdict(self.options(options))}
 
-    def finish(self, images: np.ndarray, masks: MaskSource) -> tuple[np.ndarray, np.ndarray]:
+    def finish(self, images: np.ndarray, masks: MaskSource,
+               options: SampleConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The generator's uint8 images (B, H, W, 3) or (H, W, 3) -> (finished images, masks at the
-        output size cut to the aperture), each of the same batch shape as `images`."""
+        output size cut to the aperture), each of the same batch shape as `images`; `options` give the
+        grain its style and seeds."""
         single = np.asarray(images).ndim == 3
         full = masks_at(masks, self.output_px)
         images = np.asarray(images)[None] if single else np.asarray(images)
         if self.sr is not None:
             images = upscale(self.sr, images, full)
+        if self.grain:
+            options = options or SampleConfig()
+            nyquist = 0.5 / self.sr.net_cfg.sr_scale  # the generator's, in cycles per output pixel
+            images = add_grain(images, self.grain_profile(options.style), nyquist, options.seed)
         if self.aperture:
             images, full = camera.apply_aperture(images, full)
         return (images[0], full[0]) if single else (images, full)
@@ -297,7 +321,7 @@ class FundusPipeline:
         seeds = [options.seed + i for i in range(len(small))]
         raw = to_uint8(generate(self.model, small, seeds, sampler=options.sampler, steps=options.steps,
                                 guidance=options.guidance, style=options.style, callback=callback))
-        return self.finish(raw, masks)
+        return self.finish(raw, masks, options)
 
     def stream(self, masks: MaskSource, options: SampleConfig | None = None) -> Iterator[Frame]:
         """`stream` for the first mask: a frame per sampler step; the final frame's `images` and `masks`
@@ -309,7 +333,7 @@ class FundusPipeline:
         try:
             for frame in frames:
                 if frame.final:
-                    frame.images, frame.masks = self.finish(frame.images, masks_at(masks, self.output_px)[:1])
+                    frame.images, frame.masks = self.finish(frame.images, masks_at(masks, self.output_px)[:1], options)
                 yield frame
         finally:
             frames.close()

@@ -15,6 +15,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint
+from .grain import GrainProfile
 from . import compute
 from . import precision as precisions
 from .config import (DEFAULT_GUIDANCE, MAX_ATTENTION_TOKENS, MAX_GUIDANCE, MAX_IMAGE_PX, MAX_TIMESTEPS, DiffusionConfig,
@@ -38,6 +39,7 @@ class LoadedModel:
     precision: str = "fp32"  # what sampling runs the network in: fp32 or bf16 (autocast), see precision.py
     tree_sr: LoadedModel | None = None  # vessel models: the treesr model that enlarges their trees (tree_sr.py)
     style_guidance: dict[str, float] = field(default_factory=dict)  # styles recommended another scale (style_guidance)
+    grain: dict[str, GrainProfile] = field(default_factory=dict)  # sr models: camera grain per style (grain.py)
 
     def guidance_for(self, style: str) -> float:
         """The scale recommended for `style`: the style's own where the file names one, else `guidance`."""
@@ -64,6 +66,15 @@ def style_guidance(meta: dict, origin: str) -> dict[str, float]:
         raise CheckpointError(f"{origin}: config is invalid (sample.guidance_by_style {table!r}, expected scales "
                               f"for the model's styles: {', '.join(styles) or 'none'})")
     return {style: _scale(value, f"sample.guidance_by_style.{style}", origin) for style, value in table.items()}
+
+
+def grain_profiles(meta: dict, origin: str) -> dict[str, GrainProfile]:
+    """The camera grain an sr model's output lacks, per style (meta["grain"], written by bench/grain.py), checked."""
+    table = meta.get("grain") or {}
+    try:
+        return {str(style): GrainProfile.from_dict(profile) for style, profile in dict(table).items()}
+    except (TypeError, KeyError, ValueError) as err:
+        raise CheckpointError(f"{origin}: config is invalid (grain: {err})") from None
 
 
 def _configs(meta: dict, origin: str, max_image_px: int = MAX_IMAGE_PX) -> tuple[NetConfig, DiffusionConfig]:
@@ -186,6 +197,7 @@ def export_weights(checkpoint: str | Path, out_path: str | Path, fp16: bool = Tr
     _configs(meta, str(checkpoint))  # validate before writing anything
     recommended_guidance(meta, str(checkpoint))
     style_guidance(meta, str(checkpoint))
+    grain_profiles(meta, str(checkpoint))
     dtype = torch.float16 if fp16 else torch.float32
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in weights.items()}
     atomic_write(out.with_suffix(".safetensors"),
@@ -232,7 +244,7 @@ def load_model(name_or_path: str | Path, role: str | None = None, device: str | 
     net = _build(net_cfg, diff_cfg, state, origin).to(device)
     steps = meta.get("trained_steps", 0)
     return LoadedModel(net, net_cfg, diff_cfg, origin, guidance, steps if isinstance(steps, int) else 0, run_in,
-                       style_guidance=by_style)
+                       style_guidance=by_style, grain=grain_profiles(meta, origin))
 
 
 def weights_size_mb(directory: Path = WEIGHTS_DIR) -> float:

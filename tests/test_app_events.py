@@ -700,3 +700,36 @@ def test_hosted_trainings_fit_a_compute_budget(tmp_path, tiny_weights):
 def test_the_events_that_run_networks_ask_for_a_zerogpu_gpu_where_spaces_exists():
     for name in ("run", "compare", "dream", "api_generate", "evaluate"):
         assert getattr(getattr(ui.Handlers, name), "on_gpu", False), name  # spaces.GPU there, a no-op here
+
+
+def test_camera_grain_is_asked_for_in_generate_and_synthesise(tmp_path, full_weights):
+    """The grain box: refused with a message when there is no sr model or it has no grain, else added."""
+    import shutil
+
+    from retree_core.grain import BINS
+    from retree_core.weights import export_weights
+
+    handlers = ui.Handlers(Studio(settings(tmp_path, full_weights)))
+    args = (*mask_in(), "concat", "concat", None, "ddim", 2, 1.0, 0)
+    with pytest.raises(gr.Error, match="no camera grain measured"):
+        list(handlers.run(*args, True, True, "any", True, request=REQUEST))
+    with pytest.raises(gr.Error, match="no sr model"):
+        list(handlers.run(*args, False, True, "any", True, request=REQUEST))
+    folder = tmp_path / "grainy"
+    shutil.copytree(full_weights, folder)
+    flat = {"power": [[100.0] * BINS] * 3, "correlation": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}
+    export_weights(folder / "sr.safetensors", folder / "sr", extra_meta={"grain": {"any": flat}})
+    grainy = ui.Handlers(Studio(settings(tmp_path / "s2", folder)))
+
+    def result(h, grain):
+        outputs = list(h.run(*args, True, False, "any", grain, request=REQUEST))
+        return np.array(Image.open(next(o for o in outputs if isinstance(o[3], np.ndarray))[6]["value"]).convert("RGB"))
+
+    assert 5 < (result(grainy, True).astype(float) - result(grainy, False)).std() < 20
+    def pair(grain):
+        pairs = list(grainy.synthesise("concat", "concat", "procedural", 1, 0, "ddim", 2, True, False, "any", grain,
+                                       request=REQUEST))
+        with zipfile.ZipFile(pairs[-1][2]["value"]) as z:
+            return np.array(Image.open(io.BytesIO(z.read("images/img_000.png"))).convert("RGB")).astype(float)
+
+    assert 5 < (pair(True) - pair(False)).std() < 20

@@ -205,10 +205,10 @@ class HandlersBase:
                             None if guidance is None else bounded_number(guidance, "guidance", 0, MAX_GUIDANCE),
                             whole_number(seed, "seed", 0, MAX_SEED), style or STYLE_ANY)
 
-    def _pipeline(self, model, super_res: bool = True, aperture: bool = True) -> FundusPipeline:
+    def _pipeline(self, model, super_res: bool = True, aperture: bool = True, grain: bool = False) -> FundusPipeline:
         """The pipeline of a fundus model as the app runs it: the shipped sr model when wanted and it fits."""
         sr = self.studio.super_resolution(model.net_cfg.image_size) if super_res else None
-        return FundusPipeline(model, sr, bool(aperture))
+        return FundusPipeline(model, sr, bool(aperture), bool(grain))
 
     def _downloads(self, session: str, pipe: FundusPipeline, options: SampleConfig, image: np.ndarray,
                    mask: np.ndarray):
@@ -255,6 +255,14 @@ def super_res_box(h: HandlersBase, elem_id: str) -> gr.Checkbox:
     return gr.Checkbox(bool(shipped), label=label, info=info, interactive=bool(shipped), elem_id=elem_id)
 
 
+def grain_box(elem_id: str) -> gr.Checkbox:
+    """Whether super-resolved results get the camera grain the sr model lacks (retree_core.grain)."""
+    return gr.Checkbox(False, label="Camera grain", elem_id=elem_id,
+                       info="add the finest texture and noise of the style's photographs, which super-resolution "
+                            "cannot draw (with super-resolution on); synthetic pairs with it teach a segmenter "
+                            "faint vessels better")
+
+
 def aperture_box(elem_id: str) -> gr.Checkbox:
     """Whether results are finished with the camera's round aperture (retree_core.aperture)."""
     return gr.Checkbox(True, label="Round aperture", elem_id=elem_id,
@@ -291,6 +299,6 @@ CSS = """
 
 
 
-__all__ = ["CSS", "EXAMPLES_DIR", "HandlersBase", "MODES", "PRIVATE", "QUIET", "SAMPLERS", "aperture_box",
+__all__ = ["CSS", "EXAMPLES_DIR", "HandlersBase", "MODES", "PRIVATE", "QUIET", "SAMPLERS", "aperture_box", "grain_box",
            "dataset_sources", "for_display", "on_gpu", "legend_html", "no_model_message", "progress_html", "readable",
            "session_of", "show_dataset_inputs", "style_dropdown", "super_res_box", "ui_errors"]

@@ -22,7 +22,7 @@ from ..mask_sources import (
 from ..options import bounded_number, whole_number
 from ..settings import StudioSettings
 from .common import (
-    EXAMPLES_DIR, MODES, PRIVATE, QUIET, SAMPLERS, HandlersBase, aperture_box, for_display, legend_html,
+    EXAMPLES_DIR, MODES, PRIVATE, QUIET, SAMPLERS, HandlersBase, aperture_box, for_display, grain_box, legend_html,
     no_model_message, on_gpu, progress_html, readable, session_of, style_dropdown, super_res_box, ui_errors,
 )
 from .sources import source_tabs, wire_sources
@@ -117,7 +117,7 @@ class GenerateHandlers(HandlersBase):
     @on_gpu
     @ui_errors
     def run(self, source, drawn, loaded, role, label, custom, sampler, steps, guidance, seed, super_res=True,
-            aperture=True, style=STYLE_ANY, request: gr.Request | None = None):
+            aperture=True, style=STYLE_ANY, grain=False, request: gr.Request | None = None):
         """Stream x_t and x0 at every step, then the result (super-resolved if asked and possible), its
         fidelity overlay and downloads.
         Outputs: x_t, x0, counter, result, overlay, fidelity note, PNG download, pair download."""
@@ -130,7 +130,7 @@ class GenerateHandlers(HandlersBase):
         hidden = gr.update(visible=False)
         yield (None, None, progress_html(0, options.steps, "starting…"), None, None, "", hidden, hidden)
         first_s = None
-        pipe = self._pipeline(model, super_res, aperture)
+        pipe = self._pipeline(model, super_res, aperture, grain)
         pipe.options(options)  # a style the model does not know: refused before anything runs
         for frame in live_frames(pipe, masks, options, stop=stop, min_interval_s=FRAME_INTERVAL_S):
             if not frame.final:
@@ -161,7 +161,7 @@ class GenerateHandlers(HandlersBase):
     @on_gpu
     @ui_errors
     def compare(self, source, drawn, loaded, sampler, steps, guidance, seed, super_res=True, aperture=True,
-                request: gr.Request | None = None):
+                grain=False, request: gr.Request | None = None):
         """concat and SPADE on the same mask and seed, side by side (streamed one after the other)."""
         session = session_of(request)
         options = self._options(sampler, steps, guidance, seed)
@@ -182,7 +182,7 @@ class GenerateHandlers(HandlersBase):
             model = catalog.load(entry.path, role)
             masks = lambda px: current_mask(source, drawn, loaded, px)  # noqa: E731
             masks(model.net_cfg.image_size)
-            for frame in live_frames(self._pipeline(model, super_res, aperture), masks, options, stop=stop,
+            for frame in live_frames(self._pipeline(model, super_res, aperture, grain), masks, options, stop=stop,
                                      min_interval_s=FRAME_INTERVAL_S):
                 images[role] = for_display(frame.x0)
                 status = f"{role}: step {frame.step} / {frame.total}"
@@ -273,6 +273,7 @@ def generate_tab(h: GenerateHandlers, s: StudioSettings) -> dict:
             with gr.Row():
                 super_res = super_res_box(h, "rt-sr")
                 aperture = aperture_box("rt-aperture")
+                grain = grain_box("rt-grain")
             with gr.Row():
                 run = gr.Button("Run", variant="primary", scale=3, elem_id="rt-run")
                 stop = gr.Button("Stop", variant="stop", scale=1, elem_id="rt-stop")
@@ -317,11 +318,11 @@ def generate_tab(h: GenerateHandlers, s: StudioSettings) -> dict:
     for trigger in (model.change, style.change):
         trigger(h.model_guidance, [mode, model, style], guidance, **quiet)
     custom.change(h.model_note, [mode, model, custom], model_note, **quiet)
-    run.click(h.run, [*mask_in, mode, model, custom, sampler, steps, guidance, seed, super_res, aperture, style],
+    run.click(h.run, [*mask_in, mode, model, custom, sampler, steps, guidance, seed, super_res, aperture, style, grain],
               [x_t, x0, counter, result, overlay, fidelity, png_dl, pair_dl], show_progress="hidden",
               **gen, **private, **h.heavy(h.run))
     stop.click(h.stop, None, None, concurrency_limit=None, **quiet)
-    compare.click(h.compare, [*mask_in, sampler, steps, guidance, seed, super_res, aperture],
+    compare.click(h.compare, [*mask_in, sampler, steps, guidance, seed, super_res, aperture, grain],
                   [cmp_concat, cmp_spade, cmp_note],
                   show_progress="minimal", **gen, **private, **h.heavy(h.compare))
 

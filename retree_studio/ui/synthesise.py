@@ -14,7 +14,7 @@ from ..options import whole_number
 from ..settings import StudioSettings
 from ..synthesis import SynthesisConfig, synthesise_pairs
 from .common import (
-    MODES, PRIVATE, QUIET, SAMPLERS, HandlersBase, aperture_box, for_display, progress_html, session_of,
+    MODES, PRIVATE, QUIET, SAMPLERS, HandlersBase, aperture_box, for_display, grain_box, progress_html, session_of,
     style_dropdown, super_res_box, ui_errors,
 )
 
@@ -24,7 +24,7 @@ class SynthesiseHandlers(HandlersBase):
 
     @ui_errors
     def synthesise(self, role, label, trees, count, seed, sampler, steps, super_res=True, aperture=True,
-                   style=STYLE_ANY, request: gr.Request | None = None, progress=gr.Progress()):
+                   style=STYLE_ANY, grain=False, request: gr.Request | None = None, progress=gr.Progress()):
         """Outputs: status, gallery of pairs, zip download."""
         session = session_of(request)
         options = self._options(sampler, steps, None, seed, style)  # guidance: the model's recommended
@@ -43,7 +43,7 @@ class SynthesiseHandlers(HandlersBase):
         gallery: list[tuple[np.ndarray, str]] = []
         tic = time.perf_counter()
         yield "starting…", [], gr.update(visible=False)
-        pipe = self._pipeline(image_model, super_res, aperture)
+        pipe = self._pipeline(image_model, super_res, aperture, grain)
         for p in synthesise_pairs(pipe, vessel_model, cfg, zip_path, self.settings.max_synth_pairs,
                                   should_stop=stop.is_set):
             if p.zip_path is None and p.image is not None:
@@ -88,6 +88,7 @@ def synth_tab(h: SynthesiseHandlers, s: StudioSettings) -> dict:
             with gr.Row():
                 super_res = super_res_box(h, "rt-synth-sr")
                 aperture = aperture_box("rt-synth-aperture")
+                grain = grain_box("rt-synth-grain")
             with gr.Row():
                 go = gr.Button("Synthesise", variant="primary", elem_id="rt-synth")
                 stop = gr.Button("Stop", variant="stop")
@@ -99,7 +100,7 @@ def synth_tab(h: SynthesiseHandlers, s: StudioSettings) -> dict:
     note = gr.State("")
     mode.change(h.model_choices, [mode, model], [model, note], **quiet)
     model.change(h.model_styles, [mode, model, style], style, **quiet)
-    go.click(h.synthesise, [mode, model, trees, count, seed, sampler, steps, super_res, aperture, style],
+    go.click(h.synthesise, [mode, model, trees, count, seed, sampler, steps, super_res, aperture, style, grain],
              [status, gallery, zip_dl],
              concurrency_id="synthesise", concurrency_limit=1, show_progress="minimal", **private,
              **h.heavy(h.synthesise))
