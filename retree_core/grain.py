@@ -28,7 +28,8 @@ class GrainProfile:
 
     def __post_init__(self) -> None:
         power, corr = np.asarray(self.power, float), np.asarray(self.correlation, float)
-        if power.shape != (3, BINS) or corr.shape != (3, 3) or (power < 0).any() or not np.isfinite(power).all():
+        if (power.shape != (3, BINS) or corr.shape != (3, 3) or (power < 0).any() or not np.isfinite(power).all()
+                or not np.isfinite(corr).all()):
             raise ValueError(f"a grain profile needs (3, {BINS}) non-negative powers and a 3x3 correlation")
         try:
             np.linalg.cholesky(corr)
@@ -67,7 +68,10 @@ def measure(photographs: np.ndarray, restored: np.ndarray) -> GrainProfile:
     deficit = np.clip(radial_power(photographs) - radial_power(restored), 0, None)
     residual = photographs.astype(np.float32) - restored.astype(np.float32)
     fine = np.concatenate([(r - cv2.GaussianBlur(r, (0, 0), 1.0)).reshape(-1, 3) for r in residual])
-    return GrainProfile(deficit, np.corrcoef(fine.T))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.nan_to_num(np.corrcoef(fine.T))  # a flat channel (grey photographs): uncorrelated
+    np.fill_diagonal(corr, 1.0)
+    return GrainProfile(deficit, 0.999 * corr + 0.001 * np.eye(3))  # identical channels stay factorable
 
 
 def add_grain(images: np.ndarray, profile: GrainProfile, min_frequency: float, seed: int) -> np.ndarray:

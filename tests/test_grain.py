@@ -18,6 +18,11 @@ def test_measure_finds_the_noise_the_restored_copy_lacks():
     assert profile.power[:, 10:].mean() == pytest.approx(16, rel=0.1)
     assert np.abs(profile.correlation - np.eye(3)).max() < 0.05
     assert measure(restored, noisy).power.max() < 1.0  # the restored copy lacks nothing the noisy one has
+    grey = noisy.copy()
+    grey[..., 2] = 120  # a flat channel has no correlation to measure: taken as none
+    assert np.allclose(measure(grey, restored).correlation[2], [0, 0, 1])
+    mono = np.repeat(noisy[..., :1], 3, axis=-1)  # grey photographs saved as RGB: channels fully correlated
+    assert measure(mono, restored).correlation.min() > 0.99
 
 
 def test_add_grain_has_the_profile_power_above_the_cutoff_only():
@@ -41,7 +46,8 @@ def test_correlated_channels_and_round_trip():
 
 
 @pytest.mark.parametrize("power, corr", [(np.ones((3, 7)), np.eye(3)), (-np.ones((3, BINS)), np.eye(3)),
-                                         (np.ones((3, BINS)), np.ones((3, 3)))])
+                                         (np.ones((3, BINS)), np.ones((3, 3))),
+                                         (np.ones((3, BINS)), np.full((3, 3), np.nan))])
 def test_bad_profiles_are_refused(power, corr):
     with pytest.raises(ValueError, match="grain profile"):
         GrainProfile(power, corr)
