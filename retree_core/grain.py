@@ -77,16 +77,17 @@ def measure(photographs: np.ndarray, restored: np.ndarray) -> GrainProfile:
 def add_grain(images: np.ndarray, profile: GrainProfile, min_frequency: float, seed: int) -> np.ndarray:
     """uint8 (B, H, W, 3) images plus Gaussian noise of the profile's power above `min_frequency` (cycles per
     pixel; a half-cosine ramp over the octave below it), image i from seed + i."""
-    out = []
+    images = np.asarray(images)
+    h, w = images.shape[1:3]
+    freq = np.hypot(*np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing="ij"))
+    ramp = np.clip(freq / (min_frequency / 2) - 1, 0, 1) if min_frequency > 0 else np.ones_like(freq)
+    ramp = 0.5 - 0.5 * np.cos(np.pi * ramp)
+    bins = np.clip(freq * 2 * (BINS - 1), 0, BINS - 1)
+    amplitude = np.stack([ramp * np.sqrt(np.interp(bins, np.arange(BINS), power)) for power in profile.power], -1)
+    mix = np.linalg.cholesky(profile.correlation).T  # one filter and one channel mix for the whole batch
+    out = np.empty_like(images)
     for i, image in enumerate(images):
-        h, w = image.shape[:2]
-        freq = np.hypot(*np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing="ij"))
-        ramp = np.clip(freq / (min_frequency / 2) - 1, 0, 1) if min_frequency > 0 else np.ones_like(freq)
-        ramp = 0.5 - 0.5 * np.cos(np.pi * ramp)
-        bins = np.clip(freq * 2 * (BINS - 1), 0, BINS - 1)
-        white = np.random.default_rng(seed + i).standard_normal((h, w, 3)) @ np.linalg.cholesky(profile.correlation).T
-        noise = np.stack([np.real(np.fft.ifft2(np.fft.fft2(white[..., c]) * ramp
-                                               * np.sqrt(np.interp(bins, np.arange(BINS), profile.power[c]))))
-                          for c in range(3)], axis=-1)
-        out.append(np.clip(image + noise, 0, 255).round().astype(np.uint8))
-    return np.stack(out) if out else np.asarray(images)
+        white = np.random.default_rng(seed + i).standard_normal((h, w, 3)) @ mix
+        noise = np.real(np.fft.ifft2(np.fft.fft2(white, axes=(0, 1)) * amplitude, axes=(0, 1)))
+        out[i] = np.clip(image + noise, 0, 255).round()
+    return out

@@ -116,7 +116,7 @@ def live_frames(pipe: FundusPipeline, masks: MaskSource, options: SampleConfig, 
             frames.close()
             if last is None:
                 raise RuntimeError("generation stopped before its first step")
-            image, mask = pipe.finish(last.x0, masks_at(masks, pipe.output_px)[0], pipe.options(options))
+            image, mask = pipe.finish(last.x0, masks_at(masks, pipe.output_px)[0], options)
             mailbox.put(LiveFrame(last.step, last.total, None, last.x0, time.perf_counter() - start,
                                   final=True, stopped=True, image=image, mask=mask), final=True)
         except Exception as exc:  # raised in the consumer's thread
