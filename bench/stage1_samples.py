@@ -3,11 +3,11 @@
 For each model (a weights name, .safetensors or a training .ckpt) it draws one tree per seed and prints,
 per tree and as medians, the plausibility score and the statistics that fail most often (largest
 connected piece, vessel area, loose ends), beside the range of the real training annotations at the
-same size (`retree_core/vessel_reference.json`), and the share of trees the filter keeps. Optionally
-writes a grid of the trees (one row per model). With --data_root it also measures the training target
-itself: each real annotation of --split at the model's size, as the soft tree it learns, made a tree at
---out_px as its outputs are (the best a model imitating that target can reach there), with its Dice against
-the annotation. Trees at --out_px come from the treesr model (--tree_sr, as `generate` makes them) or,
+same size (`retree_core/vessel_reference.json`), and the share of trees the filter keeps; at --out_px also
+with thin vessels grown on (`twigs.py`). Optionally writes a grid of the trees. With --data_root it also
+measures the training target itself: each real annotation of --split at the model's size, as the soft
+tree it learns, made a tree at --out_px as its outputs are (the best a model imitating that target can reach
+there), with its Dice against the annotation. Trees at --out_px come from the treesr model (--tree_sr, as `generate` makes them) or,
 without one, from the soft output resized and cut.
 
     python bench/stage1_samples.py vessel [runs/vessel/last.ckpt ...] [--num 16] [--sampler dpmpp] \\
@@ -31,6 +31,7 @@ from retree_core.pipeline import generate, vessel_masks  # noqa: E402
 from retree_core.data import AugmentConfig, make_dataset, mask_at  # noqa: E402
 from retree_core.tree_ops import soft_trees  # noqa: E402
 from retree_core.tree_sr import with_tree_sr  # noqa: E402
+from retree_core.twigs import add_twigs  # noqa: E402
 from retree_core.plausibility import (DEFAULT_THRESHOLD, STATISTICS, canonical, load_reference, plausibility,  # noqa: E402
                                       reference_roots)
 from retree_core.vessel_stats import vessel_stats  # noqa: E402
@@ -47,8 +48,8 @@ def main() -> None:
     p.add_argument("--sampler", default="dpmpp")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
-    p.add_argument("--grid", default=None, help="PNG with the trees at --out_px, as made, one row per model (with a "
-                   "treesr model two: the soft output resized and cut, then the treesr's)")
+    p.add_argument("--grid", default=None, help="PNG with the trees at --out_px, rows per model: (with a treesr "
+                   "model) the soft output resized and cut, the trees as made, then with thin vessels grown on")
     p.add_argument("--grid_trees", type=int, default=4, help="trees per row of the grid")
     p.add_argument("--out_px", type=int, default=512, help="also measure the trees at this output size: cut from "
                    "the soft output resized there (as generate and the app make them) and the model-size cut enlarged")
@@ -91,14 +92,15 @@ def main() -> None:
         real = load_reference()["statistics"][str(args.out_px)]
         made = "by " + model.tree_sr.source if model.tree_sr else "soft output resized"
         final = vessel_masks(raw, args.out_px, refine, model.tree_sr)
-        for label, big in ((made, final),
+        twigged = np.stack([add_twigs(t, seed) for seed, t in enumerate(final)])
+        for label, big in ((made, final), (made + ", thin vessels grown on (twigs.py)", twigged),
                            ("model-size cut enlarged", np.stack([mask_at(t, args.out_px) for t in trees]))):
             print_at_size(label, big, args.out_px, real)
         if args.data_root:
             target_at_size(args.data_root, size, args.out_px, real, refine, args.soft_tree_px, args.split,
                            model.tree_sr)
         shown = [vessel_masks(raw[:args.grid_trees], args.out_px, refine)] if args.grid and model.tree_sr else []
-        for row in shown + [final[:args.grid_trees]]:  # with a treesr model, its trees below the cut ones
+        for row in shown + [final[:args.grid_trees], twigged[:args.grid_trees]]:  # treesr's below the cut, twigs last
             rows.append(np.repeat(row[:, :, :, None].astype(np.uint8) * 255, 3, axis=3))
     if args.grid:
         print(f"\ngrid: {save_png(args.grid, grid(rows))}")

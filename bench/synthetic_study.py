@@ -36,6 +36,8 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from retree_core.twigs import TWIGS_BY_DEFAULT  # noqa: E402
+
 COLUMNS = ("f1", "jaccard", "kappa", "mcc", "precision", "recall", "specificity", "accuracy", "auc")
 
 
@@ -79,8 +81,9 @@ def synthesise(args, source: str) -> Path:
     if len(list((out / "images").glob("*.png"))) >= wanted:
         return out
     guidance = [] if args.guidance is None else ["--guidance", str(args.guidance)]
-    grain = ["--grain"] if args.grain else []
-    run(command("generate", "--mode", source, *trees, "--seed", str(args.seed), "--sr", args.sr, *guidance, *grain,
+    extras = (["--grain"] if args.grain else []) + (["--twigs" if args.twigs else "--no_twigs"]
+                                                    if args.trees == "vessel" else [])
+    run(command("generate", "--mode", source, *trees, "--seed", str(args.seed), "--sr", args.sr, *guidance, *extras,
                 "--output_dir", str(out)), Path(args.out) / "logs" / f"synthetic_{source}.log")
     return out
 
@@ -124,6 +127,9 @@ def main() -> None:
     p.add_argument("--sr", default="auto", help="super-resolution for the synthetic images (auto|none|NAME)")
     p.add_argument("--guidance", type=float, default=None, help="of the synthetic images (default: the model's)")
     p.add_argument("--grain", action="store_true", help="the synthetic images with camera grain (generate --grain)")
+    p.add_argument("--twigs", action="store_true", default=TWIGS_BY_DEFAULT,
+                   help="stage-1 trees with thin vessels grown on (generate --twigs)")
+    p.add_argument("--no_twigs", dest="twigs", action="store_false", help="stage-1 trees as drawn")
     p.add_argument("--mix_fraction", type=float, default=0.5, help="synthetic share of the real + synthetic arms")
     p.add_argument("--mix_sources", nargs="*", default=None, help="sources with a real + synthetic arm (default: all)")
     p.add_argument("--skip_real", action="store_true",
@@ -162,7 +168,7 @@ def main() -> None:
              f"{args.steps} steps, lr {args.lr}; synthetic arms {args.train_args or 'no more options'}; real-only arms "
              f"{args.real_args or 'no more options'}; {'one' if args.trees == 'real' else args.num} synthetic pair(s) per "
              f"{'real training annotation' if args.trees == 'real' else 'source'} ({args.trees} trees, sr "
-             f"{args.sr}{', grain' if args.grain else ''}, guidance {args.guidance or 'recommended'}); real + synthetic: {args.mix_fraction:.0%} synthetic items. Validation split, inside "
+             f"{args.sr}{', grain' if args.grain else ''}{', twigs' if args.twigs and args.trees == 'vessel' else ''}, guidance {args.guidance or 'recommended'}); real + synthetic: {args.mix_fraction:.0%} synthetic items. Validation split, inside "
              "the FOV, at the annotation's resolution, mean over images.", "",
              "| training data | threshold | " + " | ".join(COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]
     for row in rows:

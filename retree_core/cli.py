@@ -16,6 +16,7 @@ from .pairs import LAYOUTS, NNUNET_ID, NNUNET_NAME
 from .pipeline import TREE_TRIES
 from .precision import DEFAULT as PRECISION_DEFAULT
 from .samplers import SAMPLERS
+from .twigs import TWIGS_BY_DEFAULT
 
 
 def whole_in(low: int, high: int | None = None):
@@ -144,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tree_sr", default="auto", metavar="auto|none|NAME|PATH",
                    help="with --num: the treesr model that enlarges stage-1 trees to the output size (auto: the "
                         "shipped one when it takes the stage-1 model's size; none: its soft output resized and cut)")
+    g.add_argument("--twigs", action="store_true", default=TWIGS_BY_DEFAULT,
+                   help="with --num: grow the thin vessels a stage-1 tree lacks onto it (twigs.py; default "
+                        f"{'on' if TWIGS_BY_DEFAULT else 'off'})")
+    g.add_argument("--no_twigs", dest="twigs", action="store_false", help="with --num: stage-1 trees as drawn")
     g.add_argument("--min_plausibility", type=number_in(0, 1), default=None,
                    help="with --num: redraw trees scoring below this (default: plausibility.DEFAULT_THRESHOLD)")
     g.add_argument("--tree_tries", type=positive_int, default=TREE_TRIES,
@@ -276,7 +281,8 @@ def run_generate(args: argparse.Namespace) -> None:
         seeds = [args.seed + start + i for i in range(len(chunk))]
         if masks is None:
             source, stood_in = tree_masks(vessel, seeds, out_px, first_seed=args.seed, max_tries=args.tree_tries,
-                                          min_plausibility=args.min_plausibility, sampler=args.sampler,
+                                          min_plausibility=args.min_plausibility, twigs=args.twigs,
+                                          sampler=args.sampler,
                                           steps=args.steps)
             stand_ins += stood_in
         else:  # the rows of this chunk, at each size as read (or resized from the output size)

@@ -16,6 +16,7 @@ from retree_core.data import DataError, binarize_mask, mask_at, prepare_mask, re
 from retree_core.data.procedural import TreeParams, procedural_tree
 from retree_core.images import mask_rgb
 from retree_core.pipeline import dream_trees, generate, vessel_masks
+from retree_core.twigs import add_twigs
 from retree_core import plausibility as plaus  # the filter's threshold is read when used (tests lower it)
 from retree_core.weights import LoadedModel
 
@@ -198,24 +199,29 @@ def random_tree(seed: int, knobs: TreeKnobs = TreeKnobs(), size_px: int = CANVAS
 
 
 def dream_tree(model: LoadedModel, seed: int, sampler: str = "dpmpp", steps: int = 20,
-               on_draw: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, str, bool]:
+               on_draw: Callable[[int, int], None] | None = None, twigs: bool = False) -> tuple[np.ndarray, str, bool]:
     """A vessel tree from a stage-1 (vessel) model, bool at the canvas's size (CANVAS_PX, from the model's
-    soft output and its treesr model: pipeline.vessel_masks), redrawn (new seeds) while
-    it scores below the plausibility threshold; with a note on the seed and score, and whether it passed.
-    When no try passes, the seed's own tree comes back (passed False), so a user sees what the model draws.
+    soft output and its treesr model: pipeline.vessel_masks), redrawn (new seeds) while it scores below the
+    plausibility threshold; with `twigs`, the thin vessels the model cannot draw grown on after (twigs.py).
+    Returns the tree, a note on the seed and score, and whether it passed. When no try passes, the seed's own
+    tree comes back (passed False), so a user sees what the model draws.
     `on_draw(draw, max_tries)` reports each draw (pipeline.dream_trees)."""
     trees, seeds = dream_trees(model, [int(seed)], min_plausibility=plaus.DEFAULT_THRESHOLD,
                                 on_draw=on_draw, size_px=CANVAS_PX, sampler=sampler, steps=steps)
+    grown = lambda tree, seed: add_twigs(tree, seed) if twigs else tree  # noqa: E731
+    thin = ", thin vessels grown on" if twigs else ""
     if trees[0] is None:
         raw = generate(model, None, [int(seed)], sampler=sampler, steps=steps)
         tree, small = vessel_masks(raw, CANVAS_PX, tree_sr=model.tree_sr)[0], vessel_masks(raw)[0]
         if not tree.any():
             raise DataError(f"the vessel model drew an empty tree from seed {seed}; try another seed")
-        return tree, (f"seed {seed}, plausibility {plaus.plausibility(small).value:.2f}: no try reached the "
-                      f"threshold {plaus.DEFAULT_THRESHOLD}, the filter would reject it"), False
+        return grown(tree, int(seed)), (f"seed {seed}, plausibility {plaus.plausibility(small).value:.2f}: no try "
+                                        f"reached the threshold {plaus.DEFAULT_THRESHOLD}, the filter would reject "
+                                        f"it{thin}"), False
     redrawn = f", redrawn as seed {seeds[0]}" if seeds[0] != seed else ""
     judged = mask_at(trees[0], model.net_cfg.image_size)  # scored at the model's size, as the filter judged it
-    return trees[0], f"seed {seed}{redrawn}, plausibility {plaus.plausibility(judged).value:.2f}", True
+    return (grown(trees[0], seeds[0]),
+            f"seed {seed}{redrawn}, plausibility {plaus.plausibility(judged).value:.2f}{thin}", True)
 
 
 __all__ = ["CANVAS_PX", "UploadLimits", "check_upload", "mask_from_upload", "editor_image", "mask_for_model",

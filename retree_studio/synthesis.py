@@ -15,6 +15,7 @@ import numpy as np
 from retree_core.config import SampleConfig
 from retree_core.images import png_bytes
 from retree_core.pipeline import FundusPipeline, tree_masks
+from retree_core.twigs import TWIGS_BY_DEFAULT
 from retree_core.weights import LoadedModel
 
 from .archives import write_pairs_zip
@@ -27,6 +28,7 @@ class SynthesisConfig:
     count: int = 8
     trees: str = "vessel"  # vessel: the stage-1 model; procedural: the learning-free generator
     sample: SampleConfig = field(default_factory=SampleConfig)  # pair i: seed sample.seed + i, both stages
+    twigs: bool = TWIGS_BY_DEFAULT  # stage-1 trees with the thin vessels the model cannot draw grown on (twigs.py)
 
     def check(self, max_count: int) -> None:
         if not isinstance(self.count, (int, np.integer)) or not 1 <= self.count <= max_count:
@@ -74,7 +76,7 @@ def synthesise_pairs(pipe: FundusPipeline, vessel_model: LoadedModel | None, cfg
             break
         seed = options.seed + index
         masks, stood_in = tree_masks(vessel_model, [seed], pipe.output_px, trees=cfg.trees, first_seed=options.seed,
-                                     sampler=options.sampler, steps=options.steps)
+                                     twigs=cfg.twigs, sampler=options.sampler, steps=options.steps)
         stand_ins += stood_in
         images, cut = pipe(masks, replace(options, seed=seed))
         image, mask = images[0], cut[0]

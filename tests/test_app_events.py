@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from retree_core.config import SR_INPUT_NOISE
+import retree_studio.mask_sources
 from retree_studio import ui
 from hostile import pickled_checkpoint
 from retree_studio.settings import StudioSettings
@@ -144,7 +145,7 @@ def test_random_tree_and_examples_load(handlers):
 
 def test_dream_without_a_vessel_model_says_what_to_do(handlers):
     with pytest.raises(gr.Error, match="No vessel model yet"):
-        handlers.dream(0, REQUEST)
+        handlers.dream(0, False, REQUEST)
 
 
 # --- generation -------------------------------------------------------------------------------------
@@ -467,14 +468,23 @@ def test_dream_and_synthesis_use_a_vessel_model(tmp_path, tiny_weights, monkeypa
     warnings = []
     monkeypatch.setattr(gr, "Warning", warnings.append)
     progress = []
-    shown = handlers.dream(4, REQUEST, progress=lambda done, desc, unit: progress.append((done, desc)))
+    shown = handlers.dream(4, False, REQUEST, progress=lambda done, desc, unit: progress.append((done, desc)))
     assert "no try reached the threshold 1.01" in shown.origin and "below the plausibility" in warnings[0]
     assert progress[0] == ((0, 16), "draw 1 of up to 16") and progress[-1] == ((15, 16), "draw 16 of up to 16")
     monkeypatch.setattr(retree_core.plausibility, "DEFAULT_THRESHOLD", 0.0)  # a 16 px toy model's trees pass
-    loaded = handlers.dream(4, REQUEST)
+    loaded = handlers.dream(4, False, REQUEST)
     assert "dreamt tree (seed 4, plausibility" in loaded.origin
     assert current_mask("loaded", None, loaded, 16).shape == (16, 16)
+    grown_on = []  # the tree that twigs.add_twigs is given, and what it gives back
+    monkeypatch.setattr(retree_studio.mask_sources, "add_twigs", lambda t, s: grown_on.append(t) or ~t)
+    twigged = handlers.dream(4, True, REQUEST)
+    plain, grown = (current_mask("loaded", None, m, 512) for m in (loaded, twigged))
+    assert "thin vessels grown on" in twigged.origin
+    assert np.array_equal(grown_on[0], plain) and np.array_equal(grown, ~plain)
     outputs = list(handlers.synthesise("concat", "concat", "vessel", 2, 0, "ddim", 2, True, request=REQUEST))
+    assert outputs[-1][2]["value"].endswith(".zip")
+    outputs = list(handlers.synthesise("concat", "concat", "vessel", 1, 0, "ddim", 2, True, twigs=True,
+                                       request=REQUEST))
     assert outputs[-1][2]["value"].endswith(".zip")
 
 

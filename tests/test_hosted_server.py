@@ -88,7 +88,7 @@ def test_stop_also_cancels_a_start_still_waiting_in_the_queue(app):
 def test_one_session_cannot_fill_the_queue_and_others_still_get_in(app):
     url, _ = app
     a, b = QueueSession(url), QueueSession(url)
-    work = ["concat", None, "procedural", 2, 0, "ddim", 20, False, False, "any", False]  # seconds each: still queued
+    work = ["concat", None, "procedural", 2, 0, "ddim", 20, False, False, "any", False, False]  # seconds each: still queued
     admitted = [a.submit("synthesise", *work) for _ in range(2)]  # StudioSettings.make_hosted: 2 per session
     assert [status for status, _ in admitted] == [200, 200]
     status, message = a.submit("synthesise", *work)

@@ -227,6 +227,7 @@ def test_procedural_trees_stand_in_for_implausible_stage_one_trees(tmp_path):
     from retree_core.data import mask_at
     from retree_core.pipeline import generate, vessel_masks
     from retree_core.pipeline import tree_masks
+    from retree_core.twigs import add_twigs
     from retree_core.weights import load_model
 
     train(TrainConfig(mode="vessel", preset="tiny", image_size=32, max_steps=1, output_dir=str(tmp_path),
@@ -240,6 +241,10 @@ def test_procedural_trees_stand_in_for_implausible_stage_one_trees(tmp_path):
     assert stand_ins == 0 and np.array_equal(masks, vessel_masks(own, 64))  # from the soft output at 64 px
     nearest = np.stack([mask_at(m, 64) for m in vessel_masks(own)])  # not the 32 px cut enlarged
     assert not np.array_equal(masks, nearest)
+    twigged, _ = tree_masks(vessel, [3, 4], 64, first_seed=3, min_plausibility=0, twigs=True, steps=2)
+    assert np.array_equal(twigged, np.stack([add_twigs(m, seed) for m, seed in zip(masks, [3, 4])]))
+    stood_in, _ = tree_masks(vessel, [3, 4], 64, first_seed=3, max_tries=2, twigs=True, steps=2)
+    assert np.array_equal(stood_in, procedural)  # procedural trees have their own thin vessels
 
 
 def test_resume_drops_a_torn_log_line(tmp_path):

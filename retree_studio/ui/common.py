@@ -14,6 +14,7 @@ import numpy as np
 from retree_core.config import MAX_GUIDANCE, MAX_SEED, SAMPLER_LABELS, STYLE_ANY, SampleConfig
 from retree_core.fidelity import AGREE_RGB, EXTRA_RGB, MISSED_RGB
 from retree_core.pipeline import FundusPipeline
+from retree_core.twigs import TWIGS_BY_DEFAULT
 from retree_core.weights import read_model_info
 
 from ..archives import ZipLimits
@@ -263,6 +264,13 @@ def grain_box(elem_id: str) -> gr.Checkbox:
                             "faint vessels better")
 
 
+def twigs_box(elem_id: str) -> gr.Checkbox:
+    """Whether stage-1 trees get the thin vessels the vessel model cannot draw (retree_core.twigs)."""
+    return gr.Checkbox(TWIGS_BY_DEFAULT, label="Thin vessels", elem_id=elem_id,
+                       info="grow the thin vessels a stage-1 tree lacks onto it (the model learns 128 px trees "
+                            "and draws no vessel under 4 px at 512); the procedural generator draws its own")
+
+
 def aperture_box(elem_id: str) -> gr.Checkbox:
     """Whether results are finished with the camera's round aperture (retree_core.aperture)."""
     return gr.Checkbox(True, label="Round aperture", elem_id=elem_id,
@@ -300,5 +308,6 @@ CSS = """
 
 
 __all__ = ["CSS", "EXAMPLES_DIR", "HandlersBase", "MODES", "PRIVATE", "QUIET", "SAMPLERS", "aperture_box", "grain_box",
+           "twigs_box",
            "dataset_sources", "for_display", "on_gpu", "legend_html", "no_model_message", "progress_html", "readable",
            "session_of", "show_dataset_inputs", "style_dropdown", "super_res_box", "ui_errors"]

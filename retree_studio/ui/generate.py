@@ -98,7 +98,7 @@ class GenerateHandlers(HandlersBase):
 
     @on_gpu
     @ui_errors
-    def dream(self, seed, request: gr.Request | None = None, progress=gr.Progress()):
+    def dream(self, seed, twigs=False, request: gr.Request | None = None, progress=gr.Progress()):
         session = session_of(request)
         model = self.studio.catalog.stage_one(session, self.settings.hosted, on_problem=gr.Warning)
         if model is None:
@@ -108,7 +108,7 @@ class GenerateHandlers(HandlersBase):
         def on_draw(draw: int, tries: int) -> None:  # shown on the mask preview (show_progress_on)
             progress((draw - 1, tries), desc=f"draw {draw} of up to {tries}", unit="draws")
 
-        tree, note, passed = dream_tree(model, seed, on_draw=on_draw)
+        tree, note, passed = dream_tree(model, seed, on_draw=on_draw, twigs=bool(twigs))
         if not passed:
             gr.Warning(f"This tree is below the plausibility threshold ({note}): no redraw passed the filter. "
                        "Try another seed, or use a random tree.")

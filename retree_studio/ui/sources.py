@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ..mask_sources import blank_canvas
-from .common import EXAMPLES_DIR, PRIVATE, QUIET
+from .common import EXAMPLES_DIR, PRIVATE, QUIET, twigs_box
 
 
 def source_tabs() -> SimpleNamespace:
@@ -55,11 +55,12 @@ def source_tabs() -> SimpleNamespace:
             with gr.Row():
                 dream_seed = gr.Number(0, precision=0, label="Seed", minimum=0, scale=2)
                 dream_btn = gr.Button("Dream a tree", scale=1, variant="primary")
+            dream_twigs = twigs_box("rt-dream-twigs")
             gr.Markdown("Samples a vessel tree from the stage-1 (vessel) diffusion model "
                         "(weights/vessel.safetensors, or a vessel run from the Train tab), redrawn with "
                         "new seeds while the plausibility filter rejects it.",
                         elem_classes="rt-note")
-    return SimpleNamespace(editor=editor, draw_tab=draw_tab, examples_tab=examples_tab, examples=examples, tree_tab=tree_tab, tree_seed=tree_seed, tree_dice=tree_dice, tree_draw=tree_draw, tree_main=tree_main, tree_depth=tree_depth, tree_tort=tree_tort, tree_width=tree_width, tree_eye=tree_eye, upload_tab=upload_tab, upload=upload, upload_note=upload_note, dream_tab=dream_tab, dream_seed=dream_seed, dream_btn=dream_btn)
+    return SimpleNamespace(editor=editor, draw_tab=draw_tab, examples_tab=examples_tab, examples=examples, tree_tab=tree_tab, tree_seed=tree_seed, tree_dice=tree_dice, tree_draw=tree_draw, tree_main=tree_main, tree_depth=tree_depth, tree_tort=tree_tort, tree_width=tree_width, tree_eye=tree_eye, upload_tab=upload_tab, upload=upload, upload_note=upload_note, dream_tab=dream_tab, dream_seed=dream_seed, dream_btn=dream_btn, dream_twigs=dream_twigs)
 
 
 def wire_sources(h, m: SimpleNamespace, g: SimpleNamespace, show: dict, queue: dict) -> None:
@@ -83,7 +84,7 @@ def wire_sources(h, m: SimpleNamespace, g: SimpleNamespace, show: dict, queue: d
     m.tree_dice.click(h.random_seed, None, m.tree_seed, **quiet).then(
         h.draw_tree, tree_args, loaded, **private).success(**show)
     m.upload.upload(h.load_upload, m.upload, [loaded, m.upload_note], **private).success(**show)
-    m.dream_btn.click(h.dream, m.dream_seed, loaded, show_progress_on=g.seen, **gen, **private,
+    m.dream_btn.click(h.dream, [m.dream_seed, m.dream_twigs], loaded, show_progress_on=g.seen, **gen, **private,
                       **h.heavy(h.dream)).success(**show)
 
 

@@ -15,7 +15,7 @@ from ..settings import StudioSettings
 from ..synthesis import SynthesisConfig, synthesise_pairs
 from .common import (
     MODES, PRIVATE, QUIET, SAMPLERS, HandlersBase, aperture_box, for_display, grain_box, progress_html, session_of,
-    style_dropdown, super_res_box, ui_errors,
+    style_dropdown, super_res_box, twigs_box, ui_errors,
 )
 
 
@@ -24,7 +24,8 @@ class SynthesiseHandlers(HandlersBase):
 
     @ui_errors
     def synthesise(self, role, label, trees, count, seed, sampler, steps, super_res=True, aperture=True,
-                   style=STYLE_ANY, grain=False, request: gr.Request | None = None, progress=gr.Progress()):
+                   style=STYLE_ANY, grain=False, twigs=False, request: gr.Request | None = None,
+                   progress=gr.Progress()):
         """Outputs: status, gallery of pairs, zip download."""
         session = session_of(request)
         options = self._options(sampler, steps, None, seed, style)  # guidance: the model's recommended
@@ -37,7 +38,7 @@ class SynthesiseHandlers(HandlersBase):
             if vessel_model is None:
                 gr.Warning("No vessel model yet: the procedural generator draws the trees instead.")
                 trees = "procedural"
-        cfg = SynthesisConfig(count=count, trees=trees, sample=options)
+        cfg = SynthesisConfig(count=count, trees=trees, sample=options, twigs=bool(twigs))
         stop = self.studio.stops.arm(f"{session}:synth")
         zip_path = self.studio.session_dir(session) / f"retree_synthetic_{count}pairs_seed{options.seed}.zip"
         gallery: list[tuple[np.ndarray, str]] = []
@@ -75,6 +76,7 @@ def synth_tab(h: SynthesiseHandlers, s: StudioSettings) -> dict:
             trees = gr.Radio([("Stage 1: vessel model", "vessel"), ("Procedural generator", "procedural")],
                              value="vessel", label="Vessel trees from",
                              info="without a vessel model the procedural generator is used")
+            twigs = twigs_box("rt-synth-twigs")
             mode = gr.Radio(MODES, value="concat", label="Stage 2: fundus model")
             with gr.Row():
                 model = gr.Dropdown([], label="Model", scale=2)
@@ -100,8 +102,8 @@ def synth_tab(h: SynthesiseHandlers, s: StudioSettings) -> dict:
     note = gr.State("")
     mode.change(h.model_choices, [mode, model], [model, note], **quiet)
     model.change(h.model_styles, [mode, model, style], style, **quiet)
-    go.click(h.synthesise, [mode, model, trees, count, seed, sampler, steps, super_res, aperture, style, grain],
-             [status, gallery, zip_dl],
+    go.click(h.synthesise, [mode, model, trees, count, seed, sampler, steps, super_res, aperture, style, grain,
+                        twigs], [status, gallery, zip_dl],
              concurrency_id="synthesise", concurrency_limit=1, show_progress="minimal", **private,
              **h.heavy(h.synthesise))
     stop.click(h.stop_synthesis, None, None, concurrency_limit=None, **quiet)
