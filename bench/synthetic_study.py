@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from retree_core.grain import GRAIN_BY_DEFAULT  # noqa: E402
 from retree_core.twigs import TWIGS_BY_DEFAULT  # noqa: E402
 
 COLUMNS = ("f1", "jaccard", "kappa", "mcc", "precision", "recall", "specificity", "accuracy", "auc")
@@ -81,8 +82,8 @@ def synthesise(args, source: str) -> Path:
     if len(list((out / "images").glob("*.png"))) >= wanted:
         return out
     guidance = [] if args.guidance is None else ["--guidance", str(args.guidance)]
-    extras = (["--grain"] if args.grain else []) + (["--twigs" if args.twigs else "--no_twigs"]
-                                                    if args.trees == "vessel" else [])
+    extras = ["--grain" if args.grain else "--no_grain"] + (["--twigs" if args.twigs else "--no_twigs"]
+                                                            if args.trees == "vessel" else [])
     run(command("generate", "--mode", source, *trees, "--seed", str(args.seed), "--sr", args.sr, *guidance, *extras,
                 "--output_dir", str(out)), Path(args.out) / "logs" / f"synthetic_{source}.log")
     return out
@@ -126,7 +127,9 @@ def main() -> None:
     p.add_argument("--tree_sr", default="auto", help="stage 1's super-resolution (generate --tree_sr auto|none|NAME)")
     p.add_argument("--sr", default="auto", help="super-resolution for the synthetic images (auto|none|NAME)")
     p.add_argument("--guidance", type=float, default=None, help="of the synthetic images (default: the model's)")
-    p.add_argument("--grain", action="store_true", help="the synthetic images with camera grain (generate --grain)")
+    p.add_argument("--grain", action="store_true", default=GRAIN_BY_DEFAULT,
+                   help="the synthetic images with camera grain (generate --grain)")
+    p.add_argument("--no_grain", dest="grain", action="store_false", help="the synthetic images without it")
     p.add_argument("--twigs", action="store_true", default=TWIGS_BY_DEFAULT,
                    help="stage-1 trees with thin vessels grown on (generate --twigs)")
     p.add_argument("--no_twigs", dest="twigs", action="store_false", help="stage-1 trees as drawn")

@@ -16,6 +16,7 @@ from .pairs import LAYOUTS, NNUNET_ID, NNUNET_NAME
 from .pipeline import TREE_TRIES
 from .precision import DEFAULT as PRECISION_DEFAULT
 from .samplers import SAMPLERS
+from .grain import GRAIN_BY_DEFAULT
 from .twigs import TWIGS_BY_DEFAULT
 
 
@@ -165,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(auto: the shipped sr model that fits the generator's size, if any)")
     g.add_argument("--no_aperture", dest="aperture", action="store_false",
                    help="keep the rim as generated (default: the camera's round aperture, cutting masks to it)")
-    g.add_argument("--grain", action="store_true", help=GRAIN_HELP)
+    g.add_argument("--grain", action="store_true", default=None, help=GRAIN_HELP + " (default: on for the pairs, "
+                   "not for --edit, where the sr model has a grain profile)")
+    g.add_argument("--no_grain", dest="grain", action="store_false", help="the pairs without camera grain")
     g.add_argument("--batch_size", type=positive_int, default=4)
     g.add_argument("--output_dir", default="outputs/generated")
     g.add_argument("--layout", choices=LAYOUTS, default="seed",
@@ -250,7 +253,10 @@ def run_generate(args: argparse.Namespace) -> None:
     from .weights import load_model
 
     pipe = FundusPipeline.load(args.checkpoint or args.weights or args.mode, role=args.mode, sr=args.sr,
-                               aperture=args.aperture, grain=args.grain, device=args.device, precision=args.precision)
+                               aperture=args.aperture, grain=bool(args.grain), device=args.device,
+                               precision=args.precision)
+    if args.grain is None and GRAIN_BY_DEFAULT and not args.edit and pipe.sr is not None and pipe.sr.grain:
+        pipe = replace(pipe, grain=True)  # synthetic pairs teach a segmenter better with it (docs/experiments.md)
     options = pipe.options(SampleConfig(args.sampler, args.steps, args.guidance, args.seed, args.style))
     if args.edit:
         return run_edit(args, pipe, options)

@@ -16,6 +16,7 @@ import numpy as np
 
 BINS = 129  # radial frequency bins from 0 to 0.5 cycles per pixel
 CROP_PX = 256  # the spectra are measured on this central crop (inside the field of view)
+GRAIN_BY_DEFAULT = True  # for synthetic pairs (generate, the Synthesise tab) where the sr model has a profile
 
 
 @dataclass(frozen=True)

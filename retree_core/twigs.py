@@ -21,7 +21,7 @@ LENGTH_PX = (30.0, 150.0)  # a twig's length budget (px at 512)
 CLEARANCE_PX = 7.0  # twigs end this close to other vessels (px at 512)
 STEP_PX = 2.0
 FOV_MARGIN = 0.03  # the trees' round field of view (procedural.fov_disc)
-TWIGS_BY_DEFAULT = False  # for dataset synthesis (generate --num, the app); why: docs/experiments.md
+TWIGS_BY_DEFAULT = True  # for stage-1 trees in generate --num and the app; why: docs/experiments.md
 
 
 def _orientation(tree: np.ndarray, sigma: float) -> np.ndarray:
@@ -63,7 +63,7 @@ class _Twigs:
         curvature, travelled = 0.0, 0.0
         points, sides = [(x, y)], []
         next_side = rng.exponential(60 * k)
-        start_clear = self.clear(x, y) + clearance + 2 * width * k
+        leave = self.clear(x, y) + clearance + 2 * width * k  # travelled before other vessels may stop it
         while travelled < budget:
             curvature = rho * curvature + math.sqrt(1 - rho * rho) * rng.normal(0.0, 0.025)
             ahead = [self.clear(x + 3 * clearance * math.cos(heading + d), y + 3 * clearance * math.sin(heading + d))
@@ -73,7 +73,7 @@ class _Twigs:
             travelled += step
             if not self.inside(x, y):
                 break
-            if travelled > start_clear and self.clear(x + clearance * math.cos(heading),
+            if travelled > leave and self.clear(x + clearance * math.cos(heading),
                                                       y + clearance * math.sin(heading)) < clearance:
                 break
             points.append((x, y))

@@ -93,3 +93,24 @@ def test_pipeline_adds_the_sr_models_grain(tiny_weights, tiny_sr, tmp_path):
     bad = tmp_path / "bad"
     with pytest.raises(CheckpointError, match="grain"):
         export_weights(tiny_sr, bad, extra_meta={"grain": {"any": {"power": [1, 2]}}})
+
+
+def test_generated_pairs_get_grain_by_default_where_the_sr_has_it(tiny_weights, tiny_sr, tmp_path, capsys):
+    import json
+
+    from retree_core.cli import main
+    from retree_core.weights import export_weights
+
+    with_grain = export_weights(tiny_sr, tmp_path / "sr_grain", extra_meta={"grain": {"any": _flat(400.0).to_dict()}})
+
+    def grain_of(*options, sr=with_grain, rc=0):
+        out = tmp_path / f"gen{len(list(tmp_path.glob('gen*')))}"
+        assert main(["generate", "--weights", str(tiny_weights), "--mode", "concat", "--num", "1", "--trees",
+                     "procedural", "--steps", "2", "--sr", str(sr), "--output_dir", str(out), *options]) == rc
+        return rc or json.loads((out / "generation.json").read_text())["settings"]["grain"]
+
+    assert grain_of() is True and grain_of("--no_grain") is False
+    assert grain_of(sr=tiny_sr) is False  # no profile: the default quietly leaves it out
+    assert grain_of("--sr", "none") is False
+    grain_of("--grain", sr=tiny_sr, rc=1)  # asked for explicitly without a profile: refused, with the message
+    assert "no camera grain measured" in capsys.readouterr().err

@@ -256,9 +256,9 @@ def super_res_box(h: HandlersBase, elem_id: str) -> gr.Checkbox:
     return gr.Checkbox(bool(shipped), label=label, info=info, interactive=bool(shipped), elem_id=elem_id)
 
 
-def grain_box(elem_id: str) -> gr.Checkbox:
+def grain_box(elem_id: str, value: bool = False) -> gr.Checkbox:
     """Whether super-resolved results get the camera grain the sr model lacks (retree_core.grain)."""
-    return gr.Checkbox(False, label="Camera grain", elem_id=elem_id,
+    return gr.Checkbox(value, label="Camera grain", elem_id=elem_id,
                        info="add the finest texture and noise of the style's photographs, which super-resolution "
                             "cannot draw (with super-resolution on); synthetic pairs with it teach a segmenter "
                             "faint vessels better")

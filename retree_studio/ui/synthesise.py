@@ -7,6 +7,7 @@ import gradio as gr
 import numpy as np
 
 from retree_core.config import STYLE_ANY, SampleConfig
+from retree_core.grain import GRAIN_BY_DEFAULT
 
 from ..jobs import format_duration
 from ..mask_sources import mask_picture
@@ -90,7 +91,7 @@ def synth_tab(h: SynthesiseHandlers, s: StudioSettings) -> dict:
             with gr.Row():
                 super_res = super_res_box(h, "rt-synth-sr")
                 aperture = aperture_box("rt-synth-aperture")
-                grain = grain_box("rt-synth-grain")
+                grain = grain_box("rt-synth-grain", GRAIN_BY_DEFAULT and super_res.value)  # pairs teach better
             with gr.Row():
                 go = gr.Button("Synthesise", variant="primary", elem_id="rt-synth")
                 stop = gr.Button("Stop", variant="stop")
