@@ -7,8 +7,8 @@ same size (`retree_core/vessel_reference.json`), and the share of trees the filt
 with thin vessels grown on (`twigs.py`). Optionally writes a grid of the trees. With --data_root it also
 measures the training target itself: each real annotation of --split at the model's size, as the soft
 tree it learns, made a tree at --out_px as its outputs are (the best a model imitating that target can reach
-there), with its Dice against the annotation. Trees at --out_px come from the treesr model (--tree_sr, as `generate` makes them) or,
-without one, from the soft output resized and cut.
+there), with its Dice against the annotation. Trees at --out_px come from the treesr model (--tree_sr, as
+`generate` makes them) or, without one, from the soft output resized and cut.
 
     python bench/stage1_samples.py vessel [runs/vessel/last.ckpt ...] [--num 16] [--sampler dpmpp] \\
         [--steps 20] [--threshold 0.5] [--grid outputs/stage1.png] [--cut_only] [--data_root ../shared/data] \\

@@ -12,11 +12,11 @@ from .config import (MAX_GUIDANCE, MAX_SEED, PRECISION_HELP, PRECISIONS, ConfigE
                      bounded_number, whole_number)
 from .data.imageio import IMAGE_SUFFIXES
 from .editing import EDIT_MODES, EditConfig
+from .grain import GRAIN_BY_DEFAULT
 from .pairs import LAYOUTS, NNUNET_ID, NNUNET_NAME
 from .pipeline import TREE_TRIES
 from .precision import DEFAULT as PRECISION_DEFAULT
 from .samplers import SAMPLERS
-from .grain import GRAIN_BY_DEFAULT
 from .twigs import TWIGS_BY_DEFAULT
 
 
@@ -288,8 +288,7 @@ def run_generate(args: argparse.Namespace) -> None:
         if masks is None:
             source, stood_in = tree_masks(vessel, seeds, out_px, first_seed=args.seed, max_tries=args.tree_tries,
                                           min_plausibility=args.min_plausibility, twigs=args.twigs,
-                                          sampler=args.sampler,
-                                          steps=args.steps)
+                                          sampler=args.sampler, steps=args.steps)
             stand_ins += stood_in
         else:  # the rows of this chunk, at each size as read (or resized from the output size)
             rows = slice(start, start + len(chunk))

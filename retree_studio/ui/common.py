@@ -308,6 +308,5 @@ CSS = """
 
 
 __all__ = ["CSS", "EXAMPLES_DIR", "HandlersBase", "MODES", "PRIVATE", "QUIET", "SAMPLERS", "aperture_box", "grain_box",
-           "twigs_box",
            "dataset_sources", "for_display", "on_gpu", "legend_html", "no_model_message", "progress_html", "readable",
-           "session_of", "show_dataset_inputs", "style_dropdown", "super_res_box", "ui_errors"]
+           "session_of", "show_dataset_inputs", "style_dropdown", "super_res_box", "twigs_box", "ui_errors"]
