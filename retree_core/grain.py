@@ -47,6 +47,11 @@ class GrainProfile:
         return cls(np.array(data["power"], float), np.array(data["correlation"], float))
 
 
+def _frequency(h: int, w: int) -> np.ndarray:
+    """Per FFT coefficient of an (h, w) image, its radial frequency in cycles per pixel."""
+    return np.hypot(*np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing="ij"))
+
+
 def radial_power(images: np.ndarray) -> np.ndarray:
     """Mean power spectrum of uint8 (B, H, W, 3) images' central crop, averaged over rings: (3, BINS)."""
     h, w = images.shape[1:3]
@@ -55,8 +60,7 @@ def radial_power(images: np.ndarray) -> np.ndarray:
     pixels = images[:, top:top + crop, left:left + crop].astype(np.float64)
     pixels -= pixels.mean(axis=(1, 2), keepdims=True)
     power = (np.abs(np.fft.fft2(pixels, axes=(1, 2))) ** 2).mean(0) / crop ** 2
-    freq = np.hypot(*np.meshgrid(np.fft.fftfreq(crop), np.fft.fftfreq(crop), indexing="ij"))
-    ring = np.minimum(np.rint(freq * 2 * (BINS - 1)).astype(int), BINS - 1).ravel()
+    ring = np.minimum(np.rint(_frequency(crop, crop) * 2 * (BINS - 1)).astype(int), BINS - 1).ravel()
     counts = np.maximum(np.bincount(ring, minlength=BINS), 1)
     return np.stack([np.bincount(ring, power[..., c].ravel(), minlength=BINS) / counts for c in range(3)])
 
@@ -80,7 +84,7 @@ def add_grain(images: np.ndarray, profile: GrainProfile, min_frequency: float, s
     pixel; a half-cosine ramp over the octave below it), image i from seed + i."""
     images = np.asarray(images)
     h, w = images.shape[1:3]
-    freq = np.hypot(*np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing="ij"))
+    freq = _frequency(h, w)
     ramp = np.clip(freq / (min_frequency / 2) - 1, 0, 1) if min_frequency > 0 else np.ones_like(freq)
     ramp = 0.5 - 0.5 * np.cos(np.pi * ramp)
     bins = np.clip(freq * 2 * (BINS - 1), 0, BINS - 1)

@@ -44,16 +44,18 @@ class _Twigs:
         self.taken = np.zeros(tree.shape, np.uint8)
         self.segments: list[Segment] = []
 
+    def pixel(self, x: float, y: float) -> tuple[int, int] | None:
+        """The (row, col) of (x, y), None outside the field of view."""
+        row, col = int(round(y)), int(round(x))
+        return (row, col) if 0 <= row < self.size and 0 <= col < self.size and self.fov[row, col] else None
+
     def inside(self, x: float, y: float) -> bool:
-        col, row = int(round(x)), int(round(y))
-        return 0 <= row < self.size and 0 <= col < self.size and bool(self.fov[row, col])
+        return self.pixel(x, y) is not None
 
     def clear(self, x: float, y: float) -> float:
         """Distance to the nearest vessel or twig at (x, y) (0 outside the field of view)."""
-        if not self.inside(x, y):
-            return 0.0
-        row, col = int(round(y)), int(round(x))
-        return 0.0 if self.taken[row, col] else float(self.free[row, col])
+        at = self.pixel(x, y)
+        return 0.0 if at is None or self.taken[at] else float(self.free[at])
 
     def grow(self, x: float, y: float, heading: float, width: float, budget: float, depth: int) -> None:
         """Walk one twig from (x, y), record it, then grow its side twigs."""
