@@ -22,7 +22,7 @@ from retree_core.pipeline import FundusPipeline, MaskSource, masks_at
 class LiveFrame:
     step: int
     total: int
-    x_t: np.ndarray | None  # uint8 HxWx3; None on the final frame
+    x_t: np.ndarray  # uint8 HxWx3; on the final frame the last state: the sample, or where a stop left it
     x0: np.ndarray  # current prediction of the clean image at the model's size
     elapsed_s: float
     final: bool = False
@@ -106,7 +106,7 @@ def live_frames(pipe: FundusPipeline, masks: MaskSource, options: SampleConfig, 
             for frame in frames:
                 elapsed = time.perf_counter() - start
                 if frame.final:
-                    mailbox.put(LiveFrame(frame.step, frame.total, None, frame.x0, elapsed, final=True,
+                    mailbox.put(LiveFrame(frame.step, frame.total, frame.x0, frame.x0, elapsed, final=True,
                                           image=frame.images[0], mask=frame.masks[0]), final=True)
                     return
                 last = LiveFrame(frame.step, frame.total, frame.x_t, frame.x0, elapsed)
@@ -117,7 +117,7 @@ def live_frames(pipe: FundusPipeline, masks: MaskSource, options: SampleConfig, 
             if last is None:
                 raise RuntimeError("generation stopped before its first step")
             image, mask = pipe.finish(last.x0, masks_at(masks, pipe.output_px)[0], options)
-            mailbox.put(LiveFrame(last.step, last.total, None, last.x0, time.perf_counter() - start,
+            mailbox.put(LiveFrame(last.step, last.total, last.x_t, last.x0, time.perf_counter() - start,
                                   final=True, stopped=True, image=image, mask=mask), final=True)
         except Exception as exc:  # raised in the consumer's thread
             mailbox.put(exc, final=True)

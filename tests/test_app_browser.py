@@ -68,11 +68,22 @@ def set_number(pg, elem_id: str, value) -> None:
     box.press("Enter")
 
 
+def wait_image(pg, elem_id: str) -> None:
+    """Wait for the component's image to show; on a timeout, fail with what its <img> elements hold."""
+    try:
+        pg.locator(f"#{elem_id} img").wait_for()
+    except playwright_api.TimeoutError:
+        state = pg.evaluate("""id => [...document.querySelectorAll(`#${id} img`)].map(i => ({src: i.src.slice(-80),
+            complete: i.complete, natural: [i.naturalWidth, i.naturalHeight], box: [i.getBoundingClientRect().width, i.getBoundingClientRect().height]}))""",
+                            elem_id)
+        raise AssertionError(f"#{elem_id} shows no image: {state or 'no <img>'}; counter: {counter_text(pg)!r}")
+
+
 def run_and_wait(pg, steps: int = 12) -> list[str]:
     record_counter(pg)
     pg.locator("#rt-run").click()
     pg.wait_for_function("() => window.__counter.some(t => t.includes('done'))", timeout=WAIT_MS)
-    pg.locator("#rt-result img").wait_for()
+    wait_image(pg, "rt-result")
     return pg.evaluate("window.__counter")
 
 
@@ -92,14 +103,14 @@ def test_draw_run_streams_frames_and_shows_result(page):
     page.wait_for_function("() => document.querySelector('#rt-seen-note').innerText.includes('canvas is empty')")
     draw_strokes(page)
     page.wait_for_function("() => document.querySelector('#rt-seen-note').innerText.includes('% vessel')")
-    page.locator("#rt-seen img").wait_for()
+    wait_image(page, "rt-seen")
     page.get_by_text("DDPM (ancestral)").click()
     set_number(page, "rt-steps", 30)
     seen = run_and_wait(page)
     steps_seen = {m.group(1) for text in seen if (m := re.search(r"step (\d+) / 30", text))}
     assert len(steps_seen) >= 2, seen  # frames streamed, not just the end
-    page.locator("#rt-xt img").wait_for()
-    page.locator("#rt-x0 img").wait_for()
+    wait_image(page, "rt-xt")
+    wait_image(page, "rt-x0")
     page.wait_for_function("() => document.querySelector('#rt-fidelity').innerText.includes('Dice')")
     assert page.get_by_text("Download image (PNG)").is_visible()
 
@@ -126,7 +137,7 @@ def test_upload_mask_then_corrupt_upload_then_run_again(page, tmp_path):
     error.first.wait_for()
     assert "Traceback" not in page.content()
     page.wait_for_timeout(300)
-    page.locator("#rt-result img").wait_for()
+    wait_image(page, "rt-result")
     run_and_wait(page)  # the canvas still holds the good mask: the app keeps working
 
 

@@ -163,11 +163,12 @@ def mask_in():
 
 def test_run_streams_frames_then_result_fidelity_and_downloads(handlers):
     outputs = list(handlers.run(*mask_in(), "concat", "concat", None, "dpmpp", 5, 1.0, 7, True, request=REQUEST))
-    frames = [o for o in outputs if isinstance(o[0], np.ndarray)]
+    frames = [o for o in outputs if isinstance(o[0], np.ndarray) and not isinstance(o[3], np.ndarray)]
     steps = [int(re.search(r"step (\d) / 5", o[2]).group(1)) for o in frames]
     assert steps and steps == sorted(set(steps))  # newest frames, in order (a slow consumer skips some)
     final = next(o for o in outputs if isinstance(o[3], np.ndarray))
     assert "done: 5 steps" in final[2] and final[3].shape[0] >= 256
+    assert np.array_equal(final[0], final[1])  # x_t ends on the sample, whichever frames were skipped
     png, pair = final[6]["value"], final[7]["value"]
     with zipfile.ZipFile(pair) as z:
         assert sorted(z.namelist()) == ["images/img_000.png", "masks/seg_000.png"]
@@ -207,6 +208,7 @@ def test_stop_ends_a_run_within_a_step(handlers):
     stopped = [o for o in rest if isinstance(o[2], str) and "stopped at step" in o[2]]
     assert stopped and len(rest) < 10
     assert isinstance(stopped[0][3], np.ndarray)  # the prediction at that step is the result
+    assert stopped[0][0].shape == stopped[0][1].shape and not np.array_equal(stopped[0][0], stopped[0][1])  # x_t: still noisy
 
 
 def test_run_rejects_bad_options_and_empty_canvas(handlers):

@@ -147,7 +147,8 @@ class GenerateHandlers(HandlersBase):
             image, mask = frame.image, frame.mask
             size = f" · {image.shape[0]} px" + (" (super-resolved)" if image.shape[0] != frame.x0.shape[0] else "")
             png, pair = self._downloads(session, pipe, options, image, mask)
-            yield (gr.skip(), frame.x0, progress_html(frame.step, frame.total, text + size),
+            # the last state goes to x_t too: the browser may have skipped the last frames
+            yield (frame.x_t, frame.x0, progress_html(frame.step, frame.total, text + size),
                    for_display(image), None, "measuring mask fidelity…", gr.update(value=png, visible=True),
                    gr.update(value=pair, visible=True))
             fid = measure_fidelity(image, mask, self.studio.segmenter())
