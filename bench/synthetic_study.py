@@ -82,8 +82,10 @@ def synthesise(args, source: str) -> Path:
     if len(list((out / "images").glob("*.png"))) >= wanted:
         return out
     guidance = [] if args.guidance is None else ["--guidance", str(args.guidance)]
-    extras = ["--grain" if args.grain else "--no_grain"] + (["--twigs" if args.twigs else "--no_twigs"]
-                                                            if args.trees == "vessel" else [])
+    extras = ["--grain" if args.grain else "--no_grain"]
+    if args.trees == "vessel":
+        extras += ["--twigs" if args.twigs else "--no_twigs"] + (
+            ["--twig_spacing", str(args.twig_spacing)] if args.twigs and args.twig_spacing else [])
     run(command("generate", "--mode", source, *trees, "--seed", str(args.seed), "--sr", args.sr, *guidance, *extras,
                 "--output_dir", str(out)), Path(args.out) / "logs" / f"synthetic_{source}.log")
     return out
@@ -115,7 +117,7 @@ def arm(args, name: str, synthetic: Path | None, fraction: float, init: Path | N
             **document["mean"]}
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data_root", nargs="+", required=True, help="the real data (its train split trains, val scores)")
     p.add_argument("--sources", nargs="*", default=["concat", "spade"],
@@ -133,6 +135,7 @@ def main() -> None:
     p.add_argument("--twigs", action="store_true", default=TWIGS_BY_DEFAULT,
                    help="stage-1 trees with thin vessels grown on (generate --twigs)")
     p.add_argument("--no_twigs", dest="twigs", action="store_false", help="stage-1 trees as drawn")
+    p.add_argument("--twig_spacing", type=float, default=None, help="generate --twig_spacing (default: its own)")
     p.add_argument("--mix_fraction", type=float, default=0.5, help="synthetic share of the real + synthetic arms")
     p.add_argument("--mix_sources", nargs="*", default=None, help="sources with a real + synthetic arm (default: all)")
     p.add_argument("--skip_real", action="store_true",
@@ -151,9 +154,14 @@ def main() -> None:
                    help="per source also an arm that trains on the real pairs from the synthetic-only segmenter")
     p.add_argument("--jobs", type=int, default=2, help="stages run side by side")
     p.add_argument("--out", default="outputs/study")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.mix_sources and set(args.mix_sources) - set(args.sources):
         p.error(f"--mix_sources must be among --sources {args.sources}")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
 
     with ThreadPoolExecutor(args.jobs) as pool:
         synthetic = dict(zip(args.sources, pool.map(lambda s: synthesise(args, s), args.sources)))
@@ -167,11 +175,14 @@ def main() -> None:
             pretrained = {s: Path(args.out) / f"arm_synthetic_{s}" / "segment.safetensors" for s in args.sources}
             rows += pool.map(lambda s: arm(args, f"synthetic_{s}_then_real", None, 0.0, pretrained[s]), args.sources)
 
+    twigs = (f", twigs{f' every {args.twig_spacing:g} px' if args.twig_spacing else ''}"
+             if args.twigs and args.trees == "vessel" else "")
     lines = [f"Segmenter `{args.preset}` preset, {args.image_size} px view, {args.crop_px} px crops, batch {args.batch_size}, "
              f"{args.steps} steps, lr {args.lr}; synthetic arms {args.train_args or 'no more options'}; real-only arms "
              f"{args.real_args or 'no more options'}; {'one' if args.trees == 'real' else args.num} synthetic pair(s) per "
              f"{'real training annotation' if args.trees == 'real' else 'source'} ({args.trees} trees, sr "
-             f"{args.sr}{', grain' if args.grain else ''}{', twigs' if args.twigs and args.trees == 'vessel' else ''}, guidance {args.guidance or 'recommended'}); real + synthetic: {args.mix_fraction:.0%} synthetic items. Validation split, inside "
+             f"{args.sr}{', grain' if args.grain else ''}{twigs}, guidance {args.guidance or 'recommended'}); "
+             f"real + synthetic: {args.mix_fraction:.0%} synthetic items. Validation split, inside "
              "the FOV, at the annotation's resolution, mean over images.", "",
              "| training data | threshold | " + " | ".join(COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]
     for row in rows:

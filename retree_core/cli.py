@@ -17,7 +17,7 @@ from .pairs import LAYOUTS, NNUNET_ID, NNUNET_NAME
 from .pipeline import TREE_TRIES
 from .precision import DEFAULT as PRECISION_DEFAULT
 from .samplers import SAMPLERS
-from .twigs import TWIGS_BY_DEFAULT
+from .twigs import SPACING_PX, TWIGS_BY_DEFAULT
 
 
 def whole_in(low: int, high: int | None = None):
@@ -150,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --num: grow the thin vessels a stage-1 tree lacks onto it (twigs.py; default "
                         f"{'on' if TWIGS_BY_DEFAULT else 'off'})")
     g.add_argument("--no_twigs", dest="twigs", action="store_false", help="with --num: stage-1 trees as drawn")
+    g.add_argument("--twig_spacing", type=number_in(4, 10_000), default=SPACING_PX, metavar="PX",
+                   help="with --twigs: one thin vessel sprouts per this much centre line (px at 512; lower grows more)")
     g.add_argument("--min_plausibility", type=number_in(0, 1), default=None,
                    help="with --num: redraw trees scoring below this (default: plausibility.DEFAULT_THRESHOLD)")
     g.add_argument("--tree_tries", type=positive_int, default=TREE_TRIES,
@@ -288,6 +290,7 @@ def run_generate(args: argparse.Namespace) -> None:
         if masks is None:
             source, stood_in = tree_masks(vessel, seeds, out_px, first_seed=args.seed, max_tries=args.tree_tries,
                                           min_plausibility=args.min_plausibility, twigs=args.twigs,
+                                          twig_spacing=args.twig_spacing,
                                           sampler=args.sampler, steps=args.steps)
             stand_ins += stood_in
         else:  # the rows of this chunk, at each size as read (or resized from the output size)

@@ -30,7 +30,7 @@ from .grain import GrainProfile, add_grain
 from .superres import choose_sr, fits, upscale
 from .tree_ops import cut_tree
 from .tree_sr import upscale_trees
-from .twigs import add_twigs
+from .twigs import SPACING_PX as TWIG_SPACING_PX, add_twigs
 from .weights import LoadedModel, load_model
 
 MaskSource = Union[np.ndarray, Callable[[int], np.ndarray]]  # masks, or a function giving them at a size
@@ -150,10 +150,11 @@ def varied_tree_params(seed: int, index: int) -> TreeParams:
 
 def tree_masks(vessel_model: LoadedModel | None, seeds: list[int], size_px: int, *, trees: str = "vessel",
                first_seed: int = 0, min_plausibility: float | None = None, max_tries: int = TREE_TRIES,
-               twigs: bool = False, **options) -> tuple[np.ndarray, int]:
+               twigs: bool = False, twig_spacing: float = TWIG_SPACING_PX, **options) -> tuple[np.ndarray, int]:
     """Stage 1 for a batch of seeds: trees from the vessel model, redrawn below the plausibility
     threshold (default plausibility.DEFAULT_THRESHOLD; `dream_trees`), with `twigs` the thin vessels it
-    cannot draw grown onto them (twigs.add_twigs, seeded per tree), or procedural ones (knobs varied per
+    cannot draw grown onto them (twigs.add_twigs, seeded per tree, one per `twig_spacing` px of centre line
+    at 512), or procedural ones (knobs varied per
     pair). Returns the masks at size_px and how many procedural trees stood in for stage-1 trees that
     stayed implausible."""
     def procedural(seed: int) -> np.ndarray:
@@ -164,7 +165,7 @@ def tree_masks(vessel_model: LoadedModel | None, seeds: list[int], size_px: int,
     threshold = plaus.DEFAULT_THRESHOLD if min_plausibility is None else min_plausibility
     dreamt, _ = dream_trees(vessel_model, seeds, min_plausibility=threshold, max_tries=max_tries, size_px=size_px,
                             **options)
-    masks = [procedural(seed) if tree is None else add_twigs(tree, seed) if twigs else tree
+    masks = [procedural(seed) if tree is None else add_twigs(tree, seed, twig_spacing) if twigs else tree
              for tree, seed in zip(dreamt, seeds)]
     return np.stack(masks), sum(tree is None for tree in dreamt)
 

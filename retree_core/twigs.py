@@ -100,6 +100,8 @@ def add_twigs(tree: np.ndarray, seed: int = 0, spacing_px: float = SPACING_PX) -
     tree = np.asarray(tree, bool)
     if tree.ndim != 2 or tree.shape[0] != tree.shape[1]:
         raise ValueError(f"twigs grow on a square tree, not one of shape {tree.shape}")
+    if not spacing_px > 0:
+        raise ValueError(f"twig spacing must be a positive length in px, got {spacing_px}")
     if not tree.any():
         return tree.copy()
     rng = np.random.default_rng(seed)

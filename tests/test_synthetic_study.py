@@ -52,3 +52,22 @@ def test_arms_take_their_own_options_and_finetuning_starts_from_the_synthetic_se
     assert "--init_weights" not in arms["arm_real"]
     table = (tmp_path / "study.md").read_text()
     assert "| synthetic_concat_then_real | 0.60 |" in table and "--fov_margin_px 4" in table
+
+
+def test_synthetic_pairs_carry_the_tree_options(tmp_path, monkeypatch):
+    study = load_study()
+    commands = []
+    monkeypatch.setattr(study, "run", lambda cmd, log: commands.append(cmd[3:]))
+
+    def generate_command(*options):
+        args = study.parse_args(["--data_root", "D", "--num", "2", "--out", str(tmp_path / str(len(commands))),
+                                 *options])
+        study.synthesise(args, "spade")
+        return commands[-1]
+
+    assert "--twig_spacing" not in generate_command()  # generate's own default
+    dense = generate_command("--twig_spacing", "20")
+    assert dense[dense.index("--twig_spacing") + 1] == "20.0" and "--twigs" in dense
+    bare = generate_command("--no_twigs", "--twig_spacing", "20")
+    assert "--no_twigs" in bare and "--twig_spacing" not in bare
+    assert "--twigs" not in generate_command("--trees", "procedural")  # procedural trees have their own

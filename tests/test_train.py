@@ -243,6 +243,8 @@ def test_procedural_trees_stand_in_for_implausible_stage_one_trees(tmp_path):
     assert not np.array_equal(masks, nearest)
     twigged, _ = tree_masks(vessel, [3, 4], 64, first_seed=3, min_plausibility=0, twigs=True, steps=2)
     assert np.array_equal(twigged, np.stack([add_twigs(m, seed) for m, seed in zip(masks, [3, 4])]))
+    dense, _ = tree_masks(vessel, [3, 4], 64, first_seed=3, min_plausibility=0, twigs=True, twig_spacing=9, steps=2)
+    assert np.array_equal(dense, np.stack([add_twigs(m, seed, 9) for m, seed in zip(masks, [3, 4])]))
     stood_in, _ = tree_masks(vessel, [3, 4], 64, first_seed=3, max_tries=2, twigs=True, steps=2)
     assert np.array_equal(stood_in, procedural)  # procedural trees have their own thin vessels
 

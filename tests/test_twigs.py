@@ -40,8 +40,15 @@ def test_twigs_are_seeded_and_fill_free_space_only(sparse_tree):
     assert gained(full) < gained(sparse_tree)
 
 
+def test_closer_spacing_grows_more_thin_vessels(sparse_tree):
+    length = lambda spacing: vessel_stats(add_twigs(sparse_tree, 2, spacing))["skeleton_length_rel"]  # noqa: E731
+    assert length(14) > length(28) > length(56)
+
+
 def test_twigs_on_empty_or_bad_trees():
     empty = np.zeros((64, 64), bool)
     assert not add_twigs(empty).any()
     with pytest.raises(ValueError, match="square"):
         add_twigs(np.zeros((64, 32), bool))
+    with pytest.raises(ValueError, match="spacing"):
+        add_twigs(np.zeros((64, 64), bool), spacing_px=0)
