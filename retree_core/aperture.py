@@ -5,12 +5,15 @@ and its rim is a clean circle. Young fundus models draw the retina's disc with a
 a generated image with the aperture fits the circle the model drew (centre and area-equivalent radius
 of its bright field of view) and blacks out everything beyond it with a soft edge, as a camera does.
 The image inside the circle is left as generated; a pair's mask is cut to the same circle so that no
-vessel is labelled where the photograph is black.
+vessel is labelled where the photograph is black. `field_of_view` gives back the disc the aperture lets
+light through, its soft rim included, as a dataset's FOV mask marks it: a segmenter trained on the pairs
+then learns that the rim is not a vessel.
 """
 from __future__ import annotations
 
 import cv2
 import numpy as np
+from scipy import ndimage
 
 from .data.embedded import estimate_fov
 
@@ -50,3 +53,18 @@ def apply_aperture(image_rgb: np.ndarray, mask: np.ndarray | None = None
     if inside.shape != mask.shape:
         inside = cv2.resize(inside, mask.shape[::-1], interpolation=cv2.INTER_NEAREST)
     return finished, mask & (inside > 0)
+
+
+def field_of_view(finished_rgb: np.ndarray) -> np.ndarray:
+    """The bool field of view (H, W) of a uint8 photograph finished by `apply_aperture`: its lit disc, the
+    soft rim included, with the disc's circle (centre, area-equivalent radius) filling any black notch at
+    the rim. Batches (B, H, W, 3) alike."""
+    if finished_rgb.ndim == 4:
+        return np.stack([field_of_view(image) for image in finished_rgb])
+    labels, count = ndimage.label(ndimage.binary_fill_holes(finished_rgb.max(axis=-1) > 0))
+    if count == 0:
+        return np.zeros(finished_rgb.shape[:2], bool)
+    lit = labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+    rows, cols = np.nonzero(lit)
+    yy, xx = np.mgrid[:lit.shape[0], :lit.shape[1]]
+    return lit | (np.hypot(yy - rows.mean(), xx - cols.mean()) <= np.sqrt(len(rows) / np.pi))

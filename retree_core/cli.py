@@ -297,13 +297,15 @@ def run_generate(args: argparse.Namespace) -> None:
             rows = slice(start, start + len(chunk))
             source = lambda px, rows=rows: masks_at(masks.get(px, masks[out_px])[rows], px)  # noqa: E731
         images, cut = pipe(source, replace(options, seed=seeds[0]))
-        for name, image, mask, seed in zip(chunk, images, cut, seeds):
-            writer.write(name, image, mask, seed)
+        fovs = pipe.field_of_view(images)
+        for i, (name, image, mask, seed) in enumerate(zip(chunk, images, cut, seeds)):
+            writer.write(name, image, mask, seed, None if fovs is None else fovs[i])
         bar.update(len(chunk))
     bar.close()
     out = writer.close()
     scaled = f", super-resolved to {out_px} px by {pipe.sr.source}" if pipe.sr else ""
-    folders = "imagesTr/, labelsTr/, dataset.json" if args.layout == "nnunet" else "images/, masks/"
+    folders = ("imagesTr/, labelsTr/, dataset.json" if args.layout == "nnunet"
+               else "images/, masks/, fov/" if pipe.aperture else "images/, masks/")
     print(f"wrote {len(names)} image + mask pairs to {out} ({folders}; settings in each PNG and "
           f"generation.json){scaled}")
     if stand_ins:

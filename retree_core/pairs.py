@@ -1,7 +1,7 @@
 """Writing generated (image, mask) pairs in the layout a segmentation framework reads.
 
-- `seed`: `images/img_NAME.png` + `masks/seg_NAME.png` (white vessels), which this project, the app and
-  most loaders read;
+- `seed`: `images/img_NAME.png` + `masks/seg_NAME.png` (white vessels) + `fov/fov_NAME.png` (the field of
+  view, when the images have the round aperture), which this project, the app and most loaders read;
 - `nnunet`: an nnU-Net v2 raw dataset, `DatasetNNN_Name/imagesTr/retree_NAME_0000.png` (one RGB PNG,
   channels R, G, B) + `labelsTr/retree_NAME.png` (0 background, 1 vessel) + `dataset.json`.
 
@@ -43,11 +43,14 @@ class PairWriter:
             return self.root / "imagesTr" / f"retree_{name}_0000.png", self.root / "labelsTr" / f"retree_{name}.png"
         return self.root / "images" / f"img_{name}.png", self.root / "masks" / f"seg_{name}.png"
 
-    def write(self, name: str, image: np.ndarray, mask: np.ndarray, seed: int) -> None:
+    def write(self, name: str, image: np.ndarray, mask: np.ndarray, seed: int, fov: np.ndarray | None = None) -> None:
+        """One pair; `fov` (bool) is written beside it in the seed layout (nnU-Net has no FOV)."""
         image_path, mask_path = self.paths(name)
         save_png(image_path, image, {**self.settings, "seed": seed})
         labels = np.asarray(mask, bool).astype(np.uint8) if self.layout == "nnunet" else mask_rgb(mask)
         save_png(mask_path, labels)
+        if fov is not None and self.layout == "seed":
+            save_png(self.root / "fov" / f"fov_{name}.png", np.asarray(fov, bool).astype(np.uint8) * 255)
         self.seeds[image_path.relative_to(self.root).as_posix()] = seed
 
     def close(self) -> Path:

@@ -317,6 +317,11 @@ class FundusPipeline:
             images, full = camera.apply_aperture(images, full)
         return (images[0], full[0]) if single else (images, full)
 
+    def field_of_view(self, finished: np.ndarray) -> np.ndarray | None:
+        """The bool fields of view of finished images (the aperture's lit disc, rim included), for a pair's
+        FOV mask; None without the aperture (a loader then estimates one)."""
+        return camera.field_of_view(np.asarray(finished)) if self.aperture else None
+
     def __call__(self, masks: MaskSource, options: SampleConfig | None = None,
                  callback: Callback | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Finished images (B, H, W, 3) uint8 and their masks (B, H, W) bool for masks at any size."""

@@ -2,7 +2,8 @@
 
 Stage 1 draws a vessel tree (the vessel model, or the procedural generator when there is none);
 stage 2 paints a fundus photograph for it (a concat or SPADE model). The zip has the seed's layout,
-`images/img_XXX.png` + `masks/seg_XXX.png`, so it can be trained on directly (also by this app).
+`images/img_XXX.png` + `masks/seg_XXX.png` (+ `fov/fov_XXX.png`, the round aperture's field of view), so it
+can be trained on directly (also by this app).
 """
 from __future__ import annotations
 
@@ -49,15 +50,22 @@ class SynthesisProgress:
     note: str = ""
 
 
+def pair_files(name: str, image: np.ndarray, mask: np.ndarray, fov: np.ndarray | None,
+               settings: dict | None) -> list[tuple[str, bytes]]:
+    """A pair's files in the seed layout (pairs.py): image (with `settings`), mask, and FOV when given."""
+    files = [(f"images/img_{name}.png", png_bytes(image, settings)),
+             (f"masks/seg_{name}.png", png_bytes(mask.astype(np.uint8) * 255))]
+    return files + ([] if fov is None else [(f"fov/fov_{name}.png", png_bytes(fov.astype(np.uint8) * 255))])
+
+
 def write_single_pair(folder: Path, stem: str, image: np.ndarray, mask: np.ndarray,
-                      settings: dict | None = None) -> tuple[Path, Path]:
-    """One generated image as `stem.png`, and with its mask as `stem_pair.zip` in the seed layout; the image
-    carries `settings` (what made it) in its PNG text chunk."""
+                      settings: dict | None = None, fov: np.ndarray | None = None) -> tuple[Path, Path]:
+    """One generated image as `stem.png`, and with its mask (and FOV) as `stem_pair.zip` in the seed layout;
+    the image carries `settings` (what made it) in its PNG text chunk."""
     folder.mkdir(parents=True, exist_ok=True)
     png = folder / f"{stem}.png"
     png.write_bytes(png_bytes(image, settings))
-    pair = write_pairs_zip(folder / f"{stem}_pair.zip", [("images/img_000.png", png_bytes(image, settings)),
-                                                        ("masks/seg_000.png", png_bytes(mask.astype(np.uint8) * 255))])
+    pair = write_pairs_zip(folder / f"{stem}_pair.zip", pair_files("000", image, mask, fov, settings))
     return png, pair
 
 
@@ -70,7 +78,7 @@ def synthesise_pairs(pipe: FundusPipeline, vessel_model: LoadedModel | None, cfg
     cfg.check(max_count)
     options = pipe.options(cfg.sample)
     files: list[tuple[str, bytes]] = []
-    stand_ins = 0
+    stand_ins = done = 0
     for index in range(cfg.count):
         if should_stop and should_stop():
             break
@@ -80,10 +88,10 @@ def synthesise_pairs(pipe: FundusPipeline, vessel_model: LoadedModel | None, cfg
         stand_ins += stood_in
         images, cut = pipe(masks, replace(options, seed=seed))
         image, mask = images[0], cut[0]
-        files += [(f"images/img_{index:03d}.png", png_bytes(image, {**pipe.settings(options), "seed": seed})),
-                  (f"masks/seg_{index:03d}.png", png_bytes(mask.astype(np.uint8) * 255))]
+        fov = pipe.field_of_view(image)
+        files += pair_files(f"{index:03d}", image, mask, fov, {**pipe.settings(options), "seed": seed})
+        done += 1
         yield SynthesisProgress(index + 1, cfg.count, image, mask)
-    done = len(files) // 2
     note = f"{stand_ins} implausible stage-1 tree(s) replaced by procedural ones" if stand_ins else ""
     if done == 0:
         yield SynthesisProgress(0, cfg.count, None, None, None, "stopped before the first pair")
@@ -91,5 +99,5 @@ def synthesise_pairs(pipe: FundusPipeline, vessel_model: LoadedModel | None, cfg
     yield SynthesisProgress(done, cfg.count, None, None, write_pairs_zip(zip_path, files), note)
 
 
-__all__ = ["TREE_SOURCES", "SynthesisConfig", "SynthesisProgress", "write_single_pair",
-           "synthesise_pairs"]
+__all__ = ["TREE_SOURCES", "SynthesisConfig", "SynthesisProgress", "pair_files", "synthesise_pairs",
+           "write_single_pair"]

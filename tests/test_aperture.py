@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from retree_core.aperture import apply_aperture, fit_aperture
+from retree_core.aperture import apply_aperture, field_of_view, fit_aperture
+from retree_core.data import estimate_fov
 
 
 def ragged_fundus(size_px: int = 128, centre=(66.0, 61.0), radius: float = 56.0, seed: int = 0) -> np.ndarray:
@@ -59,3 +60,16 @@ def test_batches_match_single_images_and_blank_images_get_the_centred_disc() -> 
     weights = fit_aperture(blank)
     assert weights[32, 32] == 1.0 and weights[0, 0] == 0.0 and weights[32, 0] > 0  # the inscribed disc
     assert apply_aperture(blank)[0].max() == 0
+
+
+def test_the_field_of_view_is_the_lit_disc_with_its_soft_rim() -> None:
+    finished, cut = apply_aperture(ragged_fundus(), np.ones((128, 128), bool))
+    fov = field_of_view(finished)
+    lit = finished.max(axis=-1) > 0
+    assert (lit ^ fov).sum() < 0.02 * fov.sum() and not (cut & ~fov).any()  # the lit circle
+    assert finished[~fov].max() < 40  # beyond it, at most the last of the soft edge
+    rim = fov & ~estimate_fov(finished)
+    assert rim.any() and finished[rim].max(axis=-1).mean() < 0.5 * finished[cut].max(axis=-1).mean()  # dim rim
+    batch = np.stack([finished, finished[::-1]])
+    assert np.array_equal(field_of_view(batch)[1], fov[::-1])
+    assert not field_of_view(np.zeros((8, 8, 3), np.uint8)).any()

@@ -171,7 +171,7 @@ def test_run_streams_frames_then_result_fidelity_and_downloads(handlers):
     assert np.array_equal(final[0], final[1])  # x_t ends on the sample, whichever frames were skipped
     png, pair = final[6]["value"], final[7]["value"]
     with zipfile.ZipFile(pair) as z:
-        assert sorted(z.namelist()) == ["images/img_000.png", "masks/seg_000.png"]
+        assert sorted(z.namelist()) == ["fov/fov_000.png", "images/img_000.png", "masks/seg_000.png"]
     assert Image.open(png).size == (16, 16)
     last = outputs[-1]
     assert isinstance(last[4], np.ndarray) and "Dice" in last[5]
@@ -279,10 +279,13 @@ def test_synthesise_writes_a_dataset_zip(handlers):
     outputs = list(handlers.synthesise("concat", "concat", "vessel", 2, 5, "dpmpp", 3, True, request=REQUEST))
     zip_path = outputs[-1][2]["value"]
     with zipfile.ZipFile(zip_path) as z:
-        assert sorted(z.namelist()) == ["images/img_000.png", "images/img_001.png",
-                                        "masks/seg_000.png", "masks/seg_001.png"]
+        assert sorted(z.namelist()) == ["fov/fov_000.png", "fov/fov_001.png", "images/img_000.png",
+                                        "images/img_001.png", "masks/seg_000.png", "masks/seg_001.png"]
         mask = np.asarray(Image.open(z.open("masks/seg_001.png")))
+        fov = np.asarray(Image.open(z.open("fov/fov_001.png"))) > 0
+        image = np.asarray(Image.open(z.open("images/img_001.png")))
     assert mask.shape == (16, 16) and set(np.unique(mask)) <= {0, 255}
+    assert not (mask.astype(bool) & ~fov).any() and not image[~fov].any()  # the aperture's lit disc
 
 
 # --- training -----------------------------------------------------------------------------------------

@@ -200,6 +200,10 @@ def test_cli_train_export_generate(tmp_path, capsys):
     assert main(["generate", "--weights", str(weights), "--num", "2", "--trees", "procedural", "--steps", "2",
                  "--output_dir", str(dreamt)]) == 0
     assert sorted(p.name for p in (dreamt / "images").iterdir()) == ["img_00000.png", "img_00001.png"]
+    from retree_core.data.layouts import find_samples
+    sample = find_samples(dreamt)[1]  # the aperture's field of view comes with each pair
+    image, fov = np.array(Image.open(sample.image)), np.array(Image.open(sample.fov)) > 0
+    assert fov.any() and not fov.all() and not image[~fov].any()
     assert Image.open(dreamt / "masks" / "seg_00001.png").size == (16, 16)
     capsys.readouterr()
     # with a stage-1 model: an untrained one draws noise, which the filter rejects in every draw, so
@@ -214,6 +218,7 @@ def test_cli_train_export_generate(tmp_path, capsys):
                  "--min_plausibility", "0", "--no_aperture", "--output_dir", str(tmp_path / "own")]) == 0
     assert "stayed below" not in capsys.readouterr().out
     assert all(np.array(Image.open(tmp_path / "own" / "masks" / f"seg_0000{i}.png")).any() for i in range(3))
+    assert not (tmp_path / "own" / "fov").exists()  # without the aperture a loader estimates the FOV
 
 
 def test_procedural_stage_one_varies_per_seed():

@@ -215,7 +215,8 @@ class HandlersBase:
                    mask: np.ndarray):
         """The result as a PNG (with its generation settings inside) and as an image + mask zip."""
         stem = f"retree_{pipe.model.net_cfg.role}_seed{options.seed}_{time.strftime('%H%M%S')}"
-        png, pair = write_single_pair(self.studio.session_dir(session), stem, image, mask, pipe.settings(options))
+        png, pair = write_single_pair(self.studio.session_dir(session), stem, image, mask, pipe.settings(options),
+                                      pipe.field_of_view(image))
         return str(png), str(pair)
 
     def _training_data(self, source, zip_path, folder, unpack_dir: Path | None = None):

@@ -73,7 +73,8 @@ def synth_tab(h: SynthesiseHandlers, s: StudioSettings) -> dict:
     with gr.Row(equal_height=False):
         with gr.Column(scale=4):
             gr.Markdown("Make **image + mask pairs** with both stages and download them as a dataset zip "
-                        "(`images/img_XXX.png` + `masks/seg_XXX.png`), ready to train a segmenter on.")
+                        "(`images/img_XXX.png` + `masks/seg_XXX.png`, with the round aperture also `fov/fov_XXX.png`), "
+                        "ready to train a segmenter on.")
             trees = gr.Radio([("Stage 1: vessel model", "vessel"), ("Procedural generator", "procedural")],
                              value="vessel", label="Vessel trees from",
                              info="without a vessel model the procedural generator is used")
