@@ -35,6 +35,7 @@ class ModelEntry:
     styles: tuple[str, ...] = ()  # dataset styles it was trained with (NetConfig.styles)
     style_guidance: dict[str, float] = field(default_factory=dict, hash=False)  # styles recommended another scale
     sr_scale: int = NetConfig.sr_scale  # roles sr, treesr: the upscaling factor (input image_size / sr_scale)
+    grain: bool = False  # role sr: camera grain measured for it (grain.py)
 
     def guidance_for(self, style: str) -> float:
         """The scale recommended for `style` (LoadedModel.guidance_for, read from the file's config only)."""
@@ -47,7 +48,8 @@ def _entry(path: Path, kind: str, label: str) -> ModelEntry | None:
         net = info["net"]
         return ModelEntry(label, path, net["role"], int(net["image_size"]), info.get("trained_steps"), kind,
                           recommended_guidance(info, str(path)), tuple(map(str, net.get("styles") or ())),
-                          style_guidance(info, str(path)), int(net.get("sr_scale", NetConfig.sr_scale)))
+                          style_guidance(info, str(path)), int(net.get("sr_scale", NetConfig.sr_scale)),
+                          bool(info.get("grain")))
     except (TypeError, KeyError, ValueError):
         return None
 

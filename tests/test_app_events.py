@@ -735,6 +735,8 @@ def test_camera_grain_is_asked_for_in_generate_and_synthesise(tmp_path, full_wei
     flat = {"power": [[100.0] * BINS] * 3, "correlation": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}
     export_weights(folder / "sr.safetensors", folder / "sr", extra_meta={"grain": {"any": flat}})
     grainy = ui.Handlers(Studio(settings(tmp_path / "s2", folder)))
+    shipped_grain = lambda h: [e.grain for e in h.studio.catalog.entries("sr") if e.kind == "shipped"]  # noqa: E731
+    assert shipped_grain(handlers) == [False] and shipped_grain(grainy) == [True]  # Synthesise ticks grain by it
 
     def result(h, grain):
         outputs = list(h.run(*args, True, False, "any", grain, request=REQUEST))

@@ -92,7 +92,8 @@ def synth_tab(h: SynthesiseHandlers, s: StudioSettings) -> dict:
             with gr.Row():
                 super_res = super_res_box(h, "rt-synth-sr")
                 aperture = aperture_box("rt-synth-aperture")
-                grain = grain_box("rt-synth-grain", GRAIN_BY_DEFAULT and super_res.value)  # pairs teach better
+                measured = any(e.grain for e in h.studio.catalog.entries("sr") if e.kind == "shipped")
+                grain = grain_box("rt-synth-grain", GRAIN_BY_DEFAULT and measured)  # pairs teach better
             with gr.Row():
                 go = gr.Button("Synthesise", variant="primary", elem_id="rt-synth")
                 stop = gr.Button("Stop", variant="stop")
