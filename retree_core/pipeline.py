@@ -154,9 +154,8 @@ def tree_masks(vessel_model: LoadedModel | None, seeds: list[int], size_px: int,
     """Stage 1 for a batch of seeds: trees from the vessel model, redrawn below the plausibility
     threshold (default plausibility.DEFAULT_THRESHOLD; `dream_trees`), with `twigs` the thin vessels it
     cannot draw grown onto them (twigs.add_twigs, seeded per tree, one per `twig_spacing` px of centre line
-    at 512), or procedural ones (knobs varied per
-    pair). Returns the masks at size_px and how many procedural trees stood in for stage-1 trees that
-    stayed implausible."""
+    at 512), or procedural ones (knobs varied per pair). Returns the masks at size_px and how many
+    procedural trees stood in for stage-1 trees that stayed implausible."""
     def procedural(seed: int) -> np.ndarray:
         return procedural_tree(size_px, varied_tree_params(first_seed, seed - first_seed), seed)
 
