@@ -1,5 +1,5 @@
 """bench/segmenter_errors.py: a segmenter's false positives sorted into width, rim and elsewhere."""
-import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,14 +9,8 @@ from retree_core.data import embedded_example
 from retree_core.data.layouts import find_samples
 from retree_core.images import save_png
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("segmenter_errors", ROOT / "bench" / "segmenter_errors.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import segmenter_errors as bench  # noqa: E402
 
 
 class Fixed:
@@ -30,7 +24,6 @@ class Fixed:
 
 
 def test_false_positives_are_split_into_width_rim_and_elsewhere(tmp_path):
-    bench = load_bench()
     image, truth, fov = embedded_example()
     for folder, name, arr in (("images", "img_0", image), ("masks", "seg_0", truth.astype(np.uint8) * 255),
                               ("fov", "fov_0", fov.astype(np.uint8) * 255)):
