@@ -73,9 +73,11 @@ def wait_image(pg, elem_id: str) -> None:
     try:
         pg.locator(f"#{elem_id} img").wait_for()
     except playwright_api.TimeoutError:
-        state = pg.evaluate("""id => [...document.querySelectorAll(`#${id} img`)].map(i => ({src: i.src.slice(-80),
-            complete: i.complete, natural: [i.naturalWidth, i.naturalHeight], box: [i.getBoundingClientRect().width, i.getBoundingClientRect().height]}))""",
-                            elem_id)
+        state = pg.evaluate("""id => [...document.querySelectorAll(`#${id} img`)].map(i => {
+            const box = i.getBoundingClientRect();
+            return {src: i.src.slice(-80), complete: i.complete, natural: [i.naturalWidth, i.naturalHeight],
+                    box: [box.width, box.height]};
+        })""", elem_id)
         raise AssertionError(f"#{elem_id} shows no image: {state or 'no <img>'}; counter: {counter_text(pg)!r}")
 
 
